@@ -1,0 +1,294 @@
+// Package store defines the session store contract that tether's client
+// writes its MQTT session state to, and that every storage backend implements.
+//
+// A store is a durable, ordered map of opaque records per session. It knows
+// nothing of MQTT beyond the bytes it keeps: the client decides what is
+// written and when. A session is named by a Key (server, ClientID); its
+// records are named and ordered by a sequence number that the client assigns
+// and never reuses within the session.
+//
+// # The contract
+//
+// Every SessionStore implementation MUST keep these rules; the conformance
+// package checks each of them.
+//
+//   - Durable on return: when Apply or Clear returns nil, the change survives
+//     the end of the process that made it (a kill -9 included), to the extent
+//     the backend documents. A backend that keeps state only in memory says
+//     so; it then survives reconnects, not process crashes.
+//   - Atomic: the operations of one Apply are applied all together or not at
+//     all. A reader never sees part of a batch, and a crash never leaves one.
+//   - Ordered: Load returns a session's records in ascending Seq order,
+//     whatever order they were written in.
+//   - Isolated: operations on one Key never see or change another Key's
+//     records, whatever bytes the Server or ClientID strings hold (empty
+//     strings, separators, braces and non-ASCII included).
+//   - Concurrency-safe: every method may be called from many goroutines at
+//     once, on one Key or on many.
+//   - Context honoured: a method whose context is done returns the context's
+//     error (wrapped or not, so that errors.Is finds it) and, for Apply,
+//     applies nothing. A store never hangs past its context.
+//   - Clear errors: after Close every method returns ErrClosed; a record
+//     that fails its integrity check is reported as a *CorruptError; an
+//     unreachable backend is reported with ErrUnavailable; a record larger
+//     than the backend accepts is refused with ErrTooLarge. Errors are
+//     testable with errors.Is and errors.As. A store never panics on bad
+//     stored data.
+//
+// # Optional capabilities
+//
+// A backend may implement further interfaces, which callers find by type
+// assertion, in the manner of database/sql/driver:
+//
+//   - Lister: enumerate the sessions a store holds (for tools and expiry).
+//   - Owner: a lease per Key with a fencing token, for backends shared by
+//     several processes. While one handle holds the lease, writes from any
+//     other handle to that Key fail with ErrSessionTaken.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Key names one session: the server it lives on and the ClientID it was
+// opened with. Server is canonical (scheme://host:port, host in lower case),
+// since MQTT sessions belong to one server.
+type Key struct {
+	Server   string
+	ClientID string
+}
+
+// String returns a readable, unambiguous form of k, for logs and errors.
+func (k Key) String() string {
+	return strconv.Quote(k.Server) + "/" + strconv.Quote(k.ClientID)
+}
+
+// Direction tells which way the packet of a record flows.
+type Direction uint8
+
+// Record directions.
+const (
+	// Meta records hold the client's own session metadata (for example the
+	// Session Expiry Interval and when the session was last connected).
+	// They use sequence number MetaSeq.
+	Meta Direction = iota
+	// Outbound records hold packets this client sends: PUBLISH and PUBREL.
+	Outbound
+	// Inbound records hold state of messages this client receives: the
+	// marker of an inbound QoS 2 message awaiting PUBREL.
+	Inbound
+)
+
+// String returns the direction's name.
+func (d Direction) String() string {
+	switch d {
+	case Meta:
+		return "meta"
+	case Outbound:
+		return "outbound"
+	case Inbound:
+		return "inbound"
+	}
+	return "direction(" + strconv.Itoa(int(d)) + ")"
+}
+
+// MetaSeq is the sequence number reserved for a session's Meta record.
+// Message records start at sequence number 1.
+const MetaSeq = 0
+
+// MaxPacketLen is the largest Packet every backend must accept: the largest
+// MQTT packet (a 1 byte type, a 4 byte length and 268,435,455 bytes) is
+// larger than any store needs in practice, so backends must accept at least
+// 16 MiB and may document a larger maximum.
+const MaxPacketLen = 16 << 20
+
+// Record is one stored element of a session.
+type Record struct {
+	// Seq is the record's identity and its place in the session's order.
+	// The client assigns it and never reuses it within a session.
+	Seq uint64
+	// Dir tells which way the record's packet flows.
+	Dir Direction
+	// ID is the MQTT packet identifier the record is using on the wire, or
+	// 0 while a queued message has not been sent yet.
+	ID uint16
+	// Packet is the encoded MQTT packet, or the client's own encoding for
+	// Meta and Inbound records. A store keeps these bytes exactly; it never
+	// retains the caller's slice after Apply returns.
+	Packet []byte
+}
+
+// OpKind says what an Op does.
+type OpKind uint8
+
+// Operation kinds.
+const (
+	// OpPut stores Record, replacing any record with the same Seq.
+	OpPut OpKind = iota + 1
+	// OpDelete removes the record with Record.Seq. Deleting a record that
+	// does not exist is not an error.
+	OpDelete
+)
+
+// Op is one operation of an atomic batch.
+type Op struct {
+	Kind   OpKind
+	Record Record // for OpDelete only Record.Seq is read
+}
+
+// Put returns an Op that stores r.
+func Put(r Record) Op { return Op{Kind: OpPut, Record: r} }
+
+// Delete returns an Op that removes the record with sequence number seq.
+func Delete(seq uint64) Op { return Op{Kind: OpDelete, Record: Record{Seq: seq}} }
+
+// SessionStore is the interface every backend implements. See the package
+// documentation for the rules each method keeps.
+type SessionStore interface {
+	// Load returns every record of session k in ascending Seq order, or no
+	// records and a nil error when the session is empty or unknown.
+	//
+	// A record that fails its integrity check is left out and reported in
+	// a *CorruptError; the records that could be read are still returned
+	// alongside that error, so one bad record never costs a whole session.
+	// Callers own the returned slices.
+	Load(ctx context.Context, k Key) ([]Record, error)
+
+	// Apply applies ops to session k as one atomic batch, in the order
+	// given (so a later op on the same Seq wins), and returns once the
+	// batch is durable. An empty batch is a no-op. A batch with an Op of
+	// unknown kind or a Packet over the backend's maximum applies nothing
+	// and returns an error (ErrTooLarge for the latter).
+	Apply(ctx context.Context, k Key, ops ...Op) error
+
+	// Clear removes every record of session k. Clearing an empty or unknown
+	// session is not an error.
+	Clear(ctx context.Context, k Key) error
+
+	// Close releases the store's resources. Later calls of any method
+	// return ErrClosed; Close itself may be called more than once.
+	Close() error
+}
+
+// Lister is implemented by stores that can enumerate their sessions.
+type Lister interface {
+	// Sessions returns the key of every session that holds at least one
+	// record, in no particular order.
+	Sessions(ctx context.Context) ([]Key, error)
+}
+
+// Owner is implemented by stores shared by several processes (Redis). It
+// gives one holder at a time the right to write a session, so two instances
+// of an application never drive one MQTT session at once.
+//
+// A lease carries a fencing token that grows with every acquisition of the
+// Key. Once a handle holds a lease on a Key, its Apply and Clear on that
+// Key check, atomically with the write, that the lease is still its own,
+// and fail with ErrSessionTaken once another holder has taken it over. A
+// write from a handle that holds no lease on a Key whose lease another
+// holder has is refused the same way.
+type Owner interface {
+	// Acquire takes the lease on k for this handle. When another holder has
+	// it, Acquire waits until the lease is free (bounded by ctx) if
+	// opts.Wait is set, and otherwise fails at once with ErrSessionTaken.
+	Acquire(ctx context.Context, k Key, opts LeaseOptions) (Lease, error)
+}
+
+// LeaseOptions tune Owner.Acquire.
+type LeaseOptions struct {
+	// TTL is how long the lease outlives its holder's last renewal. The
+	// holder renews it in the background every TTL/3. Zero means the
+	// backend's default (documented by the backend, typically 10s).
+	TTL time.Duration
+	// Wait makes Acquire wait for a lease held by someone else to be
+	// released or to expire, instead of failing at once.
+	Wait bool
+}
+
+// Lease is a held ownership of one Key.
+type Lease interface {
+	// Key returns the session the lease is for.
+	Key() Key
+	// Token returns the fencing token: larger for every later acquisition
+	// of the same Key.
+	Token() uint64
+	// Lost is closed when the lease has been lost: it could not be renewed
+	// before its TTL ran out, or another holder took it over. It is not
+	// closed by Release.
+	Lost() <-chan struct{}
+	// Release gives the lease up, so another holder can acquire it at once.
+	// Releasing a lease that was lost or already released is not an error.
+	Release(ctx context.Context) error
+}
+
+// Sentinel errors. Backends return them wrapped, with context, so that
+// errors.Is finds them.
+var (
+	// ErrClosed is returned by every method of a closed store.
+	ErrClosed = errors.New("store: closed")
+	// ErrCorrupt is matched by *CorruptError.
+	ErrCorrupt = errors.New("store: corrupt record")
+	// ErrLocked is returned when the backing file is held by another
+	// process and could not be opened within the backend's wait.
+	ErrLocked = errors.New("store: locked by another process")
+	// ErrSessionTaken is returned when another holder owns the session's
+	// lease: the write was refused and changed nothing.
+	ErrSessionTaken = errors.New("store: session taken over by another owner")
+	// ErrTooLarge is returned for a record larger than the backend accepts.
+	ErrTooLarge = errors.New("store: record too large")
+	// ErrUnavailable is returned when the backend cannot be reached or
+	// failed to answer: the operation may not have been applied.
+	ErrUnavailable = errors.New("store: backend unavailable")
+)
+
+// CorruptError reports records of one session that failed their integrity
+// check and were left out of a Load.
+type CorruptError struct {
+	Key  Key
+	Seqs []uint64 // sequence numbers of the bad records, when known
+	Err  error    // the underlying cause, if any
+}
+
+// Error describes the corrupt records and the session they belong to.
+func (e *CorruptError) Error() string {
+	msg := fmt.Sprintf("store: session %s: %d corrupt record(s)", e.Key, len(e.Seqs))
+	if len(e.Seqs) > 0 {
+		msg += fmt.Sprintf(" %v", e.Seqs)
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Is reports whether target is ErrCorrupt.
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+// Unwrap returns the underlying cause.
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Validate checks a batch against the rules every backend applies before
+// writing: known kinds and packets no larger than maxPacket bytes (zero means
+// MaxPacketLen). Backends call it first, so that a bad batch applies nothing.
+func Validate(maxPacket int, ops []Op) error {
+	if maxPacket <= 0 {
+		maxPacket = MaxPacketLen
+	}
+	for i, op := range ops {
+		switch op.Kind {
+		case OpPut:
+			if n := len(op.Record.Packet); n > maxPacket {
+				return fmt.Errorf("%w: op %d (seq %d) holds %d bytes, maximum %d",
+					ErrTooLarge, i, op.Record.Seq, n, maxPacket)
+			}
+		case OpDelete:
+		default:
+			return fmt.Errorf("store: op %d (seq %d): unknown kind %d", i, op.Record.Seq, op.Kind)
+		}
+	}
+	return nil
+}
