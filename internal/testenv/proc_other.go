@@ -1,0 +1,8 @@
+//go:build !linux
+
+package testenv
+
+import "syscall"
+
+// sysProcAttr returns nil: only Linux can tie a child's life to ours.
+func sysProcAttr() *syscall.SysProcAttr { return nil }
