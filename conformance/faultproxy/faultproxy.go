@@ -5,7 +5,8 @@
 //
 // The proxy frames the byte stream of each direction into MQTT control
 // packets using only the fixed header (the packet type and the remaining
-// length) and forwards whole packets; it never decodes them. A stream whose
+// length) and forwards whole packets; it decodes them only for the auditor
+// (see Audit), and forwards them unchanged either way. A stream whose
 // framing is malformed is cut. Each packet is written to its peer in one
 // write, so a packet is either forwarded whole or not at all.
 //
@@ -13,6 +14,10 @@
 // the last packet forwarded, never with a reset: a reset can destroy data
 // the peer has received but not yet read, which would turn a CutAfter into
 // a CutBefore. Everything a peer sends after the cut is read and dropped.
+//
+// Audit turns on a wire auditor: the proxy then also decodes every packet
+// it carries and checks the client's behaviour against the MQTT v5 rules
+// visible on the wire (see Auditor). Forwarding is unchanged.
 //
 // Faults are armed with Inject and count matching packets across all
 // connections, so a test can say "the second PUBACK the broker sends" even
@@ -145,6 +150,7 @@ type Proxy struct {
 	refuse   bool
 	accepted int
 	closed   bool
+	auditor  *Auditor // set by Audit; audits the connections accepted after
 }
 
 // dialTimeout bounds the connection to the target for each accepted
@@ -275,7 +281,7 @@ func (p *Proxy) acceptLoop() {
 			_ = client.Close()
 			continue
 		}
-		c := &conn{p: p, client: client, done: make(chan struct{})}
+		c := &conn{p: p, id: p.accepted, aud: p.auditor, client: client, done: make(chan struct{})}
 		p.conns[c] = struct{}{}
 		p.wg.Add(1)
 		p.mu.Unlock()
@@ -286,6 +292,8 @@ func (p *Proxy) acceptLoop() {
 // conn is one proxied connection.
 type conn struct {
 	p      *Proxy
+	id     int      // 1 for the first connection accepted, and so on
+	aud    *Auditor // nil unless auditing was on when it was accepted
 	client net.Conn
 	server net.Conn // set once the dial succeeded; guarded by Proxy.mu
 
@@ -305,6 +313,9 @@ func (c *conn) run() {
 		p.mu.Lock()
 		delete(p.conns, c)
 		p.mu.Unlock()
+		if c.aud != nil {
+			c.aud.closed(c.id)
+		}
 	}()
 	dctx, cancel := context.WithTimeout(p.ctx, dialTimeout)
 	var d net.Dialer
@@ -470,7 +481,14 @@ func (c *conn) forward(dir Direction, r *bufio.Reader, dst net.Conn) {
 	var buf []byte
 	for {
 		pkt, typ, err := readPacket(r, buf)
-		if err != nil || c.cutDone() {
+		if err != nil {
+			return
+		}
+		if dir == ClientToServer {
+			// What the client sent, whatever becomes of it.
+			c.audit(dir, pkt)
+		}
+		if c.cutDone() {
 			return
 		}
 		buf = pkt
@@ -479,6 +497,7 @@ func (c *conn) forward(dir Direction, r *bufio.Reader, dst net.Conn) {
 			continue
 		}
 		if inj == nil {
+			c.auditServer(dir, pkt)
 			if _, err := dst.Write(pkt); err != nil {
 				return
 			}
@@ -490,6 +509,7 @@ func (c *conn) forward(dir Direction, r *bufio.Reader, dst net.Conn) {
 			close(inj.fired)
 			return
 		case CutAfter:
+			c.auditServer(dir, pkt)
 			_, _ = dst.Write(pkt)
 			c.cut()
 			close(inj.fired)
@@ -503,6 +523,7 @@ func (c *conn) forward(dir Direction, r *bufio.Reader, dst net.Conn) {
 			select {
 			case <-timer.C:
 				if !c.isBlackholed() {
+					c.auditServer(dir, pkt)
 					_, err = dst.Write(pkt)
 				}
 			case <-c.done:
@@ -516,10 +537,27 @@ func (c *conn) forward(dir Direction, r *bufio.Reader, dst net.Conn) {
 		default:
 			// An unknown action forwards the packet unchanged.
 			close(inj.fired)
+			c.auditServer(dir, pkt)
 			if _, err := dst.Write(pkt); err != nil {
 				return
 			}
 		}
+	}
+}
+
+// audit passes a packet to the auditor, if auditing is on.
+func (c *conn) audit(dir Direction, pkt []byte) {
+	if c.aud != nil {
+		c.aud.observe(c.id, dir, pkt)
+	}
+}
+
+// auditServer audits a server-to-client packet about to be forwarded: the
+// client cannot react to it before it is written, so auditing it now keeps
+// the auditor's view of the exchange in step with the client's.
+func (c *conn) auditServer(dir Direction, pkt []byte) {
+	if dir == ServerToClient {
+		c.audit(dir, pkt)
 	}
 }
 

@@ -60,9 +60,6 @@ func (s *Store) Load(ctx context.Context, k store.Key) ([]store.Record, error) {
 
 // Apply applies ops to session k atomically.
 func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
-	if err := store.Validate(0, ops); err != nil {
-		return err
-	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -70,6 +67,9 @@ func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
 	defer s.mu.Unlock()
 	if s.closed {
 		return store.ErrClosed
+	}
+	if err := store.Validate(0, ops); err != nil {
+		return err
 	}
 	recs := s.sessions[k]
 	for _, op := range ops {

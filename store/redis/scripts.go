@@ -1,0 +1,131 @@
+package redis
+
+import goredis "github.com/redis/go-redis/v9"
+
+// The scripts carry a "#!lua" shebang (Redis 7.0 and later): Redis then
+// refuses a writing script under maxmemory pressure before it runs, instead
+// of failing midway through a batch, which keeps Apply all or nothing. Each
+// script names every key it touches in KEYS, and all of them share one hash
+// tag, so they run unchanged on Redis Cluster.
+//
+// Fencing, shared by applyScript and clearScript: ARGV[1] is the lease value
+// this handle holds on the key ("<holder>:<token>") or "" when it holds
+// none, and ARGV[2] is this handle's holder prefix ("<holder>:"). A handle
+// holding a lease writes only while the stored lease is exactly its own; a
+// handle holding none writes only while no other holder has one. A refusal
+// returns {0, stored lease value}; success returns {1, ""}.
+const fenceCheck = `
+local lease = redis.call('GET', KEYS[4])
+if ARGV[1] ~= '' then
+  if lease ~= ARGV[1] then return {0, lease or ''} end
+elseif lease and string.sub(lease, 1, #ARGV[2]) ~= ARGV[2] then
+  return {0, lease}
+end
+`
+
+// applyScript applies one batch. KEYS: rec, idx, meta, lease. ARGV after
+// the fencing pair: server, client id, then (kind, seq field, value)
+// triples with kind "p" (put) or "d" (delete). The meta hash exists while
+// the session holds records: it names the session for Sessions, and its
+// gen (creation time) and ver (batch count) let a paged Load detect that a
+// batch landed between two of its pages.
+var applyScript = goredis.NewScript(`#!lua
+` + fenceCheck + `
+for i = 5, #ARGV, 3 do
+  if ARGV[i] == 'p' then
+    redis.call('HSET', KEYS[1], ARGV[i+1], ARGV[i+2])
+    redis.call('ZADD', KEYS[2], 0, ARGV[i+1])
+  else
+    redis.call('HDEL', KEYS[1], ARGV[i+1])
+    redis.call('ZREM', KEYS[2], ARGV[i+1])
+  end
+end
+if redis.call('ZCARD', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+else
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    local t = redis.call('TIME')
+    redis.call('HSET', KEYS[3], 'server', ARGV[3], 'client', ARGV[4],
+      'gen', t[1] .. '.' .. t[2], 'ver', 0)
+  end
+  redis.call('HINCRBY', KEYS[3], 'ver', 1)
+end
+return {1, ''}
+`)
+
+// clearScript drops a session's records, keeping its fence counter so that
+// tokens keep growing. KEYS: rec, idx, meta, lease.
+var clearScript = goredis.NewScript(`#!lua
+` + fenceCheck + `
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return {1, ''}
+`)
+
+// loadScript reads one page of a session in seq order. KEYS: rec, idx,
+// meta. ARGV: the ZRANGEBYLEX start ("-" or "(" followed by the last seq
+// field read), the most records to return (0: all), and a byte budget after
+// which the page stops early (0: none; a page always holds at least one
+// record). It returns gen, ver, a "more" flag, then (seq field, value)
+// pairs; a value missing from the hash comes back nil.
+var loadScript = goredis.NewScript(`#!lua flags=no-writes
+local head = redis.call('HMGET', KEYS[3], 'gen', 'ver')
+local n = tonumber(ARGV[2])
+local budget = tonumber(ARGV[3])
+local members
+if n > 0 then
+  members = redis.call('ZRANGEBYLEX', KEYS[2], ARGV[1], '+', 'LIMIT', 0, n + 1)
+else
+  members = redis.call('ZRANGEBYLEX', KEYS[2], ARGV[1], '+')
+end
+local out = {head[1], head[2], 0}
+local bytes = 0
+for i, m in ipairs(members) do
+  if (n > 0 and i > n) or (budget > 0 and bytes >= budget) then
+    out[3] = 1
+    break
+  end
+  local v = redis.call('HGET', KEYS[1], m)
+  out[#out + 1] = m
+  out[#out + 1] = v
+  if v then bytes = bytes + #v end
+end
+return out
+`)
+
+// acquireScript takes a free lease. KEYS: lease, fence. ARGV: holder
+// prefix, TTL in milliseconds. A lease already held under this handle's
+// holder prefix counts as free: the handle holds no lease on the key (the
+// caller checked), so it is the remains of an acquisition whose reply was
+// lost or of a release that did not reach Redis. Every acquisition takes a
+// new token from the fence counter. Returns {1, token} or
+// {0, remaining TTL in ms, holder's lease value}.
+var acquireScript = goredis.NewScript(`#!lua
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[1]) ~= ARGV[1] then
+  return {0, redis.call('PTTL', KEYS[1]), cur}
+end
+local t = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. t, 'PX', ARGV[2])
+return {1, t}
+`)
+
+// renewScript extends a lease that is still exactly ours. KEYS: lease.
+// ARGV: lease value, TTL in milliseconds. Returns 1, or 0 once the lease
+// expired or another holder took it.
+var renewScript = goredis.NewScript(`#!lua
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// releaseScript deletes a lease that is still exactly ours. KEYS: lease.
+// ARGV: lease value.
+var releaseScript = goredis.NewScript(`#!lua
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+`)

@@ -1,0 +1,665 @@
+// Package sqlite is a session store in an SQLite database (through the pure
+// Go driver modernc.org/sqlite): durable across crashes, and shareable by
+// several processes that open the same file.
+//
+// Records live in one table keyed by (server, client_id, seq), three
+// separate columns, so no byte a Server or ClientID holds can make two keys
+// collide. Each record carries a CRC-32C that Load checks: a damaged record
+// is reported in a *store.CorruptError while the rest of the session still
+// loads. The store creates its schema and records its version in the table
+// tether_schema_migrations, so a later version can upgrade an older file and
+// an older version refuses a newer file (ErrSchemaVersion) instead of
+// misreading it.
+//
+// The database runs in WAL mode with synchronous=FULL, so a batch is on disk
+// when Apply returns. Every Apply is one BEGIN IMMEDIATE transaction: taking
+// the write lock at the start means two writers never deadlock upgrading
+// read locks, and a writer kept waiting by another process retries within
+// Options.BusyTimeout before it fails with an error wrapping store.ErrLocked.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	msqlite "modernc.org/sqlite"
+
+	"github.com/tethermq/tether/store"
+)
+
+var (
+	_ store.SessionStore = (*Store)(nil)
+	_ store.Lister       = (*Store)(nil)
+)
+
+// DefaultBusyTimeout is how long a write waits for another connection or
+// process holding the database's write lock when Options.BusyTimeout is
+// zero.
+const DefaultBusyTimeout = 5 * time.Second
+
+// MaxPacketLimit is the largest Options.MaxPacketLen accepted; SQLite's
+// default limit on a value is 1,000,000,000 bytes, and the record header
+// takes a few.
+const MaxPacketLimit = 512 << 20
+
+// SchemaVersion is the schema version this package writes and reads.
+const SchemaVersion = 1
+
+// ErrSchemaVersion is returned (wrapped) by Open and New when the database
+// was written by a newer version of the store, with a schema this version
+// does not know.
+var ErrSchemaVersion = errors.New("sqlite: database schema is newer than this version supports")
+
+// Options tune a Store. The zero value (or a nil *Options) gives the
+// defaults documented on each field.
+type Options struct {
+	// Synchronous is SQLite's synchronous setting: "FULL" (the default)
+	// syncs the WAL on every commit, so an acknowledged batch survives a
+	// power loss. "NORMAL" syncs only at checkpoints: faster, still safe
+	// against a crash of the process, but a power loss or an operating
+	// system crash can lose the last commits that Apply reported done.
+	// "EXTRA" is also accepted.
+	Synchronous string
+	// BusyTimeout bounds how long a write waits for the write lock held
+	// by another connection or process before failing with an error
+	// wrapping store.ErrLocked. Zero means DefaultBusyTimeout.
+	BusyTimeout time.Duration
+	// MaxPacketLen is the largest Packet accepted; a larger one is refused
+	// with store.ErrTooLarge. Zero means store.MaxPacketLen (16 MiB); at
+	// most MaxPacketLimit.
+	MaxPacketLen int
+}
+
+// Store is a SessionStore in an SQLite database. Its methods may be called
+// from many goroutines at once, and several processes may use one file.
+type Store struct {
+	db          *sql.DB
+	ownsDB      bool   // Close closes db: it was opened by Open
+	connPragmas string // run on every write connection of a caller's db (New)
+	busyTimeout time.Duration
+	maxPacket   int
+
+	// mu guards closed. Operations hold it for reading while they use db,
+	// so Close (which takes it for writing) never closes db under them.
+	mu     sync.RWMutex
+	closed bool
+}
+
+// resolve applies the defaults to opts and checks them.
+func resolve(opts *Options) (Options, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Synchronous == "" {
+		o.Synchronous = "FULL"
+	}
+	o.Synchronous = strings.ToUpper(o.Synchronous)
+	switch o.Synchronous {
+	case "FULL", "NORMAL", "EXTRA":
+	default:
+		return o, fmt.Errorf("sqlite: Synchronous %q unsupported (FULL, NORMAL or EXTRA)", opts.Synchronous)
+	}
+	if o.BusyTimeout == 0 {
+		o.BusyTimeout = DefaultBusyTimeout
+	}
+	if o.BusyTimeout < 0 {
+		return o, fmt.Errorf("sqlite: negative BusyTimeout %v", o.BusyTimeout)
+	}
+	switch {
+	case o.MaxPacketLen == 0:
+		o.MaxPacketLen = store.MaxPacketLen
+	case o.MaxPacketLen < 0 || o.MaxPacketLen > MaxPacketLimit:
+		return o, fmt.Errorf("sqlite: MaxPacketLen %d out of range (0 to %d)", o.MaxPacketLen, MaxPacketLimit)
+	}
+	return o, nil
+}
+
+// Open opens (creating it if needed) the database file at path and brings
+// its schema up to date. Close closes it.
+func Open(path string, opts *Options) (*Store, error) {
+	o, err := resolve(opts)
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	// A file: URI, so that any character of the path (a '?' included)
+	// reaches SQLite escaped; the _pragma keys are the driver's, run on
+	// every new connection, busy_timeout first.
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", o.BusyTimeout.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+o.Synchronous+")")
+	dsn := (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}).String()
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	s := &Store{db: db, ownsDB: true, busyTimeout: o.BusyTimeout, maxPacket: o.MaxPacketLen}
+	if err := s.setup(context.Background()); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, classify(err))
+	}
+	return s, nil
+}
+
+// New returns a store on a database the caller opened with the "sqlite"
+// driver of modernc.org/sqlite; the caller keeps its lifetime (Close does not
+// close db). New switches the database to WAL mode and brings the store's
+// tables up to date; every other table is left alone. Since a caller's pool
+// may open connections without the store's settings, each write sets
+// busy_timeout and synchronous on its connection first.
+func New(db *sql.DB, opts *Options) (*Store, error) {
+	if db == nil {
+		return nil, errors.New("sqlite: new: nil *sql.DB")
+	}
+	o, err := resolve(opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		db:          db,
+		connPragmas: fmt.Sprintf("PRAGMA busy_timeout = %d; PRAGMA synchronous = %s", o.BusyTimeout.Milliseconds(), o.Synchronous),
+		busyTimeout: o.BusyTimeout,
+		maxPacket:   o.MaxPacketLen,
+	}
+	ctx := context.Background()
+	if err := s.retryBusy(ctx, func() error {
+		_, err := db.ExecContext(ctx, "PRAGMA journal_mode = WAL")
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("sqlite: new: set WAL mode: %w", classify(err))
+	}
+	if err := s.setup(ctx); err != nil {
+		return nil, fmt.Errorf("sqlite: new: %w", classify(err))
+	}
+	return s, nil
+}
+
+// migrations[i] brings the schema from version i to version i+1. Once
+// released, a migration never changes: a new schema is a new entry.
+var migrations = []string{
+	// Version 1. seq holds Seq with its top bit flipped, so that SQLite's
+	// signed integer order is Seq's unsigned order. value holds the
+	// record (see record.go). server and client_id are BLOBs, compared
+	// byte for byte whatever they hold (NUL, invalid UTF-8).
+	`CREATE TABLE tether_records (
+		server    BLOB    NOT NULL,
+		client_id BLOB    NOT NULL,
+		seq       INTEGER NOT NULL,
+		value     BLOB    NOT NULL,
+		PRIMARY KEY (server, client_id, seq)
+	) WITHOUT ROWID`,
+}
+
+// setup creates or upgrades the schema, in one transaction so that
+// processes opening a new file at once do it exactly once.
+func (s *Store) setup(ctx context.Context) error {
+	return s.write(ctx, func(conn *sql.Conn) error {
+		if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS tether_schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			applied_at TEXT    NOT NULL
+		)`); err != nil {
+			return err
+		}
+		var current int64
+		if err := conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM tether_schema_migrations`).Scan(&current); err != nil {
+			return err
+		}
+		if current > int64(len(migrations)) {
+			return fmt.Errorf("%w: the file has schema version %d, this version knows up to %d", ErrSchemaVersion, current, len(migrations))
+		}
+		for v := current; v < int64(len(migrations)); v++ {
+			if _, err := conn.ExecContext(ctx, migrations[v]); err != nil {
+				return fmt.Errorf("migrate schema to version %d: %w", v+1, err)
+			}
+			if _, err := conn.ExecContext(ctx, `INSERT INTO tether_schema_migrations (version, applied_at) VALUES (?, ?)`,
+				v+1, time.Now().UTC().Format(time.RFC3339)); err != nil {
+				return fmt.Errorf("record schema version %d: %w", v+1, err)
+			}
+		}
+		return nil
+	})
+}
+
+// begin checks ctx and the closed flag and, on success, holds mu for
+// reading until the returned func is called.
+func (s *Store) begin(ctx context.Context, op string) (end func(), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("sqlite: %s: %w", op, store.ErrClosed)
+	}
+	return s.mu.RUnlock, nil
+}
+
+// SQLite primary result codes the store tells apart.
+const (
+	codeBusy    = 5
+	codeLocked  = 6
+	codeCorrupt = 11
+	codeNotADB  = 26
+)
+
+func sqliteCode(err error) int {
+	var se *msqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() & 0xff
+	}
+	return 0
+}
+
+func isBusy(err error) bool {
+	c := sqliteCode(err)
+	return c == codeBusy || c == codeLocked
+}
+
+// classify wraps errors the contract names: a damaged file as
+// store.ErrCorrupt.
+func classify(err error) error {
+	switch sqliteCode(err) {
+	case codeCorrupt, codeNotADB:
+		return fmt.Errorf("%w: %w", store.ErrCorrupt, err)
+	}
+	return err
+}
+
+// retryBusy runs fn until it succeeds, fails other than busy, or the busy
+// timeout passes. SQLite's own busy handler already waits busy_timeout in
+// most cases; this loop covers those it does not (a WAL being recovered, a
+// snapshot gone stale) and turns the final failure into store.ErrLocked.
+func (s *Store) retryBusy(ctx context.Context, fn func() error) error {
+	deadline := time.Now().Add(s.busyTimeout)
+	pause := time.Millisecond
+	for {
+		err := fn()
+		if err == nil || !isBusy(err) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: database busy for over %v: %w", store.ErrLocked, s.busyTimeout, err)
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		pause = min(2*pause, 50*time.Millisecond)
+	}
+}
+
+// write runs fn in a BEGIN IMMEDIATE transaction on one connection and
+// commits it, or rolls it back if fn or the context fails.
+func (s *Store) write(ctx context.Context, fn func(conn *sql.Conn) error) (err error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if s.connPragmas != "" {
+		if _, err := conn.ExecContext(ctx, s.connPragmas); err != nil {
+			return err
+		}
+	}
+	if err := s.retryBusy(ctx, func() error {
+		_, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE")
+		return err
+	}); err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if committed {
+			return
+		}
+		// Rolled back whatever the caller's context says: a connection
+		// left inside a transaction would hold the write lock. If even
+		// that fails, the connection is dropped from the pool.
+		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	if err := fn(conn); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Once the batch is complete it is committed even if the context ends
+	// meanwhile: an interrupted COMMIT would leave the caller unsure
+	// whether the batch is there.
+	if err := s.retryBusy(context.WithoutCancel(ctx), func() error {
+		_, err := conn.ExecContext(context.WithoutCancel(ctx), "COMMIT")
+		return err
+	}); err != nil {
+		return err
+	}
+	committed = true
+	return nil
+}
+
+// seqValue maps Seq to the stored integer: top bit flipped, so that the
+// signed order SQLite sorts by is the unsigned order of Seq.
+func seqValue(seq uint64) int64 { return int64(seq ^ 1<<63) }
+
+func seqFromValue(v int64) uint64 { return uint64(v) ^ 1<<63 }
+
+// Load returns the records of session k in Seq order. Records failing their
+// check are left out and reported in a *store.CorruptError, returned with
+// the records that could be read.
+func (s *Store) Load(ctx context.Context, k store.Key) ([]store.Record, error) {
+	end, err := s.begin(ctx, "load")
+	if err != nil {
+		return nil, err
+	}
+	defer end()
+	recs, bad, why, err := s.load(ctx, k)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("sqlite: load %s: %w", k, classify(err))
+	}
+	if len(bad) > 0 || why != nil {
+		return recs, &store.CorruptError{Key: k, Seqs: bad, Err: fmt.Errorf("sqlite: %w", why)}
+	}
+	return recs, nil
+}
+
+func (s *Store) load(ctx context.Context, k store.Key) (recs []store.Record, bad []uint64, why, err error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, value FROM tether_records
+		WHERE server = CAST(?1 AS BLOB) AND client_id = CAST(?2 AS BLOB) ORDER BY seq`, k.Server, k.ClientID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		// Scanned loosely, so that a value of the wrong type (damage, or
+		// a hand edit) is one corrupt record rather than a failed Load.
+		var (
+			seqV  any
+			value sql.RawBytes
+		)
+		if err := rows.Scan(&seqV, &value); err != nil {
+			return nil, nil, nil, err
+		}
+		sv, ok := seqV.(int64)
+		if !ok {
+			why = errBadSeq
+			continue
+		}
+		seq := seqFromValue(sv)
+		r, err := decodeRecord(seq, value)
+		if err != nil {
+			bad, why = append(bad, seq), err
+			continue
+		}
+		recs = append(recs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, nil, err
+	}
+	return recs, bad, why, nil
+}
+
+// Apply applies ops to session k as one transaction, on disk before it
+// returns.
+func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
+	end, err := s.begin(ctx, "apply")
+	if err != nil {
+		return err
+	}
+	defer end()
+	if err := store.Validate(s.maxPacket, ops); err != nil {
+		return fmt.Errorf("sqlite: apply %s: %w", k, err)
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	puts, dels := collapse(ops)
+	err = s.write(ctx, func(conn *sql.Conn) error {
+		// A statement of chunk rows is parsed once per batch and run for
+		// every full chunk: parsing costs more than it looks, under the
+		// race detector most of all.
+		run := func(sqlFor func(int) string, total int, end func(lo int) int, args func(lo, hi int) []any) error {
+			var full *sql.Stmt
+			defer func() {
+				if full != nil {
+					_ = full.Close()
+				}
+			}()
+			for lo, hi := 0, 0; lo < total; lo = hi {
+				hi = end(lo)
+				var err error
+				if hi-lo == chunk {
+					if full == nil {
+						if full, err = conn.PrepareContext(ctx, sqlFor(chunk)); err != nil {
+							return err
+						}
+					}
+					_, err = full.ExecContext(ctx, args(lo, hi)...)
+				} else {
+					_, err = conn.ExecContext(ctx, sqlFor(hi-lo), args(lo, hi)...)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		err := run(deleteSQL, len(dels), func(lo int) int { return min(lo+chunk, len(dels)) }, func(lo, hi int) []any {
+			a := make([]any, 0, 2+hi-lo)
+			a = append(a, k.Server, k.ClientID)
+			for _, q := range dels[lo:hi] {
+				a = append(a, seqValue(q))
+			}
+			return a
+		})
+		if err != nil {
+			return err
+		}
+		return run(putSQL, len(puts), func(lo int) int {
+			// Up to chunk rows, and fewer when the packets are large, so a
+			// batch of big messages is not copied whole into one statement.
+			hi, size := lo, 0
+			for hi < len(puts) && hi-lo < chunk && (hi == lo || size+len(puts[hi].Packet) <= chunkBytes) {
+				size += len(puts[hi].Packet)
+				hi++
+			}
+			return hi
+		}, func(lo, hi int) []any {
+			a := make([]any, 0, 2+2*(hi-lo))
+			a = append(a, k.Server, k.ClientID)
+			for _, r := range puts[lo:hi] {
+				a = append(a, seqValue(r.Seq), encodeRecord(r))
+			}
+			return a
+		})
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err() // the driver's "interrupted" says less
+		}
+		return fmt.Errorf("sqlite: apply %s: %w", k, classify(err))
+	}
+	return nil
+}
+
+// chunk is how many rows one statement writes or deletes: statements of
+// many rows cost far less per row than one statement per row (SQLite limits
+// a statement to 32,766 parameters).
+const chunk = 128
+
+// chunkBytes bounds the packet bytes of one statement (but a statement
+// always holds at least one row).
+const chunkBytes = 4 << 20
+
+// collapse reduces a batch to its effect: the records to put and the Seqs to
+// delete, each Seq once, by its last op. Inside one transaction only the
+// final state of each Seq matters, and distinct Seqs do not interact, so the
+// statements need not follow the batch's order.
+func collapse(ops []store.Op) (puts []store.Record, dels []uint64) {
+	last := make(map[uint64]int, len(ops))
+	for i, op := range ops {
+		last[op.Record.Seq] = i
+	}
+	for i, op := range ops {
+		if last[op.Record.Seq] != i {
+			continue
+		}
+		if op.Kind == store.OpPut {
+			puts = append(puts, op.Record)
+		} else {
+			dels = append(dels, op.Record.Seq)
+		}
+	}
+	return puts, dels
+}
+
+// Statement texts by row count, built once: the driver caches nothing, but
+// the texts are reused by every batch.
+var (
+	sqlMu   sync.Mutex
+	putSQLs = map[int]string{}
+	delSQLs = map[int]string{}
+)
+
+// putSQL returns an upsert of n rows of session (?1, ?2): parameters 2i+3
+// and 2i+4 are the seq and value of row i. The rows' parameters are plain
+// "?", numbered in order after ?2: the driver looks up the name of every
+// parameter, and SQLite finds the names of numbered ones by a linear search,
+// which would make a statement of many "?NNN" quadratic.
+func putSQL(n int) string {
+	sqlMu.Lock()
+	defer sqlMu.Unlock()
+	if q, ok := putSQLs[n]; ok {
+		return q
+	}
+	var b strings.Builder
+	b.WriteString("INSERT INTO tether_records (server, client_id, seq, value) " +
+		"SELECT CAST(?1 AS BLOB), CAST(?2 AS BLOB), column1, column2 FROM (VALUES ")
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?)")
+	}
+	// "WHERE true" is SQLite's required disambiguation of an upsert whose
+	// rows come from a SELECT.
+	b.WriteString(") WHERE true ON CONFLICT (server, client_id, seq) DO UPDATE SET value = excluded.value")
+	putSQLs[n] = b.String()
+	return putSQLs[n]
+}
+
+// deleteSQL returns a delete of n rows of session (?1, ?2): parameter i+3
+// is the seq of row i.
+func deleteSQL(n int) string {
+	sqlMu.Lock()
+	defer sqlMu.Unlock()
+	if q, ok := delSQLs[n]; ok {
+		return q
+	}
+	var b strings.Builder
+	b.WriteString("DELETE FROM tether_records WHERE server = CAST(?1 AS BLOB) AND client_id = CAST(?2 AS BLOB) AND seq IN (")
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("?")
+	}
+	b.WriteString(")")
+	delSQLs[n] = b.String()
+	return delSQLs[n]
+}
+
+// Clear removes every record of session k in one transaction.
+func (s *Store) Clear(ctx context.Context, k store.Key) error {
+	end, err := s.begin(ctx, "clear")
+	if err != nil {
+		return err
+	}
+	defer end()
+	err = s.write(ctx, func(conn *sql.Conn) error {
+		_, err := conn.ExecContext(ctx, `DELETE FROM tether_records
+			WHERE server = CAST(?1 AS BLOB) AND client_id = CAST(?2 AS BLOB)`, k.Server, k.ClientID)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return fmt.Errorf("sqlite: clear %s: %w", k, classify(err))
+	}
+	return nil
+}
+
+// Sessions returns the key of every session holding records.
+func (s *Store) Sessions(ctx context.Context) ([]store.Key, error) {
+	end, err := s.begin(ctx, "sessions")
+	if err != nil {
+		return nil, err
+	}
+	defer end()
+	keys, err := s.sessions(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("sqlite: sessions: %w", classify(err))
+	}
+	return keys, nil
+}
+
+func (s *Store) sessions(ctx context.Context) ([]store.Key, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT server, client_id FROM tether_records`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var keys []store.Key
+	for rows.Next() {
+		var server, client sql.RawBytes
+		if err := rows.Scan(&server, &client); err != nil {
+			return nil, err
+		}
+		keys = append(keys, store.Key{Server: string(server), ClientID: string(client)})
+	}
+	return keys, rows.Err()
+}
+
+// Close closes the store, and the database if Open opened it. It waits for
+// running operations to finish; later calls of every method return
+// store.ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.ownsDB {
+		if err := s.db.Close(); err != nil {
+			return fmt.Errorf("sqlite: close: %w", err)
+		}
+	}
+	return nil
+}
