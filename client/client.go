@@ -1,0 +1,911 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/tethermq/tether/packets"
+	"github.com/tethermq/tether/store"
+	"github.com/tethermq/tether/store/memory"
+)
+
+// Client is an MQTT v5 client for one session (ClientID) that keeps its
+// session state in a store.SessionStore, so that the session survives
+// reconnects, process restarts and, with a shared store, failover to
+// another process. It manages its own connection: after Connect it
+// reconnects by itself, with backoff, across Config.Servers, until Close.
+//
+// Every method is safe for concurrent use. Callbacks (Config.OnMessage,
+// OnConnect, OnConnectionLost, OnSessionLost, OnServerDisconnect) must not
+// call Close or Disconnect, which wait for them to return: call those from
+// another goroutine.
+type Client struct {
+	cfg      Config
+	log      *slog.Logger
+	st       store.SessionStore
+	ownStore bool
+	servers  []server
+	recvMax  uint16
+	storeCtx context.Context // cancelled by Close: bounds store calls
+	cancel   context.CancelFunc
+
+	wg         sync.WaitGroup // committer, delivery, connection loop
+	commitKick chan struct{}
+	commitStop chan struct{}
+	deliv      *delivery
+
+	mu       sync.Mutex // guards every field below
+	idleCond *sync.Cond // signalled when the committer is idle
+
+	closed     bool
+	stopping   bool          // Connect gave up, or Disconnect/Close: no OnConnectionLost
+	fatal      error         // stops reconnection (session taken)
+	loopStop   chan struct{} // closed to end the connection loop; nil when not running
+	loopDone   chan struct{}
+	connected  chan struct{} // closed at the first CONNACK of a Connect
+	connectErr error         // why the first connection of a Connect failed for good
+	firstConn  bool          // the next CONNACK will be the first of this Client
+	srvIdx     int           // server being used or tried
+	lease      store.Lease
+	leaseStop  chan struct{}
+
+	// The session, as of the last load plus every change since.
+	key           store.Key
+	loadedKey     store.Key
+	loaded        bool // the session has been loaded from the store
+	commitFailing bool // the last Apply failed; the committer is retrying
+	nextSeq       uint64
+	haveMeta      bool
+	meta          meta
+	metaWritten   time.Time
+	msgs          map[uint64]*outMsg // outbound messages by Seq
+	byID          map[uint16]*outMsg // outbound messages holding a packet identifier
+	ids           idSet
+	inQoS2        map[uint16]uint64   // inbound QoS 2 identifiers recorded → Seq
+	in2           map[uint16]*Message // inbound QoS 2 messages with the application, not yet recorded
+	waiting       []*outMsg           // to send on this connection, in Seq order
+	waitHead      int
+	quota         int // the server's Receive Maximum left
+	maxInflight   int // the most QoS>0 PUBLISHes seen in flight at once (for tests)
+	lim           limits
+	conn          *conn               // the live connection, nil when disconnected
+	requests      map[uint16]*request // SUBSCRIBE/UNSUBSCRIBE waiting for their ack
+	idFreed       chan struct{}       // closed when a packet identifier is freed
+	queued0       []*packets.Publish  // QoS 0 published while disconnected (QueueQoS0)
+	tokens0       []*Token            // their tokens
+	cur           batch               // the group commit being accumulated
+	committing    bool                // a batch is being applied
+}
+
+// limits are the server's limits from its CONNACK.
+type limits struct {
+	receiveMax    uint16
+	maxQoS        byte
+	retain        bool
+	maxPacket     uint32
+	aliasMax      uint16
+	wildcard      bool
+	subID         bool
+	shared        bool
+	sessionExpiry uint32
+}
+
+func defaultLimits() limits {
+	return limits{receiveMax: 65535, maxQoS: 2, retain: true, wildcard: true, subID: true, shared: true}
+}
+
+// New returns a Client for cfg. It does not connect: call Connect. Its
+// background goroutines run until Close, which must be called.
+func New(cfg Config) (*Client, error) {
+	if cfg.ClientID == "" {
+		return nil, errors.New("client: Config.ClientID is required")
+	}
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("client: Config.Servers is empty")
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger, st: cfg.Store}
+	for _, s := range cfg.Servers {
+		sv, err := parseServer(s)
+		if err != nil {
+			return nil, err
+		}
+		c.servers = append(c.servers, sv)
+	}
+	if c.log == nil {
+		c.log = slog.New(discardHandler{})
+	}
+	c.log = c.log.With("client_id", cfg.ClientID)
+	if c.st == nil {
+		c.st, c.ownStore = memory.New(), true
+	}
+	c.recvMax = cfg.ReceiveMaximum
+	if c.recvMax == 0 {
+		c.recvMax = 1024
+	}
+	if c.cfg.MaxQueuedQoS0 <= 0 {
+		c.cfg.MaxQueuedQoS0 = 10000
+	}
+	if c.cfg.ConnectTimeout <= 0 {
+		c.cfg.ConnectTimeout = 10 * time.Second
+	}
+	if c.cfg.ReconnectBackoff.Min <= 0 {
+		c.cfg.ReconnectBackoff.Min = 100 * time.Millisecond
+	}
+	if c.cfg.ReconnectBackoff.Max < c.cfg.ReconnectBackoff.Min {
+		c.cfg.ReconnectBackoff.Max = max(30*time.Second, c.cfg.ReconnectBackoff.Min)
+	}
+	if c.cfg.KeepAlive == 0 {
+		c.cfg.KeepAlive = 60 * time.Second
+	}
+	c.storeCtx, c.cancel = context.WithCancel(context.Background())
+	c.idleCond = sync.NewCond(&c.mu)
+	c.commitKick = make(chan struct{}, 1)
+	c.commitStop = make(chan struct{})
+	c.msgs = make(map[uint64]*outMsg)
+	c.byID = make(map[uint16]*outMsg)
+	c.inQoS2 = make(map[uint16]uint64)
+	c.in2 = make(map[uint16]*Message)
+	c.requests = make(map[uint16]*request)
+	c.nextSeq = 1
+	c.firstConn = true
+	c.lim = defaultLimits()
+	c.key = store.Key{Server: c.servers[0].canonical, ClientID: cfg.ClientID}
+	c.deliv = newDelivery(c)
+	c.wg.Add(2)
+	go c.committer()
+	go c.deliv.run()
+	return c, nil
+}
+
+// discardHandler is a slog.Handler that drops everything: a nil
+// Config.Logger keeps the client silent.
+type discardHandler struct{}
+
+func (discardHandler) Enabled(context.Context, slog.Level) bool  { return false }
+func (discardHandler) Handle(context.Context, slog.Record) error { return nil }
+func (d discardHandler) WithAttrs([]slog.Attr) slog.Handler      { return d }
+func (d discardHandler) WithGroup(string) slog.Handler           { return d }
+
+// Connect starts the connection loop and waits for the first CONNACK. It
+// returns nil once connected; afterwards the client reconnects by itself
+// whenever the connection drops, until Close. It fails (and stops trying)
+// when ctx ends first, when the server refuses the connection (a
+// *ReasonError), or when the store's session lease is held elsewhere
+// (ErrSessionTaken). Connect on a connected Client returns nil.
+func (c *Client) Connect(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	if c.fatal != nil {
+		c.mu.Unlock()
+		return c.fatal
+	}
+	if c.loopDone != nil {
+		select {
+		case <-c.loopDone:
+			c.loopStop = nil // the last loop gave up (a refusal): try again
+		default:
+		}
+	}
+	if c.loopStop == nil {
+		c.loopStop = make(chan struct{})
+		c.loopDone = make(chan struct{})
+		c.connected = make(chan struct{})
+		c.connectErr = nil
+		c.wg.Add(1)
+		go c.run(c.loopStop, c.loopDone, c.connected)
+	}
+	connected, loopDone := c.connected, c.loopDone
+	c.mu.Unlock()
+
+	select {
+	case <-connected:
+		return nil
+	case <-loopDone:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.connectErr != nil {
+			return c.connectErr
+		}
+		if c.fatal != nil {
+			return c.fatal
+		}
+		return ErrClosed
+	case <-ctx.Done():
+		select {
+		case <-connected:
+			return nil
+		default:
+		}
+		c.mu.Lock()
+		err := c.connectErr
+		c.mu.Unlock()
+		c.stopLoop()
+		if err != nil {
+			return fmt.Errorf("client: connect: %w (last attempt: %w)", ctx.Err(), err)
+		}
+		return fmt.Errorf("client: connect: %w", ctx.Err())
+	}
+}
+
+// stopLoop ends the connection loop and waits for it.
+func (c *Client) stopLoop() {
+	c.mu.Lock()
+	c.stopping = true
+	stop, done := c.loopStop, c.loopDone
+	if stop != nil {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+	}
+	cn := c.conn
+	c.mu.Unlock()
+	if stop == nil {
+		return
+	}
+	if cn != nil {
+		cn.close(ErrClosed)
+	}
+	<-done
+	c.mu.Lock()
+	if c.loopStop == stop {
+		c.loopStop = nil
+	}
+	c.stopping = false
+	c.mu.Unlock()
+}
+
+// run is the connection loop: connect, serve until the connection drops,
+// wait a backoff, connect again, trying the servers in order.
+func (c *Client) run(stop, done, connected chan struct{}) {
+	defer c.wg.Done()
+	defer close(done)
+	backoff := c.cfg.ReconnectBackoff.Min
+	everConnected := false
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		c.mu.Lock()
+		idx := c.srvIdx
+		c.mu.Unlock()
+		cn, err := c.connectOnce(stop, c.servers[idx])
+		if err == nil {
+			if !everConnected {
+				everConnected = true
+				close(connected)
+			}
+			backoff = c.cfg.ReconnectBackoff.Min
+			select {
+			case <-cn.done:
+			case <-stop:
+				// Whoever stopped the loop closes the connection, with a
+				// DISCONNECT when it is Disconnect; do not cut it short.
+				t := time.NewTimer(3 * time.Second)
+				select {
+				case <-cn.done:
+				case <-t.C:
+					cn.close(ErrClosed)
+				}
+				t.Stop()
+			}
+			cn.wg.Wait()
+			lostErr := c.connectionLost(cn)
+			c.mu.Lock()
+			userStop := c.stopping
+			c.mu.Unlock()
+			if !userStop && c.cfg.OnConnectionLost != nil {
+				c.cfg.OnConnectionLost(lostErr)
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		} else {
+			c.log.Info("connect failed", "server", c.servers[idx].canonical, "err", err)
+			var re *ReasonError
+			fatal := errors.Is(err, ErrSessionTaken) || errors.Is(err, ErrClosed)
+			c.mu.Lock()
+			c.connectErr = err
+			if len(c.servers) > 1 {
+				c.srvIdx = (c.srvIdx + 1) % len(c.servers)
+			}
+			c.mu.Unlock()
+			var pe *protoError
+			if fatal || (!everConnected && (errors.As(err, &re) || errors.As(err, &pe))) {
+				return
+			}
+		}
+		// Full jitter over the doubling window, so that many clients cut
+		// at once do not come back in step.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		backoff = min(backoff*2, c.cfg.ReconnectBackoff.Max)
+		t := time.NewTimer(wait)
+		select {
+		case <-stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// connectOnce dials sv, prepares the session, runs CONNECT/CONNACK and
+// starts the connection's goroutines.
+func (c *Client) connectOnce(stop chan struct{}, sv server) (*conn, error) {
+	ctx, cancel := context.WithTimeout(c.storeCtx, c.cfg.ConnectTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	k := store.Key{Server: sv.canonical, ClientID: c.cfg.ClientID}
+	if err := c.acquireLease(ctx, k); err != nil {
+		return nil, err
+	}
+	nc, err := c.dial(ctx, sv)
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", sv.canonical, err)
+	}
+	cn := newConn(c, nc)
+	ok := false
+	defer func() {
+		if !ok {
+			cn.close(nil)
+		}
+	}()
+	lost, clean, err := c.prepareSession(ctx, k)
+	if c.cfg.OnSessionLost != nil && len(lost) > 0 {
+		c.cfg.OnSessionLost(lost, c.cfg.RepublishLost)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ca, err := c.handshake(ctx, cn, clean)
+	if err != nil {
+		return nil, err
+	}
+	lost, info, err := c.established(cn, ca, clean, sv)
+	if c.cfg.OnSessionLost != nil && len(lost) > 0 {
+		c.cfg.OnSessionLost(lost, c.cfg.RepublishLost)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	c.log.Info("connected", "server", sv.canonical, "session_present", ca.SessionPresent, "resent", info.Resent)
+	if c.cfg.OnConnect != nil {
+		c.cfg.OnConnect(info)
+	}
+	return cn, nil
+}
+
+// prepareSession loads the session for k (when it is not the one in
+// memory, or after a store error), drops it when it expired locally, and
+// decides Clean Start: 1 when no session state is held.
+func (c *Client) prepareSession(ctx context.Context, k store.Key) (lost []*Message, clean bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.waitIdle()
+	if c.commitFailing {
+		return nil, false, errors.New("client: store writes are failing: not connecting until they succeed")
+	}
+	switch {
+	case c.loaded && k != c.loadedKey:
+		if err := c.failover(ctx, k); err != nil {
+			return nil, false, err
+		}
+	case !c.loaded:
+		if err := c.loadSession(ctx, k); err != nil {
+			return nil, false, err
+		}
+	}
+	now := time.Now()
+	hasState := c.haveMeta && !c.meta.expired(now)
+	clean = !hasState || (c.cfg.CleanStart && c.firstConn)
+	if clean {
+		if c.haveMeta && !hasState {
+			c.log.Info("session expired locally: discarding", "key", k.String())
+		}
+		lost = c.discardSession()
+		if c.cfg.CleanStart && c.firstConn {
+			c.meta.subs = nil
+		}
+	}
+	c.waitIdle()
+	return lost, clean, nil
+}
+
+// failover moves the client from the session of one server to that of
+// another (Config.Servers). Outbound PUBLISH messages, sent or not, move
+// with the client and are sent to the new server as new messages, in
+// order: at least once, so a QoS 2 message the old server had received may
+// arrive twice. They are put under the new key before they are deleted from
+// the old one, so a crash in between duplicates rather than loses. PUBRELs
+// and inbound QoS 2 records stay with the old server's session (the old
+// server has those messages); their publishes complete. mu held, the
+// commit pipeline idle.
+func (c *Client) failover(ctx context.Context, k store.Key) error {
+	oldKey := c.loadedKey
+	var moved []*outMsg
+	var dels []store.Op
+	for _, m := range c.sortedMsgs() {
+		if m.pubrel {
+			m.done = true
+			m.tok.complete(nil)
+			delete(c.msgs, m.seq)
+			continue
+		}
+		if m.pub == nil {
+			continue
+		}
+		dels = append(dels, store.Delete(m.seq))
+		delete(c.msgs, m.seq)
+		moved = append(moved, m)
+	}
+	if err := c.loadSession(ctx, k); err != nil {
+		for _, m := range moved {
+			c.msgs[m.seq] = m
+		}
+		return err
+	}
+	for _, m := range moved {
+		nm := &outMsg{seq: c.nextSeq, qos: m.qos, pub: m.pub, tok: m.tok}
+		c.nextSeq++
+		c.msgs[nm.seq] = nm
+		c.putRecord(nm)
+	}
+	c.waitIdle()
+	if len(dels) > 0 {
+		if err := c.st.Apply(ctx, oldKey, dels...); err != nil {
+			c.log.Warn("failover: could not delete moved messages from the old session", "key", oldKey.String(), "err", err)
+		}
+	}
+	if len(moved) > 0 {
+		c.log.Info("failover: messages moved to the new server's session", "from", oldKey.Server, "to", k.Server, "messages", len(moved))
+	}
+	return nil
+}
+
+// handshake sends CONNECT and waits for CONNACK, running enhanced
+// authentication in between.
+func (c *Client) handshake(ctx context.Context, cn *conn, clean bool) (*packets.Connack, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = cn.nc.SetDeadline(dl)
+	}
+	stopWatch := context.AfterFunc(ctx, func() { _ = cn.nc.SetDeadline(time.Unix(1, 0)) })
+	defer stopWatch()
+
+	p := &packets.Connect{CleanStart: clean, ClientID: c.cfg.ClientID, Properties: c.cfg.Properties}
+	p.Properties.User = c.cfg.Properties.User
+	if c.cfg.KeepAlive > 0 {
+		p.KeepAlive = uint16(min(max(c.cfg.KeepAlive/time.Second, 1), 65535))
+	}
+	exp := c.expirySeconds()
+	if exp > 0 {
+		p.Properties.SessionExpiry = &exp
+	} else {
+		p.Properties.SessionExpiry = nil
+	}
+	if c.recvMax != 65535 {
+		p.Properties.ReceiveMaximum = c.recvMax
+	}
+	p.Properties.MaximumPacketSize = c.cfg.MaximumPacketSize
+	p.Properties.TopicAliasMaximum = c.cfg.TopicAliasMaximum
+	if c.cfg.Username != "" {
+		p.Username, p.HasUsername = c.cfg.Username, true
+	}
+	if c.cfg.Password != nil {
+		p.Password, p.HasPassword = c.cfg.Password, true
+	}
+	if w := c.cfg.Will; w != nil {
+		p.Will = &packets.Will{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain, Properties: w.Properties}
+	}
+	if a := c.cfg.Auth; a != nil {
+		data, err := a.Start()
+		if err != nil {
+			return nil, fmt.Errorf("client: authenticator: %w", err)
+		}
+		p.Properties.AuthMethod, p.Properties.AuthData = a.Method(), data
+	} else {
+		p.Properties.AuthMethod, p.Properties.AuthData = "", nil
+	}
+	b, err := packets.Append(nil, p)
+	if err != nil {
+		return nil, fmt.Errorf("client: encode CONNECT: %w", err)
+	}
+	if _, err := cn.nc.Write(b); err != nil {
+		return nil, fmt.Errorf("client: write CONNECT: %w", err)
+	}
+	cn.r = packets.NewReader(cn.nc, int(c.cfg.MaximumPacketSize))
+	for {
+		pk, err := cn.r.Read()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("client: waiting for CONNACK: %w", ctx.Err())
+			}
+			return nil, fmt.Errorf("client: waiting for CONNACK: %w", err)
+		}
+		switch pk := pk.(type) {
+		case *packets.Connack:
+			if pk.ReasonCode.IsError() {
+				return nil, &ReasonError{Packet: packets.CONNACK, Code: pk.ReasonCode, Reason: pk.Properties.ReasonString}
+			}
+			if a := c.cfg.Auth; a != nil {
+				if err := a.Finish(pk.Properties.AuthData); err != nil {
+					return nil, fmt.Errorf("client: authenticator: %w", err)
+				}
+			}
+			_ = cn.nc.SetDeadline(time.Time{})
+			return pk, nil
+		case *packets.Auth:
+			a := c.cfg.Auth
+			if a == nil || pk.ReasonCode != packets.ContinueAuthentication {
+				return nil, &protoError{code: packets.ProtocolError, msg: "unexpected AUTH during connect"}
+			}
+			data, err := a.Continue(pk.Properties.AuthData)
+			if err != nil {
+				return nil, fmt.Errorf("client: authenticator: %w", err)
+			}
+			resp := &packets.Auth{ReasonCode: packets.ContinueAuthentication,
+				Properties: packets.Properties{AuthMethod: a.Method(), AuthData: data}}
+			b, err := packets.Append(nil, resp)
+			if err != nil {
+				return nil, fmt.Errorf("client: encode AUTH: %w", err)
+			}
+			if _, err := cn.nc.Write(b); err != nil {
+				return nil, fmt.Errorf("client: write AUTH: %w", err)
+			}
+		default:
+			return nil, &protoError{code: packets.ProtocolError, msg: "expected CONNACK, got " + typeName(pk.Type())}
+		}
+	}
+}
+
+func (c *Client) expirySeconds() uint32 {
+	s := c.cfg.SessionExpiry / time.Second
+	if s >= 0xFFFFFFFF {
+		return 0xFFFFFFFF
+	}
+	if s < 0 {
+		return 0
+	}
+	return uint32(s)
+}
+
+// established applies a successful CONNACK: the server's limits, Session
+// Present, the resend of the stored session, resubscription; then starts
+// the connection's goroutines.
+func (c *Client) established(cn *conn, ca *packets.Connack, clean bool, sv server) ([]*Message, *ConnectInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, nil, ErrClosed
+	}
+	if ca.SessionPresent && clean {
+		// MQTT-3.2.2-4: we hold no session, the server says it has one.
+		err := &protoError{code: packets.ProtocolError, msg: "Session Present 1 in answer to Clean Start 1"}
+		// The writer does not run yet: say why directly, then close.
+		if b, e := packets.Append(nil, &packets.Disconnect{ReasonCode: packets.ProtocolError}); e == nil {
+			_ = cn.nc.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = cn.nc.Write(b)
+		}
+		return nil, nil, err
+	}
+	var lost []*Message
+	if !ca.SessionPresent && !clean {
+		// MQTT-3.2.2-5: the server lost the session; discard ours.
+		c.log.Warn("server has no session: discarding stored state", "key", c.key.String())
+		lost = c.discardSession()
+	}
+	pr := &ca.Properties
+	lim := defaultLimits()
+	if pr.ReceiveMaximum != 0 {
+		lim.receiveMax = pr.ReceiveMaximum
+	}
+	if pr.MaximumQoS != nil {
+		lim.maxQoS = *pr.MaximumQoS
+	}
+	if pr.RetainAvailable != nil {
+		lim.retain = *pr.RetainAvailable != 0
+	}
+	lim.maxPacket = pr.MaximumPacketSize
+	lim.aliasMax = pr.TopicAliasMaximum
+	if pr.WildcardSubAvailable != nil {
+		lim.wildcard = *pr.WildcardSubAvailable != 0
+	}
+	if pr.SubIDAvailable != nil {
+		lim.subID = *pr.SubIDAvailable != 0
+	}
+	if pr.SharedSubAvailable != nil {
+		lim.shared = *pr.SharedSubAvailable != 0
+	}
+	lim.sessionExpiry = c.expirySeconds()
+	if pr.SessionExpiry != nil {
+		lim.sessionExpiry = *pr.SessionExpiry
+	}
+	c.lim = lim
+	c.quota = int(lim.receiveMax)
+	c.firstConn = false
+
+	cn.maxOut = lim.maxPacket
+	cn.aliasMax = lim.aliasMax
+	cn.aliasOut = make(map[string]uint16)
+	cn.aliasIn = make([]string, int(c.cfg.TopicAliasMaximum)+1)
+	cn.inState = make([]uint8, 65536)
+	cn.keepAlive = c.cfg.KeepAlive
+	if pr.ServerKeepAlive != nil { // MQTT-3.2.2-21
+		cn.keepAlive = time.Duration(*pr.ServerKeepAlive) * time.Second
+	}
+	if cn.keepAlive < 0 {
+		cn.keepAlive = 0
+	}
+
+	c.meta.expiry = lim.sessionExpiry
+	c.putMeta(time.Now())
+
+	// Resubscribe when the server has no session (it then has none of our
+	// subscriptions either).
+	if !ca.SessionPresent && len(c.meta.subs) > 0 {
+		c.resubscribe(cn)
+	}
+
+	// Resend the stored session first, in Seq order (MQTT-4.4.0-1,
+	// MQTT-4.6.0-1), then anything published meanwhile.
+	c.conn = cn
+	cn.ready = true
+	resent := 0
+	c.waiting, c.waitHead = c.waiting[:0], 0
+	for _, m := range c.sortedMsgs() {
+		m.onWire = false
+		if m.id != 0 {
+			resent++
+		}
+		c.waiting = append(c.waiting, m)
+	}
+	c.pump()
+	for i, p := range c.queued0 {
+		c.emit(action{kind: aSendPublish, cn: cn, pub: p, tok: c.tokens0[i]})
+	}
+	c.queued0, c.tokens0 = nil, nil
+
+	cn.wg.Add(2)
+	go cn.readLoop()
+	go cn.writeLoop()
+	if cn.keepAlive > 0 {
+		cn.wg.Add(1)
+		go cn.keepAliveLoop()
+	}
+	info := &ConnectInfo{Server: sv.canonical, SessionPresent: ca.SessionPresent, Resent: resent, Connack: ca}
+	return lost, info, nil
+}
+
+// connectionLost cleans up after a connection ended: requests waiting on
+// it fail, the time is recorded in the meta record.
+func (c *Client) connectionLost(cn *conn) error {
+	err := cn.Err()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == cn {
+		c.conn = nil
+	}
+	for id, r := range c.requests {
+		delete(c.requests, id)
+		c.ids.clear(id)
+		r.finish(nil, fmt.Errorf("%w: %w", ErrConnectionLost, err))
+	}
+	if cn.reauth != nil {
+		cn.reauth <- fmt.Errorf("%w: %w", ErrConnectionLost, err)
+		cn.reauth = nil
+	}
+	for _, m := range c.msgs {
+		m.onWire = false
+	}
+	c.waiting, c.waitHead = c.waiting[:0], 0
+	if c.haveMeta {
+		c.putMeta(time.Now())
+	}
+	if c.fatal != nil {
+		err = fmt.Errorf("%w: %w", c.fatal, err)
+	}
+	c.log.Info("connection lost", "err", err)
+	return err
+}
+
+// refreshMeta rewrites the meta record now and then while connected, so
+// that a crash does not make a live session look expired. Called by the
+// keep-alive loop.
+func (c *Client) refreshMeta() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.haveMeta || c.conn == nil || c.meta.expiry == 0 || c.meta.expiry == 0xFFFFFFFF {
+		return // nothing to keep alive: the session ends with the connection, or never
+	}
+	every := min(time.Duration(c.meta.expiry)*time.Second/4, time.Minute)
+	if time.Since(c.metaWritten) >= every {
+		c.putMeta(time.Now())
+	}
+}
+
+// setFatal records an error that stops reconnection. mu held.
+func (c *Client) setFatal(err error) {
+	if c.fatal == nil {
+		c.fatal = err
+	}
+	if c.loopStop != nil {
+		select {
+		case <-c.loopStop:
+		default:
+			close(c.loopStop)
+		}
+	}
+}
+
+// acquireLease takes the store's lease on k when the store has leases
+// (store.Owner) and the client does not hold it yet.
+func (c *Client) acquireLease(ctx context.Context, k store.Key) error {
+	ow, ok := c.st.(store.Owner)
+	if !ok {
+		return nil
+	}
+	c.mu.Lock()
+	held := c.lease
+	c.mu.Unlock()
+	if held != nil && held.Key() == k {
+		select {
+		case <-held.Lost():
+		default:
+			return nil
+		}
+	}
+	if held != nil {
+		c.releaseLease()
+	}
+	l, err := ow.Acquire(ctx, k, store.LeaseOptions{TTL: c.cfg.LeaseTTL, Wait: c.cfg.WaitForLease})
+	if err != nil {
+		if errors.Is(err, store.ErrSessionTaken) {
+			c.mu.Lock()
+			c.setFatal(ErrSessionTaken)
+			c.mu.Unlock()
+		}
+		return fmt.Errorf("client: acquire session lease %s: %w", k, err)
+	}
+	stop := make(chan struct{})
+	c.mu.Lock()
+	c.lease, c.leaseStop = l, stop
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		select {
+		case <-l.Lost():
+			c.log.Error("session lease lost: stopping", "key", k.String())
+			c.mu.Lock()
+			c.setFatal(ErrSessionTaken)
+			cn := c.conn
+			c.mu.Unlock()
+			if cn != nil {
+				cn.fail(ErrSessionTaken, packets.NormalDisconnection, true)
+			}
+		case <-stop:
+		}
+	}()
+	return nil
+}
+
+func (c *Client) releaseLease() {
+	c.mu.Lock()
+	l, stop := c.lease, c.leaseStop
+	c.lease, c.leaseStop = nil, nil
+	c.mu.Unlock()
+	if l == nil {
+		return
+	}
+	close(stop)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.storeCtx), 5*time.Second)
+	defer cancel()
+	if err := l.Release(ctx); err != nil {
+		c.log.Warn("release session lease", "err", err)
+	}
+}
+
+// Disconnect sends DISCONNECT with reason (0 for a normal disconnection;
+// packets.DisconnectWithWill to have the server publish the Will), then
+// closes the client as Close does. Stored session state stays in the store
+// for a later Client.
+func (c *Client) Disconnect(ctx context.Context, reason packets.ReasonCode) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	stop := c.loopStop
+	cn := c.conn
+	c.stopping = true
+	if stop != nil {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+	}
+	c.mu.Unlock()
+	var err error
+	if cn != nil {
+		cn.shutdown(&packets.Disconnect{ReasonCode: reason})
+		select {
+		case <-cn.done:
+		case <-ctx.Done():
+			err = ctx.Err()
+			cn.close(ErrClosed)
+		}
+	}
+	c.shutdown()
+	return err
+}
+
+// Close disconnects normally (waiting at most a few seconds for the
+// DISCONNECT to be written), ends every goroutine of the client, releases
+// the session lease and, when the client made its own memory store, drops
+// it. Publishes still pending fail with ErrClosed; their messages stay
+// stored and a later Client on the same store sends them. Close is
+// idempotent.
+func (c *Client) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err := c.Disconnect(ctx, packets.NormalDisconnection)
+	if errors.Is(err, ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// shutdown stops the loop, waits for pending store writes, then stops the
+// committer and delivery.
+func (c *Client) shutdown() {
+	c.stopLoop()
+	// Let a running handler finish, so that its acknowledgement reaches the
+	// store before the committer stops.
+	c.deliv.stop()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.waitIdle()
+	for _, m := range c.msgs {
+		m.tok.complete(ErrClosed)
+	}
+	for _, t := range c.tokens0 {
+		t.complete(ErrClosed)
+	}
+	c.queued0, c.tokens0 = nil, nil
+	if c.idFreed != nil {
+		close(c.idFreed)
+		c.idFreed = nil
+	}
+	c.mu.Unlock()
+	close(c.commitStop)
+	c.releaseLease()
+	c.wg.Wait()
+	c.cancel()
+	if c.ownStore {
+		_ = c.st.Close()
+	}
+}

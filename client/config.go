@@ -1,0 +1,321 @@
+package client
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/tethermq/tether/packets"
+	"github.com/tethermq/tether/store"
+)
+
+// Config configures a Client. The zero value of every optional field means
+// the default documented on it.
+type Config struct {
+	// Servers lists the brokers to connect to, in order of preference, as
+	// URLs: mqtt:// or tcp:// for plain TCP (port 1883 by default),
+	// mqtts://, tls:// or ssl:// for TLS (port 8883 by default). At least
+	// one is required. Each server has its own session in the store, since
+	// an MQTT session lives on one server.
+	Servers []string
+
+	// ClientID names the session on the server and in the store. Required:
+	// a session that survives reconnects needs a stable name.
+	ClientID string
+
+	// Store keeps the session state. Nil means a new in-memory store, whose
+	// state survives reconnects but not the end of the process.
+	Store store.SessionStore
+
+	// CleanStart discards any stored session, locally and on the server, on
+	// the first connection this Client makes. Later reconnections always
+	// continue the session.
+	CleanStart bool
+
+	// SessionExpiry is how long the server and the client keep the session
+	// after the network connection closes. It is sent in whole seconds. Zero
+	// means the session ends with the connection: messages in flight when a
+	// connection drops are then reported lost on the next connection (and
+	// republished when RepublishLost is set), though messages never sent are
+	// kept and sent. NeverExpire (or more than math.MaxUint32 seconds) keeps
+	// the session until it is cleaned.
+	SessionExpiry time.Duration
+
+	// KeepAlive is the longest time between two packets the client sends;
+	// when the link is idle the client sends PINGREQ, and a server that
+	// stays silent for KeepAlive after a PINGREQ is taken for dead and the
+	// connection dropped. Zero means 60s; a negative value turns keep alive
+	// off. Sent in whole seconds (at least 1). A Server Keep Alive in
+	// CONNACK takes precedence (MQTT-3.2.2-21).
+	KeepAlive time.Duration
+
+	// Username and Password authenticate the client. The password is never
+	// logged. A nil Password sends none.
+	Username string
+	Password []byte
+
+	// Will is the message the server publishes when the connection ends
+	// without a normal DISCONNECT; nil means none.
+	Will *Will
+
+	// ReceiveMaximum is how many QoS 1 and 2 messages the server may have
+	// unacknowledged towards this client at once. Zero means 1024. A server
+	// that sends more is disconnected with reason 0x93.
+	ReceiveMaximum uint16
+
+	// MaximumPacketSize is the largest packet the client accepts. Zero means
+	// no limit beyond the protocol's. A larger packet ends the connection
+	// with reason 0x95.
+	MaximumPacketSize uint32
+
+	// TopicAliasMaximum is the highest inbound topic alias the client
+	// accepts. Zero means none.
+	TopicAliasMaximum uint16
+
+	// OutboundTopicAliases lets the client replace repeated topics of
+	// outgoing PUBLISH packets by aliases, within the server's Topic Alias
+	// Maximum. Stored messages always keep their full topic.
+	OutboundTopicAliases bool
+
+	// ConnectTimeout bounds the dial and the CONNECT/CONNACK exchange of one
+	// attempt. Zero means 10s.
+	ConnectTimeout time.Duration
+
+	// ReconnectBackoff bounds the wait between connection attempts, which
+	// doubles from Min up to Max, with jitter. Zero values mean 100ms and
+	// 30s.
+	ReconnectBackoff Backoff
+
+	// TLSConfig configures mqtts:// connections. Nil means the defaults of
+	// crypto/tls, with certificate verification on. ServerName is set from
+	// the URL when empty.
+	TLSConfig *tls.Config
+
+	// Auth runs enhanced authentication (MQTT v5 §4.12); nil means none.
+	Auth Authenticator
+
+	// ManualAck makes the application acknowledge each inbound QoS 1 and 2
+	// message with Message.Ack. By default a message is acknowledged when
+	// OnMessage returns.
+	ManualAck bool
+
+	// OnMessage receives every inbound message, one at a time and in order,
+	// on a goroutine of its own: a handler that blocks delays later messages
+	// but never keep alive or the acknowledgements of earlier ones. Nil
+	// drops messages (QoS 1 and 2 are still acknowledged).
+	OnMessage func(*Message)
+
+	// MaxQueuedQoS0 bounds the inbound QoS 0 messages waiting for OnMessage;
+	// beyond it they are dropped and logged. Zero means 10000.
+	MaxQueuedQoS0 int
+
+	// OnConnect is called after every successful CONNACK.
+	OnConnect func(*ConnectInfo)
+
+	// OnConnectionLost is called when an established connection ends for
+	// any reason but Disconnect or Close. The error tells why; it matches
+	// ErrSessionTaken when the store's lease was lost, after which the
+	// client does not reconnect.
+	OnConnectionLost func(error)
+
+	// OnServerDisconnect is called with the DISCONNECT the server sent,
+	// before OnConnectionLost.
+	OnServerDisconnect func(*packets.Disconnect)
+
+	// OnSessionLost is called when stored state was discarded because the
+	// server no longer had the session (Session Present 0) or the session
+	// expired locally. It lists the outbound messages that were in flight
+	// and may not have been delivered. When RepublishLost is set they are
+	// published again as new messages (republished is true); otherwise their
+	// Publish calls fail with ErrSessionLost.
+	OnSessionLost func(lost []*Message, republished bool)
+
+	// RepublishLost republishes lost outbound messages as new messages:
+	// at least once for QoS 1, and possibly twice for QoS 2.
+	RepublishLost bool
+
+	// QueueQoS0 stores QoS 0 messages published while disconnected and
+	// sends them on reconnection. By default such a Publish fails with
+	// ErrNotConnected.
+	QueueQoS0 bool
+
+	// WaitForLease makes the client wait for the store's session lease
+	// when another process holds it, instead of failing at once with
+	// ErrSessionTaken. Only stores that implement store.Owner have leases.
+	WaitForLease bool
+
+	// LeaseTTL is passed to store.Owner.Acquire; zero means the store's
+	// default.
+	LeaseTTL time.Duration
+
+	// Properties holds further CONNECT properties: User properties,
+	// RequestProblemInfo, RequestResponseInfo. Fields the client sets from
+	// this Config (Session Expiry, Receive Maximum, Maximum Packet Size,
+	// Topic Alias Maximum, authentication) are overwritten.
+	Properties packets.Properties
+
+	// Logger receives the client's logs. Nil means silent.
+	Logger *slog.Logger
+}
+
+// NeverExpire is the SessionExpiry of a session the server keeps forever.
+const NeverExpire = time.Duration(0xFFFFFFFF) * time.Second
+
+// Backoff bounds the wait between reconnection attempts.
+type Backoff struct {
+	Min, Max time.Duration
+}
+
+// Will is the message the server publishes for the client when its
+// connection ends abnormally.
+type Will struct {
+	Topic      string
+	Payload    []byte
+	QoS        byte
+	Retain     bool
+	Properties packets.Properties // Will properties, such as WillDelay
+}
+
+// Authenticator runs an enhanced authentication method (MQTT v5 §4.12),
+// on connection and on Client.Reauthenticate.
+type Authenticator interface {
+	// Method returns the Authentication Method name.
+	Method() string
+	// Start returns the Authentication Data of the CONNECT, or of the AUTH
+	// that starts a re-authentication.
+	Start() ([]byte, error)
+	// Continue answers the server's challenge (an AUTH with reason 0x18)
+	// with the next Authentication Data.
+	Continue(challenge []byte) ([]byte, error)
+	// Finish sees the Authentication Data of the successful CONNACK or AUTH;
+	// an error ends the connection.
+	Finish(data []byte) error
+}
+
+// ConnectInfo describes an established connection.
+type ConnectInfo struct {
+	// Server is the canonical URL of the server connected to.
+	Server string
+	// SessionPresent is the server's Session Present flag.
+	SessionPresent bool
+	// Resent is how many stored PUBLISH and PUBREL packets are being resent.
+	Resent int
+	// Connack is the server's CONNACK.
+	Connack *packets.Connack
+}
+
+// Message is an MQTT application message, outbound or inbound.
+type Message struct {
+	Topic      string
+	Payload    []byte
+	QoS        byte
+	Retain     bool
+	Properties packets.Properties
+	// Dup is set on inbound messages the server marked as redelivered.
+	Dup bool
+
+	// PacketID is the inbound message's packet identifier (0 for QoS 0).
+	PacketID uint16
+
+	// Inbound QoS>0 messages only; acked is guarded by Client.mu.
+	c      *Client
+	cn     *conn
+	acked  bool
+	shadow *Message // QoS 2: the copy a later connection brought while this one was handled
+}
+
+// Ack acknowledges an inbound message when Config.ManualAck is set. Acks go
+// out in the order the messages arrived (MQTT-4.6.0-2, MQTT-4.6.0-3): the
+// acknowledgement of a message waits for those of the messages before it.
+// After the connection a QoS 1 message came on has dropped, Ack returns
+// ErrNotConnected and changes nothing: the server sends the message again.
+// A QoS 2 message acknowledged after its connection dropped is recorded in
+// the session, so that the server's redelivery is answered without being
+// delivered again; Ack then returns nil (ErrSessionLost when the session
+// has been discarded meanwhile).
+// Acknowledging a QoS 0 message, an outbound message or one already
+// acknowledged does nothing.
+func (m *Message) Ack() error {
+	if m.cn == nil {
+		return nil
+	}
+	return m.ack()
+}
+
+// Subscription is one topic filter to subscribe to, with its options.
+type Subscription struct {
+	Filter string
+	packets.SubscribeOptions
+	// ID is the Subscription Identifier sent with the SUBSCRIBE, or 0 for
+	// none. All subscriptions of one Subscribe call share one identifier.
+	ID uint32
+	// Properties holds user properties sent with the SUBSCRIBE.
+	User []packets.UserProperty
+}
+
+// Sentinel errors, testable with errors.Is.
+var (
+	// ErrClosed is returned by a closed Client.
+	ErrClosed = errors.New("client: closed")
+	// ErrNotConnected is returned when an operation needs a connection
+	// that is not there, such as an Ack after the connection dropped.
+	ErrNotConnected = errors.New("client: not connected")
+	// ErrConnectionLost fails requests waiting for an answer on a
+	// connection that dropped (Subscribe, Unsubscribe, Reauthenticate).
+	ErrConnectionLost = errors.New("client: connection lost")
+	// ErrQoSNotSupported: the QoS is above the server's Maximum QoS.
+	ErrQoSNotSupported = errors.New("client: QoS not supported by the server")
+	// ErrRetainNotSupported: the server does not support retained messages.
+	ErrRetainNotSupported = errors.New("client: retain not supported by the server")
+	// ErrPacketTooLarge: the packet exceeds the server's Maximum Packet Size.
+	ErrPacketTooLarge = errors.New("client: packet too large for the server")
+	// ErrWildcardNotSupported: the server does not support wildcard filters.
+	ErrWildcardNotSupported = errors.New("client: wildcard subscriptions not supported by the server")
+	// ErrSharedNotSupported: the server does not support shared subscriptions.
+	ErrSharedNotSupported = errors.New("client: shared subscriptions not supported by the server")
+	// ErrSubIDNotSupported: the server does not support subscription identifiers.
+	ErrSubIDNotSupported = errors.New("client: subscription identifiers not supported by the server")
+	// ErrSessionLost fails publishes whose messages were in flight when the
+	// session was discarded (see Config.OnSessionLost).
+	ErrSessionLost = errors.New("client: session lost")
+	// ErrSessionTaken is returned when another process took the session's
+	// lease in the store; the client stops.
+	ErrSessionTaken = store.ErrSessionTaken
+	// ErrKeepAliveTimeout ends a connection whose server stayed silent.
+	ErrKeepAliveTimeout = errors.New("client: keep alive timeout: server did not answer")
+	// ErrInvalidMessage: the message cannot be published (bad QoS, empty
+	// or wildcard topic).
+	ErrInvalidMessage = errors.New("client: invalid message")
+	// ErrNoAuthenticator: Reauthenticate without Config.Auth.
+	ErrNoAuthenticator = errors.New("client: no authenticator configured")
+)
+
+// ReasonError reports a negative acknowledgement or a refusal by the
+// server: a CONNACK, PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, AUTH or
+// DISCONNECT carrying an error reason code. Use errors.As.
+type ReasonError struct {
+	Packet packets.Type       // the packet that carried the code
+	Code   packets.ReasonCode // the reason code
+	Reason string             // the server's Reason String, if any
+}
+
+// Error describes the refusal.
+func (e *ReasonError) Error() string {
+	s := fmt.Sprintf("client: %s: %s (0x%02x)", typeName(e.Packet), e.Code, byte(e.Code))
+	if e.Reason != "" {
+		s += ": " + e.Reason
+	}
+	return s
+}
+
+func typeName(t packets.Type) string {
+	names := [...]string{"", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL",
+		"PUBCOMP", "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP",
+		"DISCONNECT", "AUTH"}
+	if int(t) < len(names) && t > 0 {
+		return names[t]
+	}
+	return fmt.Sprintf("packet type %d", t)
+}

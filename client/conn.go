@@ -1,0 +1,364 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tethermq/tether/packets"
+)
+
+// conn is one network connection and its goroutines: a reader, a writer
+// and, with keep alive on, a pinger.
+type conn struct {
+	c  *Client
+	nc net.Conn
+	r  *packets.Reader
+
+	// Write side: packets are encoded straight into wbuf under wmu, and the
+	// writer swaps the buffer out and writes it whole, so packets queued
+	// while a write is in progress go out together in one syscall.
+	wmu      sync.Mutex
+	wcond    *sync.Cond
+	wbuf     []byte
+	wclosing bool // a final DISCONNECT is queued: write it, then close
+	wclosed  bool
+	maxOut   uint32 // the server's Maximum Packet Size, 0 for none
+
+	lastWrite atomic.Int64 // unix nanoseconds
+	lastRead  atomic.Int64
+
+	closeOnce sync.Once
+	done      chan struct{} // closed when the connection is closed
+	readDone  chan struct{} // closed when the reader has ended
+	errMu     sync.Mutex
+	err       error // why the connection ended
+	wg        sync.WaitGroup
+
+	// Fields below are guarded by Client.mu.
+	ready      bool // CONNACK processed; the session may send
+	scratch    packets.Publish
+	scratchAck packets.Ack
+	aliasMax   uint16            // the server's Topic Alias Maximum
+	aliasOut   map[string]uint16 // outbound topic → alias, this connection only (MQTT-3.3.2-7)
+	aliasIn    []string          // inbound alias → topic, this connection only
+	inState    []uint8           // per inbound packet identifier: in* states
+	inCount    int               // inbound QoS>0 messages unacknowledged (our Receive Maximum)
+	inq        []*Message        // inbound QoS>0 messages not yet acknowledged, in arrival order
+	reauth     chan error        // a re-authentication in progress
+	keepAlive  time.Duration
+}
+
+// Inbound packet identifier states of one connection.
+const (
+	inNone    = iota
+	inQoS1    // delivered, PUBACK not yet sent
+	inQoS2    // delivered, PUBREC not yet sent
+	inQoS2Rec // PUBREC sent (or due), PUBCOMP not yet sent
+)
+
+func newConn(c *Client, nc net.Conn) *conn {
+	cn := &conn{c: c, nc: nc, done: make(chan struct{}), readDone: make(chan struct{})}
+	cn.wcond = sync.NewCond(&cn.wmu)
+	now := time.Now().UnixNano()
+	cn.lastRead.Store(now)
+	cn.lastWrite.Store(now)
+	return cn
+}
+
+// write queues p for the writer. A packet that cannot be encoded is a bug
+// of the caller: it is logged and dropped rather than corrupting the stream.
+func (cn *conn) write(p packets.Packet) {
+	cn.wmu.Lock()
+	if cn.wclosing || cn.wclosed {
+		cn.wmu.Unlock()
+		return
+	}
+	n := len(cn.wbuf)
+	b, err := packets.Append(cn.wbuf, p)
+	if err != nil {
+		cn.wmu.Unlock()
+		cn.c.log.Error("encode packet", "type", typeName(p.Type()), "err", err)
+		return
+	}
+	cn.wbuf = b
+	if n == 0 {
+		cn.wcond.Signal()
+	}
+	cn.wmu.Unlock()
+}
+
+// writeLoop writes whatever has been queued, in as few writes as possible.
+func (cn *conn) writeLoop() {
+	defer cn.wg.Done()
+	var spare []byte
+	for {
+		cn.wmu.Lock()
+		for len(cn.wbuf) == 0 && !cn.wclosing && !cn.wclosed {
+			cn.wcond.Wait()
+		}
+		if cn.wclosed || (cn.wclosing && len(cn.wbuf) == 0) {
+			closing := !cn.wclosed
+			cn.wmu.Unlock()
+			if closing {
+				cn.linger()
+			}
+			cn.close(nil)
+			return
+		}
+		buf := cn.wbuf
+		if cap(spare) > 1<<20 {
+			spare = nil // do not keep a huge buffer after one large packet
+		}
+		cn.wbuf = spare[:0]
+		cn.wmu.Unlock()
+		_, err := cn.nc.Write(buf)
+		spare = buf[:0]
+		if err != nil {
+			cn.close(fmt.Errorf("client: write: %w", err))
+			return
+		}
+		cn.lastWrite.Store(time.Now().UnixNano())
+	}
+}
+
+// linger ends a connection whose last packet (DISCONNECT) has been
+// written: it shuts our sending side and waits, briefly, for the server to
+// close its own, so that unread data does not turn our close into a reset
+// that could destroy the DISCONNECT before the server reads it.
+func (cn *conn) linger() {
+	if cw, ok := cn.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-cn.readDone:
+	case <-t.C:
+	}
+}
+
+// fail ends the connection because of err. With code set, a DISCONNECT
+// carrying it is sent first (MQTT-3.14.4-1: nothing after it).
+func (cn *conn) fail(err error, code packets.ReasonCode, sendDisconnect bool) {
+	cn.setErr(err)
+	if !sendDisconnect {
+		cn.close(err)
+		return
+	}
+	cn.shutdown(&packets.Disconnect{ReasonCode: code})
+}
+
+// shutdown sends d as the last packet and closes the connection once it
+// is written (or after a second, when the peer does not read).
+func (cn *conn) shutdown(d *packets.Disconnect) {
+	cn.wmu.Lock()
+	if cn.wclosing || cn.wclosed {
+		cn.wmu.Unlock()
+		return
+	}
+	if b, err := packets.Append(cn.wbuf, d); err == nil {
+		cn.wbuf = b
+	}
+	cn.wclosing = true
+	_ = cn.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	cn.wcond.Signal()
+	cn.wmu.Unlock()
+}
+
+func (cn *conn) setErr(err error) {
+	if err == nil {
+		return
+	}
+	cn.errMu.Lock()
+	if cn.err == nil {
+		cn.err = err
+	}
+	cn.errMu.Unlock()
+}
+
+// Err returns why the connection ended.
+func (cn *conn) Err() error {
+	cn.errMu.Lock()
+	defer cn.errMu.Unlock()
+	if cn.err == nil {
+		return ErrConnectionLost
+	}
+	return cn.err
+}
+
+// close closes the socket at once; the reader and writer then end.
+func (cn *conn) close(err error) {
+	cn.setErr(err)
+	cn.closeOnce.Do(func() {
+		_ = cn.nc.Close()
+		cn.wmu.Lock()
+		cn.wclosed = true
+		cn.wcond.Broadcast()
+		cn.wmu.Unlock()
+		close(cn.done)
+	})
+}
+
+// closing reports whether a final DISCONNECT has been queued.
+func (cn *conn) closing() bool {
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	return cn.wclosing
+}
+
+func (cn *conn) isClosed() bool {
+	select {
+	case <-cn.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// readLoop reads packets until the connection ends and hands each to the
+// client. It never blocks on the application: delivery is queued.
+func (cn *conn) readLoop() {
+	defer cn.wg.Done()
+	defer close(cn.readDone)
+	for {
+		p, err := cn.r.Read()
+		if err == nil && cn.closing() {
+			continue // MQTT-3.14.4-2: after our DISCONNECT, only drain
+		}
+		if err != nil {
+			var pe *packets.Error
+			switch {
+			case errors.As(err, &pe):
+				// MQTT-3.14.1-1 and §4.13: a malformed or oversize packet
+				// ends the connection with the reason the codec names.
+				cn.fail(fmt.Errorf("client: bad packet from server: %w", err), packets.CodeOf(err), true)
+			case errors.Is(err, io.EOF):
+				cn.fail(fmt.Errorf("client: connection closed by server: %w", ErrConnectionLost), 0, false)
+			default:
+				cn.fail(fmt.Errorf("client: read: %w", err), 0, false)
+			}
+			return
+		}
+		cn.lastRead.Store(time.Now().UnixNano())
+		if err := cn.c.handlePacket(cn, p); err != nil {
+			var pe *protoError
+			if errors.As(err, &pe) {
+				cn.fail(err, pe.code, true)
+			} else {
+				cn.fail(err, 0, false)
+			}
+			return
+		}
+	}
+}
+
+// protoError is a protocol violation by the server: the connection ends
+// with a DISCONNECT carrying code.
+type protoError struct {
+	code packets.ReasonCode
+	msg  string
+}
+
+func (e *protoError) Error() string {
+	return fmt.Sprintf("client: protocol violation by server: %s (DISCONNECT 0x%02x %s)", e.msg, byte(e.code), e.code)
+}
+
+// keepAliveLoop sends PINGREQ when the link has been quiet in either
+// direction (MQTT-3.1.2-20) and ends the connection when the server does
+// not answer within the keep alive period.
+func (cn *conn) keepAliveLoop() {
+	defer cn.wg.Done()
+	ka := cn.keepAlive
+	tick := ka / 4
+	t := time.NewTimer(tick)
+	defer t.Stop()
+	var pingSent int64
+	for {
+		select {
+		case <-cn.done:
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		lr, lw := cn.lastRead.Load(), cn.lastWrite.Load()
+		if pingSent != 0 {
+			if lr >= pingSent {
+				pingSent = 0
+			} else if time.Duration(now-pingSent) >= ka {
+				cn.fail(ErrKeepAliveTimeout, packets.KeepAliveTimeout, true)
+				return
+			}
+		}
+		if pingSent == 0 && (time.Duration(now-lw) >= ka*3/4 || time.Duration(now-lr) >= ka*3/4) {
+			pingSent = now
+			cn.write(&packets.Pingreq{})
+		}
+		cn.c.refreshMeta()
+		t.Reset(tick)
+	}
+}
+
+// server is one parsed entry of Config.Servers.
+type server struct {
+	canonical string // scheme://host:port, the session key's Server
+	addr      string // host:port
+	host      string
+	tls       bool
+}
+
+func parseServer(s string) (server, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return server{}, fmt.Errorf("client: server %q: %w", s, err)
+	}
+	var sv server
+	port := ""
+	switch strings.ToLower(u.Scheme) {
+	case "mqtt", "tcp":
+		port = "1883"
+	case "mqtts", "tls", "ssl":
+		port, sv.tls = "8883", true
+	default:
+		return server{}, fmt.Errorf("client: server %q: unsupported scheme %q (want mqtt, tcp, mqtts, tls or ssl)", s, u.Scheme)
+	}
+	sv.host = strings.ToLower(u.Hostname())
+	if sv.host == "" {
+		return server{}, fmt.Errorf("client: server %q: no host", s)
+	}
+	if p := u.Port(); p != "" {
+		port = p
+	}
+	sv.addr = net.JoinHostPort(sv.host, port)
+	scheme := "mqtt"
+	if sv.tls {
+		scheme = "mqtts"
+	}
+	sv.canonical = scheme + "://" + sv.addr
+	return sv, nil
+}
+
+// dial opens the network connection to sv.
+func (c *Client) dial(ctx context.Context, sv server) (net.Conn, error) {
+	var d net.Dialer
+	if !sv.tls {
+		return d.DialContext(ctx, "tcp", sv.addr)
+	}
+	cfg := c.cfg.TLSConfig.Clone()
+	if cfg == nil {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = sv.host
+	}
+	td := tls.Dialer{NetDialer: &d, Config: cfg}
+	return td.DialContext(ctx, "tcp", sv.addr)
+}

@@ -1,0 +1,407 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/tethermq/tether/packets"
+)
+
+// Token follows one asynchronous publish.
+type Token struct {
+	done  chan struct{}
+	state atomic.Bool
+	err   error
+}
+
+func newToken() *Token { return &Token{done: make(chan struct{})} }
+
+// Done is closed when the publish has completed: acknowledged (QoS 1 and
+// 2), written (QoS 0), or failed.
+func (t *Token) Done() <-chan struct{} { return t.done }
+
+// Err returns the outcome once Done is closed: nil, a *ReasonError for a
+// negative acknowledgement, or another error. Before that it returns nil.
+func (t *Token) Err() error {
+	select {
+	case <-t.done:
+		return t.err
+	default:
+		return nil
+	}
+}
+
+// Wait waits for the publish to complete or ctx to end, and returns Err or
+// ctx's error. The publish itself goes on when ctx ends first.
+func (t *Token) Wait(ctx context.Context) error {
+	select {
+	case <-t.done:
+		return t.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (t *Token) complete(err error) {
+	if t == nil || !t.state.CompareAndSwap(false, true) {
+		return
+	}
+	t.err = err
+	close(t.done)
+}
+
+// Publish publishes m and waits until the exchange completes: PUBACK for
+// QoS 1, PUBCOMP for QoS 2; for QoS 0, until the packet is queued on the
+// connection (its write then coalesces with others). A
+// QoS 1 or 2 message is persisted in the store before it is sent; from
+// then on it completes whatever happens to ctx, which only bounds the wait:
+// when ctx ends first, Publish returns ctx's error and the message is
+// still delivered (by a later connection or a later Client on the same
+// store, if need be). Publishing while disconnected stores the message and
+// sends it, in order, on reconnection.
+//
+// A negative acknowledgement is returned as a *ReasonError.
+func (c *Client) Publish(ctx context.Context, m *Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return c.PublishAsync(m).Wait(ctx)
+}
+
+// PublishAsync publishes m as Publish does, without waiting: the Token
+// tells when the exchange has completed. Messages are sent in the order of
+// the PublishAsync calls, pipelined up to the server's Receive Maximum. m
+// is not retained: it may be reused once PublishAsync returns, but its
+// Payload must not be changed until the Token is done.
+func (c *Client) PublishAsync(m *Message) *Token {
+	t := newToken()
+	p, err := c.newPublish(m)
+	if err != nil {
+		t.complete(err)
+		return t
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.checkPublish(p); err != nil {
+		t.complete(err)
+		return t
+	}
+	cn := c.conn
+	if p.QoS == 0 {
+		switch {
+		case cn != nil && cn.ready:
+			c.emit(action{kind: aSendPublish, cn: cn, pub: p, tok: t})
+		case c.cfg.QueueQoS0:
+			c.queued0 = append(c.queued0, p)
+			c.tokens0 = append(c.tokens0, t)
+		default:
+			t.complete(ErrNotConnected)
+		}
+		return t
+	}
+	if !c.loaded {
+		// Sequence numbers continue those of the stored session: load it
+		// before assigning one, or a new process would overwrite records.
+		if err := c.loadFirst(); err != nil {
+			t.complete(err)
+			return t
+		}
+	}
+	om := &outMsg{seq: c.nextSeq, qos: p.QoS, pub: p, tok: t}
+	c.nextSeq++
+	c.msgs[om.seq] = om
+	if cn != nil && cn.ready {
+		c.waiting = append(c.waiting, om)
+		c.pump()
+	}
+	if om.id == 0 {
+		// Not on the wire yet (no quota, no free identifier, or offline):
+		// stored as queued, it gets its identifier when it is sent.
+		c.putRecord(om)
+	}
+	return t
+}
+
+// newPublish validates m and copies it into a PUBLISH packet.
+func (c *Client) newPublish(m *Message) (*packets.Publish, error) {
+	switch {
+	case m == nil:
+		return nil, fmt.Errorf("%w: nil message", ErrInvalidMessage)
+	case m.QoS > 2:
+		return nil, fmt.Errorf("%w: QoS %d", ErrInvalidMessage, m.QoS)
+	case m.Topic == "":
+		return nil, fmt.Errorf("%w: empty topic", ErrInvalidMessage)
+	case strings.ContainsAny(m.Topic, "+#"):
+		return nil, fmt.Errorf("%w: wildcard in topic %q", ErrInvalidMessage, m.Topic)
+	case len(m.Properties.SubscriptionIdentifier) > 0: // MQTT-3.3.4-6
+		return nil, fmt.Errorf("%w: subscription identifier in an outbound PUBLISH", ErrInvalidMessage)
+	case m.Properties.TopicAlias != 0:
+		return nil, fmt.Errorf("%w: topic aliases are assigned by the client (Config.OutboundTopicAliases)", ErrInvalidMessage)
+	}
+	p := &packets.Publish{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Properties: m.Properties}
+	return p, nil
+}
+
+// checkPublish checks p against the server's limits from its last
+// CONNACK. mu held.
+func (c *Client) checkPublish(p *packets.Publish) error {
+	if c.closed {
+		return ErrClosed
+	}
+	if c.fatal != nil {
+		return c.fatal
+	}
+	if p.QoS > c.lim.maxQoS { // MQTT-3.2.2-11
+		return fmt.Errorf("%w: QoS %d, server maximum %d", ErrQoSNotSupported, p.QoS, c.lim.maxQoS)
+	}
+	if p.Retain && !c.lim.retain { // MQTT-3.2.2-14
+		return ErrRetainNotSupported
+	}
+	if p.QoS > 0 {
+		p.PacketID = 1 // for sizing and validation only
+	}
+	n, err := packets.Size(p)
+	p.PacketID = 0
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+	}
+	if c.lim.maxPacket != 0 && uint32(n) > c.lim.maxPacket { // MQTT-3.2.2-15
+		return fmt.Errorf("%w: %d bytes, server maximum %d", ErrPacketTooLarge, n, c.lim.maxPacket)
+	}
+	return nil
+}
+
+// request is a SUBSCRIBE or UNSUBSCRIBE waiting for its acknowledgement.
+type request struct {
+	kind     packets.Type
+	subs     []Subscription // SUBSCRIBE
+	filters  []string       // UNSUBSCRIBE
+	internal bool           // a resubscription: no caller waits
+	done     chan struct{}
+	codes    []packets.ReasonCode
+	err      error
+}
+
+func (r *request) finish(codes []packets.ReasonCode, err error) {
+	r.codes, r.err = codes, err
+	close(r.done)
+}
+
+// Subscribe subscribes to subs and returns the server's reason code for
+// each (the granted QoS, or an error code); when a single subscription is
+// refused, the error is also returned as a *ReasonError. It fails with
+// ErrNotConnected while disconnected, and with ErrWildcardNotSupported,
+// ErrSharedNotSupported or ErrSubIDNotSupported when the server said so in
+// its CONNACK. Subscriptions granted are remembered in the session's meta
+// record and made again when a server has lost the session.
+func (c *Client) Subscribe(ctx context.Context, subs ...Subscription) ([]packets.ReasonCode, error) {
+	if len(subs) == 0 {
+		return nil, errors.New("client: subscribe: no subscriptions")
+	}
+	p := &packets.Subscribe{}
+	id := subs[0].ID
+	for _, s := range subs {
+		if s.ID != id {
+			return nil, errors.New("client: subscribe: subscriptions of one call must share one subscription identifier")
+		}
+		p.Subscriptions = append(p.Subscriptions, packets.Subscription{Filter: s.Filter, SubscribeOptions: s.SubscribeOptions})
+		p.Properties.User = append(p.Properties.User, s.User...)
+	}
+	if id != 0 {
+		p.Properties.SubscriptionIdentifier = []uint32{id}
+	}
+	r := &request{kind: packets.SUBSCRIBE, subs: subs, done: make(chan struct{})}
+	check := func() error {
+		for _, s := range subs {
+			shared := strings.HasPrefix(s.Filter, "$share/")
+			if shared && !c.lim.shared {
+				return ErrSharedNotSupported
+			}
+			if !shared && strings.ContainsAny(s.Filter, "+#") && !c.lim.wildcard {
+				return ErrWildcardNotSupported
+			}
+		}
+		if id != 0 && !c.lim.subID {
+			return ErrSubIDNotSupported
+		}
+		return nil
+	}
+	return c.roundTrip(ctx, r, check, func(pid uint16) packets.Packet { p.PacketID = pid; return p })
+}
+
+// Unsubscribe removes the subscriptions to filters and returns the
+// server's reason code for each.
+func (c *Client) Unsubscribe(ctx context.Context, filters ...string) ([]packets.ReasonCode, error) {
+	if len(filters) == 0 {
+		return nil, errors.New("client: unsubscribe: no filters")
+	}
+	p := &packets.Unsubscribe{Filters: filters}
+	r := &request{kind: packets.UNSUBSCRIBE, filters: filters, done: make(chan struct{})}
+	return c.roundTrip(ctx, r, nil, func(pid uint16) packets.Packet { p.PacketID = pid; return p })
+}
+
+// roundTrip sends the packet of r with a fresh packet identifier (waiting,
+// bounded by ctx, while all are in use) and waits for its acknowledgement.
+func (c *Client) roundTrip(ctx context.Context, r *request, check func() error, build func(uint16) packets.Packet) ([]packets.ReasonCode, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		cn := c.conn
+		if cn == nil || !cn.ready {
+			c.mu.Unlock()
+			return nil, ErrNotConnected
+		}
+		if check != nil {
+			if err := check(); err != nil {
+				c.mu.Unlock()
+				return nil, err
+			}
+		}
+		pid, ok := c.ids.alloc()
+		if ok {
+			pk := build(pid)
+			if n, err := packets.Size(pk); err != nil || (c.lim.maxPacket != 0 && uint32(n) > c.lim.maxPacket) {
+				c.ids.clear(pid)
+				c.mu.Unlock()
+				if err != nil {
+					return nil, fmt.Errorf("client: %w", err)
+				}
+				return nil, fmt.Errorf("%w: %d bytes, server maximum %d", ErrPacketTooLarge, n, c.lim.maxPacket)
+			}
+		}
+		if !ok {
+			if c.idFreed == nil {
+				c.idFreed = make(chan struct{})
+			}
+			freed := c.idFreed
+			c.mu.Unlock()
+			select {
+			case <-freed:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		c.requests[pid] = r
+		// In order with the acknowledgements queued before it.
+		c.emit(action{kind: aSendPacket, cn: cn, p: build(pid)})
+		c.mu.Unlock()
+		break
+	}
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	for _, code := range r.codes {
+		if code.IsError() && len(r.codes) == 1 {
+			return r.codes, &ReasonError{Packet: r.kind + 1, Code: code}
+		}
+	}
+	return r.codes, nil
+}
+
+// finishRequest completes the SUBSCRIBE or UNSUBSCRIBE acknowledged by a
+// SUBACK or UNSUBACK, and records granted subscriptions in the meta record.
+func (c *Client) finishRequest(pid uint16, kind packets.Type, codes []packets.ReasonCode, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.requests[pid]
+	if r == nil || r.kind+1 != kind {
+		c.log.Warn("acknowledgement for unknown packet identifier", "type", typeName(kind), "id", pid)
+		return
+	}
+	delete(c.requests, pid)
+	c.freeID(pid)
+	changed := false
+	for i, code := range codes {
+		switch {
+		case kind == packets.SUBACK && i < len(r.subs):
+			if code.IsError() {
+				c.log.Warn("subscription refused", "filter", r.subs[i].Filter, "reason", code.String(), "reason_string", reason)
+			} else if !r.internal {
+				c.meta.setSub(r.subs[i])
+				changed = true
+			}
+		case kind == packets.UNSUBACK && i < len(r.filters):
+			c.meta.removeSub(r.filters[i])
+			changed = true
+		}
+	}
+	if changed && c.haveMeta {
+		c.putMeta(c.meta.lastConnected)
+	}
+	r.finish(codes, nil)
+}
+
+// resubscribe makes the remembered subscriptions again on a server that
+// lost the session, one SUBSCRIBE per subscription identifier. mu held.
+func (c *Client) resubscribe(cn *conn) {
+	groups := map[uint32][]Subscription{}
+	var order []uint32
+	for _, s := range c.meta.subs {
+		if _, ok := groups[s.ID]; !ok {
+			order = append(order, s.ID)
+		}
+		groups[s.ID] = append(groups[s.ID], s)
+	}
+	for _, id := range order {
+		pid, ok := c.ids.alloc()
+		if !ok {
+			return
+		}
+		p := &packets.Subscribe{PacketID: pid}
+		for _, s := range groups[id] {
+			p.Subscriptions = append(p.Subscriptions, packets.Subscription{Filter: s.Filter, SubscribeOptions: s.SubscribeOptions})
+		}
+		if id != 0 && c.lim.subID {
+			p.Properties.SubscriptionIdentifier = []uint32{id}
+		}
+		c.requests[pid] = &request{kind: packets.SUBSCRIBE, subs: groups[id], internal: true, done: make(chan struct{})}
+		cn.write(p)
+	}
+	c.log.Info("resubscribed", "subscriptions", len(c.meta.subs))
+}
+
+// Reauthenticate runs a re-authentication (MQTT v5 §4.12.1) with
+// Config.Auth on the current connection and waits for its outcome.
+func (c *Client) Reauthenticate(ctx context.Context) error {
+	a := c.cfg.Auth
+	if a == nil {
+		return ErrNoAuthenticator
+	}
+	data, err := a.Start()
+	if err != nil {
+		return fmt.Errorf("client: authenticator: %w", err)
+	}
+	c.mu.Lock()
+	cn := c.conn
+	if cn == nil || !cn.ready {
+		c.mu.Unlock()
+		return ErrNotConnected
+	}
+	if cn.reauth != nil {
+		c.mu.Unlock()
+		return errors.New("client: a re-authentication is already in progress")
+	}
+	done := make(chan error, 1)
+	cn.reauth = done
+	cn.write(&packets.Auth{ReasonCode: packets.ReAuthenticate,
+		Properties: packets.Properties{AuthMethod: a.Method(), AuthData: data}})
+	c.mu.Unlock()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

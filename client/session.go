@@ -1,0 +1,643 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/tethermq/tether/packets"
+	"github.com/tethermq/tether/store"
+)
+
+// maxPacketID is the highest packet identifier the client uses. Tests lower
+// it to exercise identifier exhaustion without 65,535 messages in flight.
+var maxPacketID uint16 = 65535
+
+// outMsg is one outbound QoS 1 or 2 message of the session: queued, in
+// flight, or waiting for PUBCOMP. Guarded by Client.mu.
+type outMsg struct {
+	seq       uint64
+	id        uint16           // packet identifier, 0 while never assigned
+	qos       byte             // 1 or 2
+	pubrel    bool             // PUBREC received: the stored record is the PUBREL
+	stored    bool             // a Put of the record has been queued
+	sent      bool             // went on the wire before: resend with DUP=1
+	onWire    bool             // counted in flight on the current connection
+	done      bool             // finished or dropped; skip in queues
+	putQueued bool             // its first Put is in a batch not yet applied
+	pub       *packets.Publish // full topic, never an alias; nil for loaded PUBRELs
+	tok       *Token
+}
+
+// idSet tracks the packet identifiers in use by the session: stored
+// outbound records, and SUBSCRIBE/UNSUBSCRIBE requests in flight.
+type idSet struct {
+	bits [1024]uint64
+	n    int
+	next uint16
+}
+
+func (s *idSet) has(id uint16) bool { return s.bits[id>>6]&(1<<(id&63)) != 0 }
+
+func (s *idSet) set(id uint16) {
+	if !s.has(id) {
+		s.bits[id>>6] |= 1 << (id & 63)
+		s.n++
+	}
+}
+
+func (s *idSet) clear(id uint16) {
+	if s.has(id) {
+		s.bits[id>>6] &^= 1 << (id & 63)
+		s.n--
+	}
+}
+
+// alloc returns a free identifier, going round the space so that a freed
+// identifier is reused as late as possible.
+func (s *idSet) alloc() (uint16, bool) {
+	if s.n >= int(maxPacketID) {
+		return 0, false
+	}
+	for {
+		s.next++
+		if s.next == 0 || s.next > maxPacketID {
+			s.next = 1
+		}
+		if !s.has(s.next) {
+			s.set(s.next)
+			return s.next, true
+		}
+	}
+}
+
+func (s *idSet) reset() { *s = idSet{next: s.next} }
+
+// Action kinds: what the committer does, in order, once the store changes
+// queued before an action are durable.
+const (
+	aSendPublish = iota + 1 // send m (QoS 1/2) or pub (QoS 0) on cn
+	aSendAck                // send an Ack of kind/id/code on cn
+	aFreeID                 // packet identifier id may be reused
+	aDone                   // complete tok with err
+	aSendPacket             // send pkt on cn
+)
+
+type action struct {
+	kind uint8
+	p    packets.Packet
+	pkt  packets.Type
+	id   uint16
+	code packets.ReasonCode
+	cn   *conn
+	m    *outMsg
+	pub  *packets.Publish
+	tok  *Token
+	err  error
+}
+
+// batch is the group commit being accumulated: store operations and the
+// actions that wait for them.
+type batch struct {
+	ops  []store.Op
+	acts []action
+	msgs []*outMsg // messages whose first Put is in ops, to fail if Apply fails
+}
+
+func (b *batch) empty() bool { return len(b.ops) == 0 && len(b.acts) == 0 }
+
+func (b *batch) reset() {
+	clear(b.ops)
+	clear(b.acts)
+	clear(b.msgs)
+	b.ops, b.acts, b.msgs = b.ops[:0], b.acts[:0], b.msgs[:0]
+}
+
+// addOp queues a store operation for the next group commit. mu held.
+func (c *Client) addOp(op store.Op) {
+	c.cur.ops = append(c.cur.ops, op)
+	c.kickCommitter()
+}
+
+// emit runs a at once when nothing waits for the store, and otherwise after
+// every store change queued before it is durable, so that no packet ever
+// overtakes the store write it depends on, nor a packet queued before it.
+// mu held.
+func (c *Client) emit(a action) {
+	if c.committing || !c.cur.empty() {
+		c.cur.acts = append(c.cur.acts, a)
+		c.kickCommitter()
+		return
+	}
+	c.runAction(&a)
+}
+
+func (c *Client) kickCommitter() {
+	select {
+	case c.commitKick <- struct{}{}:
+	default:
+	}
+}
+
+// committer is the single goroutine that writes the session to the store:
+// it takes every operation queued so far, applies them as one batch, and
+// then runs the actions that waited for that batch, in order. After a
+// failed Apply it retries the batch's remaining operations with backoff.
+func (c *Client) committer() {
+	defer c.wg.Done()
+	var spare batch
+	var retry <-chan time.Time
+	delay := 50 * time.Millisecond
+	for {
+		select {
+		case <-c.commitKick:
+		case <-retry:
+		case <-c.commitStop:
+			return
+		}
+		failed := false
+		c.mu.Lock()
+		for !c.cur.empty() {
+			b := c.cur
+			c.cur, spare = spare, batch{}
+			c.committing = true
+			key := c.key
+			c.mu.Unlock()
+
+			var err error
+			if len(b.ops) > 0 {
+				err = c.st.Apply(c.storeCtx, key, b.ops...)
+			}
+
+			c.mu.Lock()
+			if err != nil {
+				c.commitFailed(&b, err)
+				failed = true
+			} else {
+				for i := range b.msgs {
+					b.msgs[i].stored = true
+					b.msgs[i].putQueued = false
+				}
+				for i := range b.acts {
+					c.runAction(&b.acts[i])
+				}
+			}
+			b.reset()
+			spare = b
+			if failed {
+				break
+			}
+		}
+		c.committing = false
+		c.commitFailing = failed
+		c.idleCond.Broadcast()
+		c.mu.Unlock()
+		if failed {
+			retry = time.After(delay)
+			delay = min(delay*2, 2*time.Second)
+		} else {
+			retry, delay = nil, 50*time.Millisecond
+		}
+	}
+}
+
+// commitFailed handles a failed Apply. Messages whose first record was in
+// the batch fail with the error: they were never persisted nor sent. The
+// batch's other operations (acknowledgement state, deletions, meta) and its
+// actions go back to the front of the queue, to be retried: the in-memory
+// session stays the truth and the store catches up. The connection is
+// dropped, since packets that waited for the batch were not sent; the
+// server redelivers and the next connection resends. mu held.
+func (c *Client) commitFailed(b *batch, err error) {
+	err = fmt.Errorf("client: store: %w", err)
+	c.log.Error("store write failed", "key", c.key.String(), "err", err)
+	failed := map[uint64]bool{}
+	for _, m := range b.msgs {
+		m.putQueued = false
+		if m.done {
+			continue
+		}
+		failed[m.seq] = true
+		m.done = true
+		delete(c.msgs, m.seq)
+		if m.id != 0 {
+			delete(c.byID, m.id)
+			c.ids.clear(m.id) // it never reached the store nor the wire
+		}
+		m.tok.complete(err)
+	}
+	ops := make([]store.Op, 0, len(b.ops)+len(c.cur.ops))
+	for _, op := range b.ops {
+		if !failed[op.Record.Seq] {
+			ops = append(ops, op)
+		}
+	}
+	for _, op := range c.cur.ops {
+		if !failed[op.Record.Seq] {
+			ops = append(ops, op)
+		}
+	}
+	c.cur.ops = ops
+	c.cur.acts = append(append([]action(nil), b.acts...), c.cur.acts...)
+	if errors.Is(err, store.ErrSessionTaken) {
+		c.setFatal(ErrSessionTaken)
+	}
+	if c.conn != nil {
+		c.conn.fail(err, 0, false)
+	}
+}
+
+// runAction performs one action. mu held.
+func (c *Client) runAction(a *action) {
+	switch a.kind {
+	case aSendPublish:
+		if a.cn != c.conn {
+			return // that connection is gone; the next one resends
+		}
+		if a.m != nil {
+			if a.m.done {
+				return
+			}
+			p := &a.cn.scratch
+			*p = *a.m.pub
+			p.PacketID = a.m.id
+			p.Dup = a.m.sent
+			a.m.sent = true
+			c.writePublish(a.cn, p)
+			return
+		}
+		p := &a.cn.scratch
+		*p = *a.pub
+		c.writePublish(a.cn, p)
+		a.tok.complete(nil)
+	case aSendAck:
+		if a.cn != c.conn {
+			return
+		}
+		a.cn.scratchAck = packets.Ack{Kind: a.pkt, PacketID: a.id, ReasonCode: a.code}
+		a.cn.write(&a.cn.scratchAck)
+	case aSendPacket:
+		if a.cn == c.conn {
+			a.cn.write(a.p)
+		}
+	case aFreeID:
+		c.freeID(a.id)
+	case aDone:
+		a.tok.complete(a.err)
+	}
+}
+
+// writePublish sends p, replacing its topic by an alias when outbound
+// aliases are on. mu held.
+func (c *Client) writePublish(cn *conn, p *packets.Publish) {
+	if c.cfg.OutboundTopicAliases && cn.aliasMax > 0 {
+		if a, ok := cn.aliasOut[p.Topic]; ok {
+			p.Properties.TopicAlias = a
+			p.Topic = ""
+		} else if len(cn.aliasOut) < int(cn.aliasMax) {
+			a := uint16(len(cn.aliasOut) + 1) // MQTT-3.3.2-8, MQTT-3.3.2-9
+			cn.aliasOut[p.Topic] = a
+			p.Properties.TopicAlias = a
+		}
+	}
+	cn.write(p)
+}
+
+// freeID makes id reusable, wakes requests waiting for an identifier and
+// lets queued messages take it. mu held.
+func (c *Client) freeID(id uint16) {
+	c.ids.clear(id)
+	if c.idFreed != nil {
+		close(c.idFreed)
+		c.idFreed = nil
+	}
+	c.pump()
+}
+
+// pump sends queued messages in Seq order while the server's Receive
+// Maximum and the packet identifiers allow (MQTT-4.9.0-1, MQTT-4.9.0-2).
+// A PUBREL needs no quota (MQTT-4.9.0-3) but keeps its place in the order,
+// and counts as in flight until its PUBCOMP. mu held.
+func (c *Client) pump() {
+	cn := c.conn
+	if cn == nil || !cn.ready {
+		return
+	}
+	for c.waitHead < len(c.waiting) {
+		m := c.waiting[c.waitHead]
+		if m.done || m.onWire {
+			c.popWaiting()
+			continue
+		}
+		if m.pubrel {
+			m.onWire = true
+			c.quota--
+			c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBREL, id: m.id})
+			c.popWaiting()
+			continue
+		}
+		if c.quota <= 0 {
+			return
+		}
+		if m.id == 0 {
+			id, ok := c.ids.alloc()
+			if !ok {
+				return // MQTT-2.2.1-3: wait for a free identifier, never reuse one
+			}
+			m.id = id
+			c.byID[id] = m
+			c.putRecord(m)
+		}
+		c.quota--
+		c.maxInflight = max(c.maxInflight, int(c.lim.receiveMax)-c.quota)
+		m.onWire = true
+		c.emit(action{kind: aSendPublish, cn: cn, m: m})
+		c.popWaiting()
+	}
+}
+
+func (c *Client) popWaiting() {
+	c.waiting[c.waitHead] = nil
+	c.waitHead++
+	if c.waitHead == len(c.waiting) {
+		c.waiting, c.waitHead = c.waiting[:0], 0
+	} else if c.waitHead > 1024 && c.waitHead*2 > len(c.waiting) {
+		n := copy(c.waiting, c.waiting[c.waitHead:])
+		clear(c.waiting[n:])
+		c.waiting, c.waitHead = c.waiting[:n], 0
+	}
+}
+
+// putRecord queues the Put of m's PUBLISH record, with its packet
+// identifier (a placeholder in the packet while Record.ID is 0, since a
+// QoS>0 PUBLISH cannot be encoded without one). mu held.
+func (c *Client) putRecord(m *outMsg) {
+	p := *m.pub
+	p.Dup = false
+	p.PacketID = m.id
+	if p.PacketID == 0 {
+		p.PacketID = 1
+	}
+	b, err := packets.Append(nil, &p)
+	if err != nil {
+		// Validated at Publish; an error here is a bug, but never panic.
+		c.log.Error("encode stored publish", "err", err)
+		return
+	}
+	c.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
+	if !m.stored && !m.putQueued {
+		m.putQueued = true
+		c.cur.msgs = append(c.cur.msgs, m)
+	}
+}
+
+// finishOut ends the exchange of m: its record is deleted (lazily, in the
+// next batch), its identifier freed once that deletion is durable, and the
+// quota given back. mu held.
+func (c *Client) finishOut(m *outMsg, err error) {
+	m.done = true
+	delete(c.msgs, m.seq)
+	delete(c.byID, m.id)
+	if m.onWire {
+		m.onWire = false
+		if c.quota < int(c.lim.receiveMax) {
+			c.quota++
+		}
+	}
+	c.addOp(store.Delete(m.seq))
+	c.emit(action{kind: aFreeID, id: m.id})
+	m.tok.complete(err)
+}
+
+// handleOutboundAck runs the sender side of QoS 1 and 2 for a PUBACK,
+// PUBREC or PUBCOMP. mu held.
+func (c *Client) handleOutboundAck(cn *conn, a *packets.Ack) error {
+	m := c.byID[a.PacketID]
+	switch a.Kind {
+	case packets.PUBACK:
+		if m == nil || m.qos != 1 || !m.onWire {
+			c.log.Warn("PUBACK for unknown packet identifier", "id", a.PacketID)
+			return nil
+		}
+		c.finishOut(m, ackErr(a)) // MQTT-4.4.0-2: an error code also ends it
+	case packets.PUBREC:
+		if m == nil || m.qos != 2 || !m.onWire {
+			// Not ours: answer so the server can finish (§4.3.3).
+			c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBREL, id: a.PacketID,
+				code: packets.PacketIdentifierNotFound})
+			return nil
+		}
+		if a.ReasonCode.IsError() {
+			c.finishOut(m, ackErr(a)) // MQTT-4.3.3-9 on the server's side
+			return nil
+		}
+		if !m.pubrel {
+			// The PUBLISH→PUBREL replacement is durable before the PUBREL
+			// leaves, so a crash never resends the PUBLISH (MQTT-4.3.3-6).
+			m.pubrel = true
+			rel := packets.Ack{Kind: packets.PUBREL, PacketID: m.id}
+			b, _ := packets.Append(nil, &rel)
+			c.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
+		}
+		c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBREL, id: m.id}) // MQTT-4.3.3-4
+	case packets.PUBCOMP:
+		if m == nil || !m.pubrel {
+			c.log.Warn("PUBCOMP for unknown packet identifier", "id", a.PacketID)
+			return nil
+		}
+		c.finishOut(m, nil)
+	}
+	return nil
+}
+
+func ackErr(a *packets.Ack) error {
+	if !a.ReasonCode.IsError() {
+		return nil
+	}
+	return &ReasonError{Packet: a.Kind, Code: a.ReasonCode, Reason: a.Properties.ReasonString}
+}
+
+// waitIdle waits until the committer has nothing queued or in progress, or
+// is failing to write (the store is down). mu held; it is released while
+// waiting.
+func (c *Client) waitIdle() {
+	for (c.committing || !c.cur.empty()) && !c.commitFailing {
+		c.kickCommitter()
+		c.idleCond.Wait()
+	}
+}
+
+// loadSession rebuilds the in-memory session from the store for key k.
+// The commit pipeline is idle and mu held: this runs once per connection,
+// not on the hot path. Pending tokens are attached to their records again.
+func (c *Client) loadSession(ctx context.Context, k store.Key) error {
+	recs, err := c.st.Load(ctx, k)
+	var corrupt *store.CorruptError
+	if err != nil && !errors.As(err, &corrupt) {
+		return fmt.Errorf("client: load session %s: %w", k, err)
+	}
+	if corrupt != nil {
+		c.log.Error("corrupt session records skipped", "key", k.String(), "seqs", corrupt.Seqs)
+	}
+	old := c.msgs
+	c.key = k
+	c.msgs = make(map[uint64]*outMsg, len(recs))
+	c.byID = make(map[uint16]*outMsg)
+	c.inQoS2 = make(map[uint16]uint64)
+	if k != c.loadedKey {
+		clear(c.in2) // those belong to another server's session
+	}
+	c.ids.reset()
+	c.haveMeta = false
+	c.meta = meta{}
+	var maxSeq uint64
+	for _, r := range recs {
+		maxSeq = max(maxSeq, r.Seq)
+		switch r.Dir {
+		case store.Meta:
+			md, err := decodeMeta(r.Packet)
+			if err != nil {
+				c.log.Error("corrupt meta record ignored", "key", k.String(), "err", err)
+				continue
+			}
+			c.meta, c.haveMeta = md, true
+		case store.Inbound:
+			if r.ID != 0 {
+				c.inQoS2[r.ID] = r.Seq
+			}
+		case store.Outbound:
+			m := &outMsg{seq: r.Seq, id: r.ID, stored: true, sent: r.ID != 0}
+			p, err := packets.Decode(r.Packet, 0)
+			if err != nil {
+				c.log.Error("corrupt outbound record skipped", "key", k.String(), "seq", r.Seq, "err", err)
+				continue
+			}
+			switch p := p.(type) {
+			case *packets.Publish:
+				if p.QoS == 0 {
+					continue
+				}
+				m.qos = p.QoS
+				p.Dup = false
+				p.PacketID = 0
+				m.pub = p
+			case *packets.Ack:
+				if p.Kind != packets.PUBREL || r.ID == 0 {
+					continue
+				}
+				m.qos, m.pubrel = 2, true
+			default:
+				continue
+			}
+			if old != nil {
+				if o := old[r.Seq]; o != nil && !o.done {
+					m.tok = o.tok
+					if m.pub == nil {
+						m.pub = o.pub
+					}
+					o.done = true
+				}
+			}
+			c.msgs[r.Seq] = m
+			if m.id != 0 {
+				c.byID[m.id] = m
+				c.ids.set(m.id)
+			}
+		}
+	}
+	// A pending token whose record is gone can only belong to a message the
+	// store lost; it must not wait forever.
+	for _, o := range old {
+		if !o.done {
+			o.done = true
+			o.tok.complete(ErrSessionLost)
+		}
+	}
+	c.nextSeq = max(c.nextSeq, maxSeq+1)
+	c.waiting, c.waitHead = c.waiting[:0], 0
+	c.loaded = true
+	c.loadedKey = k
+	return nil
+}
+
+// loadFirst loads the session of the first server before anything is
+// published: once per Client, not on the hot path. mu held.
+func (c *Client) loadFirst() error {
+	c.waitIdle()
+	if c.loaded {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(c.storeCtx, c.cfg.ConnectTimeout)
+	defer cancel()
+	return c.loadSession(ctx, c.key)
+}
+
+// sortedMsgs returns the session's outbound messages in Seq order. mu held.
+func (c *Client) sortedMsgs() []*outMsg {
+	ms := make([]*outMsg, 0, len(c.msgs))
+	for _, m := range c.msgs {
+		ms = append(ms, m)
+	}
+	slices.SortFunc(ms, func(a, b *outMsg) int {
+		switch {
+		case a.seq < b.seq:
+			return -1
+		case a.seq > b.seq:
+			return 1
+		}
+		return 0
+	})
+	return ms
+}
+
+// discardSession drops the session state as MQTT-3.1.2-4 and MQTT-3.2.2-5
+// ask: messages in flight are lost (or queued again as new messages when
+// RepublishLost is set), PUBRELs are complete (the server had the message),
+// inbound QoS 2 records go. Messages never sent are kept: they are not part
+// of the MQTT session. Returns the lost messages. mu held.
+func (c *Client) discardSession() []*Message {
+	var lost []*Message
+	for _, m := range c.sortedMsgs() {
+		if m.id == 0 {
+			continue
+		}
+		c.ids.clear(m.id)
+		delete(c.byID, m.id)
+		if m.pubrel {
+			m.done = true
+			delete(c.msgs, m.seq)
+			c.addOp(store.Delete(m.seq))
+			m.tok.complete(nil)
+			continue
+		}
+		if m.pub != nil {
+			lost = append(lost, &Message{Topic: m.pub.Topic, Payload: m.pub.Payload, QoS: m.pub.QoS,
+				Retain: m.pub.Retain, Properties: m.pub.Properties})
+		}
+		if c.cfg.RepublishLost && m.pub != nil {
+			m.id, m.sent, m.onWire = 0, false, false
+			c.putRecord(m)
+			continue
+		}
+		m.done = true
+		delete(c.msgs, m.seq)
+		c.addOp(store.Delete(m.seq))
+		m.tok.complete(ErrSessionLost)
+	}
+	for id, seq := range c.inQoS2 {
+		c.addOp(store.Delete(seq))
+		delete(c.inQoS2, id)
+	}
+	clear(c.in2) // their acks find themselves orphaned and record nothing
+	return lost
+}
+
+// putMeta queues the Put of the meta record with the time now. mu held.
+func (c *Client) putMeta(now time.Time) {
+	c.meta.lastConnected = now
+	c.haveMeta = true
+	c.metaWritten = now
+	c.addOp(store.Put(store.Record{Seq: store.MetaSeq, Dir: store.Meta, Packet: c.meta.encode()}))
+}
