@@ -39,7 +39,7 @@ func (e *Error) Error() string { return "packets: " + e.msg }
 // errors.Is match a detailed error against its sentinel.
 func (e *Error) Is(target error) bool {
 	t, ok := target.(*Error)
-	return ok && t != nil && t.kind == e.kind
+	return ok && t != nil && t.kind != 0 && t.kind == e.kind
 }
 
 // Sentinels, one per kind of violation; test with errors.Is. The reason
