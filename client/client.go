@@ -78,6 +78,7 @@ type Client struct {
 	idFreed       chan struct{}       // closed when a packet identifier is freed
 	queued0       []*packets.Publish  // QoS 0 published while disconnected (QueueQoS0)
 	tokens0       []*Token            // their tokens
+	recBufs       [][]byte            // record buffers free for reuse (guarded by mu)
 	cur           batch               // the group commit being accumulated
 	committing    bool                // a batch is being applied
 }
@@ -286,7 +287,7 @@ func (c *Client) run(stop, done, connected chan struct{}) {
 				everConnected = true
 				close(connected)
 			}
-			backoff = c.cfg.ReconnectBackoff.Min
+			upSince := time.Now()
 			select {
 			case <-cn.done:
 			case <-stop:
@@ -301,6 +302,12 @@ func (c *Client) run(stop, done, connected chan struct{}) {
 				t.Stop()
 			}
 			cn.wg.Wait()
+			if time.Since(upSince) > c.cfg.ReconnectBackoff.Max {
+				// A connection that lived resets the backoff; one dropped at
+				// once (a takeover fight, a server refusing after CONNACK)
+				// keeps it growing.
+				backoff = c.cfg.ReconnectBackoff.Min
+			}
 			lostErr := c.connectionLost(cn)
 			c.mu.Lock()
 			userStop := c.stopping
@@ -328,8 +335,8 @@ func (c *Client) run(stop, done, connected chan struct{}) {
 				return
 			}
 		}
-		// Full jitter over the doubling window, so that many clients cut
-		// at once do not come back in step.
+		// Jitter over the upper half of the doubling window, so that many
+		// clients cut at once do not come back in step.
 		wait := backoff/2 + rand.N(backoff/2+1)
 		backoff = min(backoff*2, c.cfg.ReconnectBackoff.Max)
 		t := time.NewTimer(wait)
@@ -719,6 +726,10 @@ func (c *Client) connectionLost(cn *conn) error {
 	c.waiting, c.waitHead = c.waiting[:0], 0
 	if c.haveMeta {
 		c.putMeta(time.Now())
+		// Wait for the write: a store that fences (store.Owner) refuses it
+		// when another process took the session over, and the application
+		// must then hear ErrSessionTaken, not a plain connection loss.
+		c.waitIdle()
 	}
 	if c.fatal != nil {
 		err = fmt.Errorf("%w: %w", c.fatal, err)
@@ -746,6 +757,11 @@ func (c *Client) refreshMeta() {
 func (c *Client) setFatal(err error) {
 	if c.fatal == nil {
 		c.fatal = err
+	}
+	// This Client will complete none of its pending publishes; their
+	// records stay in the store for whoever holds the session now.
+	for _, m := range c.msgs {
+		m.tok.complete(err)
 	}
 	if c.loopStop != nil {
 		select {

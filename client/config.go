@@ -61,9 +61,19 @@ type Config struct {
 	Will *Will
 
 	// ReceiveMaximum is how many QoS 1 and 2 messages the server may have
-	// unacknowledged towards this client at once. Zero means 1024. A server
-	// that sends more is disconnected with reason 0x93.
+	// unacknowledged towards this client at once. Zero means 1024.
 	ReceiveMaximum uint16
+
+	// StrictReceiveMaximum disconnects, with reason 0x93, a server that
+	// sends more unacknowledged QoS 1 and 2 messages than ReceiveMaximum.
+	// It is off by default because Mosquitto 2.0 (2.0.11 at least) exceeds
+	// the client's Receive Maximum when it sends the messages it queued for
+	// a session, right after a reconnection: a strict client is then
+	// disconnected again on every reconnection and never drains its
+	// backlog. Without it the overrun is logged once per connection and
+	// accepted; 65,535 unacknowledged messages (the protocol's bound) still
+	// end the connection with 0x93.
+	StrictReceiveMaximum bool
 
 	// MaximumPacketSize is the largest packet the client accepts. Zero means
 	// no limit beyond the protocol's. A larger packet ends the connection
@@ -251,7 +261,7 @@ type Subscription struct {
 	// ID is the Subscription Identifier sent with the SUBSCRIBE, or 0 for
 	// none. All subscriptions of one Subscribe call share one identifier.
 	ID uint32
-	// Properties holds user properties sent with the SUBSCRIBE.
+	// User holds User Properties sent with the SUBSCRIBE.
 	User []packets.UserProperty
 }
 

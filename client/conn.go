@@ -44,17 +44,18 @@ type conn struct {
 	wg        sync.WaitGroup
 
 	// Fields below are guarded by Client.mu.
-	ready      bool // CONNACK processed; the session may send
-	scratch    packets.Publish
-	scratchAck packets.Ack
-	aliasMax   uint16            // the server's Topic Alias Maximum
-	aliasOut   map[string]uint16 // outbound topic → alias, this connection only (MQTT-3.3.2-7)
-	aliasIn    []string          // inbound alias → topic, this connection only
-	inState    []uint8           // per inbound packet identifier: in* states
-	inCount    int               // inbound QoS>0 messages unacknowledged (our Receive Maximum)
-	inq        []*Message        // inbound QoS>0 messages not yet acknowledged, in arrival order
-	reauth     chan error        // a re-authentication in progress
-	keepAlive  time.Duration
+	ready         bool // CONNACK processed; the session may send
+	scratch       packets.Publish
+	scratchAck    packets.Ack
+	aliasMax      uint16            // the server's Topic Alias Maximum
+	aliasOut      map[string]uint16 // outbound topic → alias, this connection only (MQTT-3.3.2-7)
+	aliasIn       []string          // inbound alias → topic, this connection only
+	inState       []uint8           // per inbound packet identifier: in* states
+	inCount       int               // inbound QoS>0 messages unacknowledged (our Receive Maximum)
+	inq           []*Message        // inbound QoS>0 messages not yet acknowledged, in arrival order
+	reauth        chan error        // a re-authentication in progress
+	overrunLogged bool              // the server exceeded our Receive Maximum (logged once)
+	keepAlive     time.Duration
 }
 
 // Inbound packet identifier states of one connection.

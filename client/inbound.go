@@ -91,9 +91,17 @@ func (c *Client) handlePublish(cn *conn, p *packets.Publish) error {
 		cn.inCount--
 	}
 	if cn.inCount >= int(c.recvMax) {
-		// MQTT-3.3.4-7 / §4.9, from our side.
-		return &protoError{code: packets.ReceiveMaximumExceeded,
-			msg: fmt.Sprintf("more than %d unacknowledged QoS>0 messages", c.recvMax)}
+		// §3.3.4 and §4.9 from our side: the server exceeds the Receive
+		// Maximum we announced.
+		if c.cfg.StrictReceiveMaximum || cn.inCount >= 65535 {
+			return &protoError{code: packets.ReceiveMaximumExceeded,
+				msg: fmt.Sprintf("more than %d unacknowledged QoS>0 messages", c.recvMax)}
+		}
+		if !cn.overrunLogged {
+			cn.overrunLogged = true
+			c.log.Warn("server exceeds our Receive Maximum; accepting (see Config.StrictReceiveMaximum)",
+				"receive_maximum", c.recvMax)
+		}
 	}
 	cn.inCount++
 	if p.QoS == 1 {

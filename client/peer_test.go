@@ -131,7 +131,7 @@ func TestProtocolViolations(t *testing.T) {
 		{"TopicAliasAboveMaximum", Config{TopicAliasMaximum: 5}, packets.Connack{}, func(p *peer) { // MQTT-3.3.2-10
 			p.send(&packets.Publish{Topic: "a", Properties: packets.Properties{TopicAlias: 6}})
 		}, packets.TopicAliasInvalid},
-		{"ReceiveMaximumExceeded", Config{ReceiveMaximum: 2, ManualAck: true, OnMessage: func(*Message) {}}, packets.Connack{}, func(p *peer) {
+		{"ReceiveMaximumExceeded", Config{ReceiveMaximum: 2, StrictReceiveMaximum: true, ManualAck: true, OnMessage: func(*Message) {}}, packets.Connack{}, func(p *peer) {
 			for id := uint16(1); id <= 3; id++ {
 				p.send(&packets.Publish{Topic: "a", QoS: 1, PacketID: id})
 			}
@@ -357,5 +357,32 @@ func TestEnhancedAuth(t *testing.T) {
 	}
 	if d := <-fin; string(d) != "ok2" {
 		t.Errorf("finish data %q", d)
+	}
+}
+
+// TestReceiveMaximumTolerated: without StrictReceiveMaximum, a server that
+// exceeds our Receive Maximum is logged and served, not disconnected.
+func TestReceiveMaximumTolerated(t *testing.T) {
+	acks := make(chan int, 1)
+	url := scriptedServer(t, func(p *peer) {
+		p.accept(&packets.Connack{})
+		for id := uint16(1); id <= 3; id++ {
+			p.send(&packets.Publish{Topic: "a", QoS: 1, PacketID: id})
+		}
+		n := 0
+		for n < 3 {
+			if _, ok := p.expect(packets.PUBACK).(*packets.Ack); !ok {
+				break
+			}
+			n++
+		}
+		acks <- n
+		p.expect(packets.DISCONNECT)
+	})
+	col := newCollector()
+	peerClient(t, url, Config{ReceiveMaximum: 2, OnMessage: col.handle})
+	col.waitFor(t, 3, 5*time.Second)
+	if n := <-acks; n != 3 {
+		t.Errorf("%d PUBACKs, want 3", n)
 	}
 }

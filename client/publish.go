@@ -20,7 +20,7 @@ type Token struct {
 func newToken() *Token { return &Token{done: make(chan struct{})} }
 
 // Done is closed when the publish has completed: acknowledged (QoS 1 and
-// 2), written (QoS 0), or failed.
+// 2), queued on the connection (QoS 0), or failed.
 func (t *Token) Done() <-chan struct{} { return t.done }
 
 // Err returns the outcome once Done is closed: nil, a *ReasonError for a

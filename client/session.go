@@ -176,6 +176,7 @@ func (c *Client) committer() {
 				c.commitFailed(&b, err)
 				failed = true
 			} else {
+				c.recycle(b.ops)
 				for i := range b.msgs {
 					b.msgs[i].stored = true
 					b.msgs[i].putQueued = false
@@ -204,16 +205,22 @@ func (c *Client) committer() {
 }
 
 // commitFailed handles a failed Apply. Messages whose first record was in
-// the batch fail with the error: they were never persisted nor sent. The
-// batch's other operations (acknowledgement state, deletions, meta) and its
-// actions go back to the front of the queue, to be retried: the in-memory
-// session stays the truth and the store catches up. The connection is
-// dropped, since packets that waited for the batch were not sent; the
-// server redelivers and the next connection resends. mu held.
+// the batch fail with the error, and were never sent. The batch may still
+// have been applied (a store whose reply was lost, such as Redis), so the
+// retry starts by deleting those records, and their packet identifiers are
+// freed only once that deletion is durable: a later connection or Client
+// never sends a message whose Publish failed, and no identifier is held by
+// two records. The batch's other operations (acknowledgement state,
+// deletions, meta) and its actions go back to the front of the queue, to be
+// retried: the in-memory session stays the truth and the store catches up.
+// The connection is dropped, since packets that waited for the batch were
+// not sent; the server redelivers and the next connection resends. mu held.
 func (c *Client) commitFailed(b *batch, err error) {
 	err = fmt.Errorf("client: store: %w", err)
 	c.log.Error("store write failed", "key", c.key.String(), "err", err)
 	failed := map[uint64]bool{}
+	var undo []store.Op
+	var freeIDs []action
 	for _, m := range b.msgs {
 		m.putQueued = false
 		if m.done {
@@ -222,13 +229,15 @@ func (c *Client) commitFailed(b *batch, err error) {
 		failed[m.seq] = true
 		m.done = true
 		delete(c.msgs, m.seq)
+		undo = append(undo, store.Delete(m.seq))
 		if m.id != 0 {
 			delete(c.byID, m.id)
-			c.ids.clear(m.id) // it never reached the store nor the wire
+			freeIDs = append(freeIDs, action{kind: aFreeID, id: m.id})
 		}
 		m.tok.complete(err)
 	}
-	ops := make([]store.Op, 0, len(b.ops)+len(c.cur.ops))
+	ops := make([]store.Op, 0, len(undo)+len(b.ops)+len(c.cur.ops))
+	ops = append(ops, undo...)
 	for _, op := range b.ops {
 		if !failed[op.Record.Seq] {
 			ops = append(ops, op)
@@ -240,7 +249,9 @@ func (c *Client) commitFailed(b *batch, err error) {
 		}
 	}
 	c.cur.ops = ops
-	c.cur.acts = append(append([]action(nil), b.acts...), c.cur.acts...)
+	acts := make([]action, 0, len(b.acts)+len(freeIDs)+len(c.cur.acts))
+	acts = append(append(append(acts, b.acts...), freeIDs...), c.cur.acts...)
+	c.cur.acts = acts
 	if errors.Is(err, store.ErrSessionTaken) {
 		c.setFatal(ErrSessionTaken)
 	}
@@ -370,6 +381,18 @@ func (c *Client) popWaiting() {
 	}
 }
 
+// recycle keeps the record buffers of an applied batch for later records:
+// a store never retains the caller's slices once Apply has returned, and
+// the client keeps no reference to them. mu held.
+func (c *Client) recycle(ops []store.Op) {
+	for i := range ops {
+		r := &ops[i].Record
+		if ops[i].Kind == store.OpPut && r.Dir == store.Outbound && cap(r.Packet) <= 4096 && len(c.recBufs) < 4096 {
+			c.recBufs = append(c.recBufs, r.Packet[:0])
+		}
+	}
+}
+
 // putRecord queues the Put of m's PUBLISH record, with its packet
 // identifier (a placeholder in the packet while Record.ID is 0, since a
 // QoS>0 PUBLISH cannot be encoded without one). mu held.
@@ -380,7 +403,11 @@ func (c *Client) putRecord(m *outMsg) {
 	if p.PacketID == 0 {
 		p.PacketID = 1
 	}
-	b, err := packets.Append(nil, &p)
+	var buf []byte
+	if n := len(c.recBufs); n > 0 {
+		buf, c.recBufs = c.recBufs[n-1], c.recBufs[:n-1]
+	}
+	b, err := packets.Append(buf, &p)
 	if err != nil {
 		// Validated at Publish; an error here is a bug, but never panic.
 		c.log.Error("encode stored publish", "err", err)
@@ -409,6 +436,7 @@ func (c *Client) finishOut(m *outMsg, err error) {
 	c.addOp(store.Delete(m.seq))
 	c.emit(action{kind: aFreeID, id: m.id})
 	m.tok.complete(err)
+	c.pump() // the quota given back can take the next message at once
 }
 
 // handleOutboundAck runs the sender side of QoS 1 and 2 for a PUBACK,
@@ -438,7 +466,11 @@ func (c *Client) handleOutboundAck(cn *conn, a *packets.Ack) error {
 			// leaves, so a crash never resends the PUBLISH (MQTT-4.3.3-6).
 			m.pubrel = true
 			rel := packets.Ack{Kind: packets.PUBREL, PacketID: m.id}
-			b, _ := packets.Append(nil, &rel)
+			var buf []byte
+			if n := len(c.recBufs); n > 0 {
+				buf, c.recBufs = c.recBufs[n-1], c.recBufs[:n-1]
+			}
+			b, _ := packets.Append(buf, &rel)
 			c.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
 		}
 		c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBREL, id: m.id}) // MQTT-4.3.3-4

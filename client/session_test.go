@@ -827,3 +827,46 @@ func TestNewClientPublishesBeforeConnect(t *testing.T) {
 	}
 	checkOrder(t, col.waitFor(t, 6, 5*time.Second), 6)
 }
+
+// TestInboundBacklogAfterReconnect: a subscriber that comes back to 3,000
+// messages the broker queued gets them all, once each and in order,
+// without losing its connection. Mosquitto exceeds the client's Receive
+// Maximum when it sends such a backlog; the client copes (see
+// Config.StrictReceiveMaximum) instead of disconnecting on every
+// reconnection.
+func TestInboundBacklogAfterReconnect(t *testing.T) {
+	b := broker(t)
+	st := memory.New()
+	id := uniqueID(t)
+	away := start(t, Config{Servers: []string{b.URL()}, ClientID: id, Store: st, SessionExpiry: time.Hour})
+	if _, err := away.Subscribe(ctxT(t, 5*time.Second), Subscription{Filter: "bl", SubscribeOptions: subOpts(2)}); err != nil {
+		t.Fatal(err)
+	}
+	away.Close()
+	pub := start(t, Config{Servers: []string{b.URL()}, ClientID: uniqueID(t)})
+	const n = 3000
+	var toks []*Token
+	for i := range n {
+		toks = append(toks, pub.PublishAsync(&Message{Topic: "bl", QoS: byte(1 + i%2), Payload: []byte(strconv.Itoa(i))}))
+	}
+	for _, tok := range toks {
+		if err := tok.Wait(ctxT(t, 10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	col := newCollector()
+	lost := make(chan error, 4)
+	start(t, Config{Servers: []string{b.URL()}, ClientID: id, Store: st, SessionExpiry: time.Hour, ReceiveMaximum: 100,
+		OnMessage: col.handle, OnConnectionLost: func(err error) {
+			select {
+			case lost <- err:
+			default:
+			}
+		}})
+	checkOrder(t, col.waitFor(t, n, 20*time.Second), n)
+	select {
+	case err := <-lost:
+		t.Fatalf("connection lost while draining the backlog: %v", err)
+	default:
+	}
+}

@@ -2,6 +2,9 @@ package client
 
 import (
 	"errors"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,5 +211,145 @@ func TestAckWithoutHandler(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("not acknowledged")
 		}
+	}
+}
+
+// TestSubscribeAvailability: wildcard, shared and subscription identifier
+// support announced as absent in CONNACK are checked before sending.
+func TestSubscribeAvailability(t *testing.T) {
+	zero := byte(0)
+	url := scriptedServer(t, func(p *peer) {
+		p.accept(&packets.Connack{Properties: packets.Properties{
+			WildcardSubAvailable: &zero, SharedSubAvailable: &zero, SubIDAvailable: &zero}})
+		s, _ := p.expect(packets.SUBSCRIBE).(*packets.Subscribe)
+		if s == nil || s.Subscriptions[0].Filter != "plain" {
+			p.t.Errorf("SUBSCRIBE %+v", s)
+			return
+		}
+		p.send(&packets.Suback{PacketID: s.PacketID, ReasonCodes: []packets.ReasonCode{packets.GrantedQoS0}})
+		p.expect(packets.DISCONNECT)
+	})
+	c, _ := peerClient(t, url, Config{})
+	ctx := ctxT(t, 5*time.Second)
+	if _, err := c.Subscribe(ctx, Subscription{Filter: "a/+"}); !errors.Is(err, ErrWildcardNotSupported) {
+		t.Errorf("wildcard: %v", err)
+	}
+	if _, err := c.Subscribe(ctx, Subscription{Filter: "$share/g/a"}); !errors.Is(err, ErrSharedNotSupported) {
+		t.Errorf("shared: %v", err)
+	}
+	if _, err := c.Subscribe(ctx, Subscription{Filter: "a", ID: 3}); !errors.Is(err, ErrSubIDNotSupported) {
+		t.Errorf("subscription identifier: %v", err)
+	}
+	if _, err := c.Subscribe(ctx, Subscription{Filter: "plain"}); err != nil {
+		t.Errorf("plain: %v", err)
+	}
+}
+
+// TestConnectPacket: the CONNECT carries what the Config says, and the
+// password never reaches the logs.
+func TestConnectPacket(t *testing.T) {
+	got := make(chan *packets.Connect, 1)
+	url := scriptedServer(t, func(p *peer) {
+		got <- p.accept(&packets.Connack{})
+		p.expect(packets.DISCONNECT)
+	})
+	var logs strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	wd := uint32(5)
+	c, _ := peerClient(t, url, Config{ClientID: "cid", Username: "user", Password: []byte("s3cret-pw"),
+		KeepAlive: 30 * time.Second, SessionExpiry: NeverExpire, ReceiveMaximum: 100, MaximumPacketSize: 1 << 20,
+		TopicAliasMaximum: 7, Logger: logger,
+		Will: &Will{Topic: "will", Payload: []byte("gone"), QoS: 1, Retain: true, Properties: packets.Properties{WillDelay: wd}}})
+	cp := <-got
+	c.Close()
+	pr := cp.Properties
+	switch {
+	case cp.ClientID != "cid" || !cp.CleanStart || cp.KeepAlive != 30:
+		t.Errorf("CONNECT %+v", cp)
+	case !cp.HasUsername || cp.Username != "user" || !cp.HasPassword || string(cp.Password) != "s3cret-pw":
+		t.Errorf("credentials %q %q", cp.Username, cp.Password)
+	case pr.SessionExpiry == nil || *pr.SessionExpiry != 0xFFFFFFFF || pr.ReceiveMaximum != 100 ||
+		pr.MaximumPacketSize != 1<<20 || pr.TopicAliasMaximum != 7:
+		t.Errorf("properties %+v", pr)
+	case cp.Will == nil || cp.Will.Topic != "will" || string(cp.Will.Payload) != "gone" || cp.Will.QoS != 1 ||
+		!cp.Will.Retain || cp.Will.Properties.WillDelay != 5:
+		t.Errorf("will %+v", cp.Will)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if logs.Len() == 0 || strings.Contains(logs.String(), "s3cret") {
+		t.Errorf("logs empty or holding the password:\n%s", logs.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// TestInboundQoS0Bound: QoS 0 messages beyond Config.MaxQueuedQoS0 wait
+// for no handler: they are dropped, and QoS 1 messages still come through.
+func TestInboundQoS0Bound(t *testing.T) {
+	release := make(chan struct{})
+	url := scriptedServer(t, func(p *peer) {
+		p.accept(&packets.Connack{})
+		for range 10 {
+			p.send(&packets.Publish{Topic: "z"})
+		}
+		p.send(&packets.Publish{Topic: "one", QoS: 1, PacketID: 1})
+		// PUBCOMP for an unknown PUBREL: the client has read all the above.
+		p.send(&packets.Ack{Kind: packets.PUBREL, PacketID: 9})
+		p.expect(packets.PUBCOMP)
+		close(release)
+		for {
+			if pk := p.read(); pk == nil || pk.Type() == packets.DISCONNECT {
+				return
+			}
+		}
+	})
+	col := newCollector()
+	entered := make(chan struct{})
+	var once sync.Once
+	peerClient(t, url, Config{MaxQueuedQoS0: 3, OnMessage: func(m *Message) {
+		once.Do(func() { close(entered); <-release })
+		col.handle(m)
+	}})
+	<-entered
+	// At most 3 queued behind the one being handled (whether that one had
+	// left the queue when the others came is timing), then the QoS 1.
+	eventually(t, 5*time.Second, "the QoS 1 message", func() bool {
+		ms := col.snapshot()
+		return len(ms) > 0 && ms[len(ms)-1].Topic == "one"
+	})
+	if n := col.count(); n < 4 || n > 5 {
+		t.Errorf("%d messages handled, want 4 or 5", n)
+	}
+}
+
+// TestWill: the server publishes the Will when the connection ends without
+// DISCONNECT, and on a DISCONNECT with reason 0x04.
+func TestWill(t *testing.T) {
+	b := broker(t)
+	col := subscriber(t, b.URL(), "will/#")
+	px := proxy(t, b.Addr())
+	start(t, Config{Servers: []string{px.URL()}, ClientID: uniqueID(t), Will: &Will{Topic: "will/cut", Payload: []byte("x"), QoS: 1},
+		ReconnectBackoff: Backoff{Min: time.Minute, Max: time.Minute}})
+	px.CutAll()
+	if m := col.waitFor(t, 1, 5*time.Second)[0]; m.Topic != "will/cut" {
+		t.Errorf("will %q", m.Topic)
+	}
+	c := start(t, Config{Servers: []string{b.URL()}, ClientID: uniqueID(t), Will: &Will{Topic: "will/asked", QoS: 1}})
+	if err := c.Disconnect(ctxT(t, 5*time.Second), packets.DisconnectWithWill); err != nil {
+		t.Fatal(err)
+	}
+	if m := col.waitFor(t, 2, 5*time.Second)[1]; m.Topic != "will/asked" {
+		t.Errorf("will %q", m.Topic)
 	}
 }
