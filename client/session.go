@@ -268,7 +268,9 @@ func (c *Client) runAction(a *action) {
 			return // that connection is gone; the next one resends
 		}
 		if a.m != nil {
-			if a.m.done {
+			if a.m.done || a.cn.isClosed() {
+				// Not written: the next connection sends it, and with DUP 0
+				// if it never went out (MQTT-4.3.2-2, MQTT-4.3.3-2).
 				return
 			}
 			p := &a.cn.scratch

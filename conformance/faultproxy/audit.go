@@ -129,6 +129,12 @@ type sessionAudit struct {
 	out        map[uint16]*outMsg // client QoS 1/2 PUBLISHes not yet completed
 	done       map[uint16]uint64  // the last completed message of each identifier, by sum
 	aliasConns map[uint16]int     // for messages: the last connection that set each alias
+	// cut is set once a connection of the session ended without the
+	// client's DISCONNECT. The client may have written a PUBLISH to that
+	// connection that never reached the proxy, and rightly sends it with
+	// DUP 1 on the next: from then on the auditor cannot tell such a resend
+	// from a new message, so MQTT-4.3.2-2 / 4.3.3-2 are no longer checked.
+	cut bool
 }
 
 // outMsg is one client QoS 1/2 message in flight.
@@ -294,6 +300,9 @@ func (a *Auditor) observe(conn int, dir Direction, pkt []byte) {
 func (a *Auditor) closed(conn int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if c := a.conns[conn]; c != nil && c.sess != nil && !c.disconnect {
+		c.sess.cut = true
+	}
 	delete(a.conns, conn)
 }
 
@@ -444,7 +453,7 @@ func (a *Auditor) clientPublish(c *connAudit, p *packets.Publish, sum uint64) {
 		// A resend of a message the server has acknowledged is no new
 		// message: the client may have lost the acknowledgement (a crash
 		// before it was processed).
-		if p.Dup && s.done[p.PacketID] != sum {
+		if p.Dup && s.done[p.PacketID] != sum && !s.cut {
 			rule := "MQTT-4.3.2-2"
 			if p.QoS == 2 {
 				rule = "MQTT-4.3.3-2"
