@@ -114,7 +114,9 @@ type Record struct {
 	// Dir tells which way the record's packet flows.
 	Dir Direction
 	// ID is the MQTT packet identifier the record is using on the wire, or
-	// 0 while a queued message has not been sent yet.
+	// 0 while a queued message has not been sent yet. ID is the truth: a
+	// queued PUBLISH is encoded with a placeholder identifier, since a QoS
+	// 1 or 2 PUBLISH cannot be encoded without one.
 	ID uint16
 	// Packet is the encoded MQTT packet, or the client's own encoding for
 	// Meta and Inbound records. A store keeps these bytes exactly; it never

@@ -77,7 +77,10 @@ const (
 	// CutBefore closes both sides of the connection instead of forwarding
 	// the packet: the peer never sees it.
 	CutBefore Action = iota
-	// CutAfter forwards the packet whole, then closes both sides.
+	// CutAfter forwards the packet whole, then closes both sides. The
+	// peer's answer to that packet (a PUBREC to a PUBLISH, say) may still
+	// get through if it is quicker than the cut; a test that needs the
+	// answer lost injects CutBefore on the answer instead.
 	CutAfter
 	// Blackhole drops the packet and stops forwarding in both directions,
 	// keeping both TCP connections open until the proxy cuts them (CutAll,
