@@ -230,10 +230,11 @@ type Message struct {
 	PacketID uint16
 
 	// Inbound QoS>0 messages only; acked is guarded by Client.mu.
-	c      *Client
-	cn     *conn
-	acked  bool
-	shadow *Message // QoS 2: the copy a later connection brought while this one was handled
+	c       *Client
+	cn      *conn
+	acked   bool
+	counted bool     // delivered, counted in its connection's pending
+	shadow  *Message // QoS 2: the copy a later connection brought while this one was handled
 }
 
 // Ack acknowledges an inbound message when Config.ManualAck is set. Acks go

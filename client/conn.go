@@ -53,6 +53,8 @@ type conn struct {
 	inState       []uint8           // per inbound packet identifier: in* states
 	inCount       int               // inbound QoS>0 messages unacknowledged (our Receive Maximum)
 	inq           []*Message        // inbound QoS>0 messages not yet acknowledged, in arrival order
+	pending       int               // delivered messages whose acknowledgement is not out yet
+	held          []*Message        // messages waiting for pending to drop below our Receive Maximum
 	reauth        chan error        // a re-authentication in progress
 	overrunLogged bool              // the server exceeded our Receive Maximum (logged once)
 	keepAlive     time.Duration

@@ -81,8 +81,7 @@ func (c *Client) handlePublish(cn *conn, p *packets.Publish) error {
 		return nil // a repeat while the application still holds it
 	case inQoS2Rec:
 		if p.QoS == 2 {
-			// MQTT-4.3.3-10: answer again, never deliver again.
-			c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBREC, id: id})
+			c.answerRecorded(cn, id)
 			return nil
 		}
 		// A QoS 1 message reusing the identifier: the server broke the
@@ -108,13 +107,13 @@ func (c *Client) handlePublish(cn *conn, p *packets.Publish) error {
 		cn.inState[id] = inQoS1
 		m.c, m.cn = c, cn
 		cn.inq = append(cn.inq, m)
-		c.deliv.push(m)
+		c.deliver(cn, m)
 		return nil
 	}
 	if _, ok := c.inQoS2[id]; ok {
-		// Recorded by an earlier connection or process: MQTT-4.3.3-10.
+		// Recorded by an earlier connection or process.
 		cn.inState[id] = inQoS2Rec
-		c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBREC, id: id})
+		c.answerRecorded(cn, id)
 		return nil
 	}
 	cn.inState[id] = inQoS2
@@ -127,10 +126,57 @@ func (c *Client) handlePublish(cn *conn, p *packets.Publish) error {
 		return nil
 	}
 	m.c, m.cn = c, cn
-	c.in2[id] = m
 	cn.inq = append(cn.inq, m)
-	c.deliv.push(m)
+	c.deliver(cn, m)
 	return nil
+}
+
+// answerRecorded answers a QoS 2 PUBLISH whose identifier is recorded with
+// PUBREC and does not deliver it again (MQTT-4.3.3-10); the PUBREC waits
+// behind the acknowledgements of messages that arrived before it
+// (MQTT-4.6.0-3). mu held.
+func (c *Client) answerRecorded(cn *conn, id uint16) {
+	cn.inq = append(cn.inq, &Message{QoS: 2, PacketID: id, c: c, cn: cn, acked: true})
+	c.drainAcks(cn)
+}
+
+// deliver hands an inbound QoS 1 or 2 message to the application, unless
+// Receive Maximum delivered messages still wait for their acknowledgement to
+// be durable and sent. A server that exceeds our Receive Maximum (tolerated
+// unless Config.StrictReceiveMaximum) then waits: so no more than Receive
+// Maximum handled messages can be delivered again after a crash, whatever
+// the server does. mu held.
+func (c *Client) deliver(cn *conn, m *Message) {
+	if cn.pending >= int(c.recvMax) {
+		cn.held = append(cn.held, m)
+		return
+	}
+	c.push(cn, m)
+}
+
+// push delivers m now. A QoS 2 message is with the application from here on
+// (Client.in2), so that a redelivery on a later connection is not delivered
+// again before it is acknowledged. mu held.
+func (c *Client) push(cn *conn, m *Message) {
+	cn.pending++
+	m.counted = true
+	if m.QoS == 2 {
+		c.in2[m.PacketID] = m
+	}
+	c.deliv.push(m)
+}
+
+// inboundDone runs once the acknowledgement of a delivered message has gone
+// out (after its record was durable, for QoS 2): held messages may follow.
+// mu held.
+func (c *Client) inboundDone(cn *conn) {
+	cn.pending--
+	for len(cn.held) > 0 && cn.pending < int(c.recvMax) && cn == c.conn && !cn.isClosed() {
+		m := cn.held[0]
+		cn.held[0] = nil
+		cn.held = cn.held[1:]
+		c.push(cn, m)
+	}
 }
 
 // handlePubrel finishes an inbound QoS 2 message: the record's deletion is
@@ -169,12 +215,14 @@ func (m *Message) ack() error {
 			return ErrSessionLost
 		}
 		delete(c.in2, m.PacketID)
+		// The message has been handled: record it now, whatever the order
+		// of acknowledgements and whether or not its connection is still
+		// up, so that the server's redelivery is answered with PUBREC and
+		// not delivered again (MQTT-4.3.3-10), whichever connection brings
+		// it. Only the PUBREC waits for its turn (MQTT-4.6.0-3).
+		c.recordInbound(m.PacketID)
 		if !live {
-			// The message has been handled: record it now, so that the
-			// server's redelivery is answered with PUBREC and not delivered
-			// again (MQTT-4.3.3-10), whichever connection brings it.
 			m.acked = true
-			c.recordInbound(m.PacketID)
 			if s := m.shadow; s != nil {
 				s.acked = true
 				c.drainAcks(s.cn)
@@ -216,11 +264,14 @@ func (c *Client) sendInboundAck(cn *conn, m *Message) {
 		cn.inState[id] = inNone
 		cn.inCount--
 		c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBACK, id: id}) // MQTT-4.3.2-4
-		return
+	} else {
+		c.recordInbound(id)
+		cn.inState[id] = inQoS2Rec
+		c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBREC, id: id}) // MQTT-4.3.3-8
 	}
-	c.recordInbound(id)
-	cn.inState[id] = inQoS2Rec
-	c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBREC, id: id}) // MQTT-4.3.3-8
+	if m.counted {
+		c.emit(action{kind: aInboundDone, cn: cn})
+	}
 }
 
 // recordInbound queues the Put of the inbound QoS 2 record of id, unless

@@ -83,6 +83,7 @@ const (
 	aFreeID                 // packet identifier id may be reused
 	aDone                   // complete tok with err
 	aSendPacket             // send pkt on cn
+	aInboundDone            // a delivered message's acknowledgement is out on cn
 )
 
 type action struct {
@@ -295,6 +296,8 @@ func (c *Client) runAction(a *action) {
 		if a.cn == c.conn {
 			a.cn.write(a.p)
 		}
+	case aInboundDone:
+		c.inboundDone(a.cn)
 	case aFreeID:
 		c.freeID(a.id)
 	case aDone:
