@@ -14,8 +14,12 @@ import (
 // benchWindow is how many publishes a benchmark keeps outstanding.
 const benchWindow = 2000
 
-func benchPublish(b *testing.B, qos byte) {
-	br := broker(b, testenv.WithMaxInflight(1000), testenv.WithConfig(func(c *testenv.MosquittoConfig) {
+func benchPublish(b *testing.B, qos byte) { benchPublishInflight(b, qos, 1000) }
+
+// benchPublishInflight publishes against a broker announcing a Receive
+// Maximum of inflight.
+func benchPublishInflight(b *testing.B, qos byte, inflight int) {
+	br := broker(b, testenv.WithMaxInflight(inflight), testenv.WithConfig(func(c *testenv.MosquittoConfig) {
 		c.Extra = "set_tcp_nodelay true\n"
 	}))
 	c := start(b, Config{Servers: []string{br.URL()}, ClientID: uniqueID(b), Store: memory.New(), SessionExpiry: time.Hour})
@@ -54,6 +58,13 @@ func BenchmarkPublishQoS1(b *testing.B) { benchPublish(b, 1) }
 // BenchmarkPublishQoS2 publishes 64-byte messages at QoS 2, pipelined,
 // with the memory store.
 func BenchmarkPublishQoS2(b *testing.B) { benchPublish(b, 2) }
+
+// BenchmarkPublishQoS1RM20 and BenchmarkPublishQoS2RM20 publish against
+// Mosquitto's default Receive Maximum of 20.
+func BenchmarkPublishQoS1RM20(b *testing.B) { benchPublishInflight(b, 1, 20) }
+
+// BenchmarkPublishQoS2RM20: see BenchmarkPublishQoS1RM20.
+func BenchmarkPublishQoS2RM20(b *testing.B) { benchPublishInflight(b, 2, 20) }
 
 // BenchmarkReceiveQueuedQoS1 measures a subscriber receiving QoS 1
 // messages the broker queued while it was away, so that only the
