@@ -4,7 +4,7 @@
 GOBIN := $(shell go env GOPATH)/bin
 export PATH := $(PATH):/usr/sbin:$(GOBIN)
 
-.PHONY: setup test vet lint unit demo bench fuzz
+.PHONY: setup test vet lint unit demo bench fuzz matrix matrix-full
 
 setup:
 	@bash scripts/setup.sh
@@ -26,6 +26,14 @@ demo: setup
 
 bench: setup
 	go test -run '^$$' -bench . -benchmem ./...
+
+# The session suite's results, backend by case: -short as in CI, and the
+# full run (20,000-message soaks, 25 kill -9 generations per backend).
+matrix: setup
+	go test -json -race -short -run 'TestSession' ./store/... | go run ./internal/matrix
+
+matrix-full: setup
+	go test -json -race -timeout 30m -run 'TestSession' ./store/... | go run ./internal/matrix
 
 fuzz:
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime 5m ./packets/

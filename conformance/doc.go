@@ -53,4 +53,20 @@
 // store.MaxPacketLen bytes. They write in batches of thousands of records,
 // so a backend that writes a batch in one transaction stays within seconds
 // (the SQLite backend, the slowest here, takes about 25s under -race).
+//
+// # The session suite
+//
+// Run checks a store alone. RunSession checks the whole promise: real
+// clients on the backend, driven through a fault-injecting proxy
+// (conformance/faultproxy) to a real broker, cut at every packet of every
+// QoS 1 and QoS 2 exchange, restarted, crashed with kill -9, must lose no
+// message and deliver no QoS 2 message twice. A backend runs it with the
+// same HarnessMaker:
+//
+//	func TestSession(t *testing.T) {
+//		conformance.RunSession(t, newHarness, conformance.SessionOptions{})
+//	}
+//
+// See RunSession for the cases, the crash case's one remaining duplicate
+// window, and how a durable backend opts into the crash case.
 package conformance
