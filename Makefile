@@ -30,10 +30,10 @@ bench: setup
 # The session suite's results, backend by case: -short as in CI, and the
 # full run (20,000-message soaks, 25 kill -9 generations per backend).
 matrix: setup
-	go test -json -race -short -run 'TestSession' ./store/... | go run ./internal/matrix
+	TETHER_TEST_MOCHI=1 go test -json -race -short -run 'TestSession' ./store/... | go run ./internal/matrix
 
 matrix-full: setup
-	go test -json -race -timeout 30m -run 'TestSession' ./store/... | go run ./internal/matrix
+	TETHER_TEST_MOCHI=1 go test -json -race -timeout 30m -run 'TestSession' ./store/... | go run ./internal/matrix
 
 fuzz:
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime 5m ./packets/
