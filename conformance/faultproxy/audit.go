@@ -41,7 +41,8 @@ import (
 //     connection) has DUP 1.
 //   - MQTT-4.4.0-1: a message is resent only on a new connection.
 //   - MQTT-4.3.3-6: no PUBLISH with an identifier whose PUBREL has been
-//     sent, until its PUBCOMP.
+//     sent, until its PUBCOMP; checked on the server's side too (a server
+//     resending a QoS 2 PUBLISH after its PUBREL).
 //   - MQTT-3.3.4-7: at most the server's Receive Maximum of QoS 1/2
 //     PUBLISHes unacknowledged on the connection (send quota, 4.9.0-1).
 //   - MQTT-3.3.2-8 / -9: topic alias never 0, never above the server's
@@ -135,6 +136,11 @@ type sessionAudit struct {
 	// DUP 1 on the next: from then on the auditor cannot tell such a resend
 	// from a new message, so MQTT-4.3.2-2 / 4.3.3-2 are no longer checked.
 	cut bool
+	// srvReleased holds the identifiers of server QoS 2 messages whose
+	// PUBREL the server has sent and the client has not yet answered with
+	// PUBCOMP: a server PUBLISH with one of them breaks MQTT-4.3.3-6 on the
+	// server's side, and would be taken by the client for a new message.
+	srvReleased map[uint16]bool
 }
 
 // outMsg is one client QoS 1/2 message in flight.
@@ -379,7 +385,8 @@ func (a *Auditor) connect(c *connAudit, p *packets.Connect) {
 	}
 	s := a.sessions[id]
 	if s == nil {
-		s = &sessionAudit{out: make(map[uint16]*outMsg), done: make(map[uint16]uint64), aliasConns: make(map[uint16]int)}
+		s = &sessionAudit{out: make(map[uint16]*outMsg), done: make(map[uint16]uint64), aliasConns: make(map[uint16]int),
+			srvReleased: make(map[uint16]bool)}
 		a.sessions[id] = s
 	}
 	c.sess = s
@@ -391,6 +398,7 @@ func (a *Auditor) connect(c *connAudit, p *packets.Connect) {
 // endSession drops the session's messages sent on earlier connections: the
 // client and the server have discarded them.
 func (a *Auditor) endSession(c *connAudit) {
+	clear(c.sess.srvReleased)
 	for id, m := range c.sess.out {
 		if m.conn != c.id {
 			a.complete(c.sess, id)
@@ -501,6 +509,9 @@ func (a *Auditor) clientAck(c *connAudit, p *packets.Ack) {
 		}
 	case packets.PUBCOMP:
 		delete(c.serverOut, p.PacketID)
+		if c.sess != nil {
+			delete(c.sess.srvReleased, p.PacketID)
+		}
 	case packets.PUBREL:
 		a.inOrder(c, &c.recQ, p.PacketID, "MQTT-4.6.0-4", desc, "PUBRECs")
 		if c.sess != nil {
@@ -533,6 +544,9 @@ func (a *Auditor) fromServer(c *connAudit, p packets.Packet) {
 		if p.QoS == 0 {
 			return
 		}
+		if c.sess != nil && c.sess.srvReleased[p.PacketID] {
+			a.flag(c, ServerToClient, "MQTT-4.3.3-6", describe(p), "PUBLISH with identifier %d after the server's PUBREL, before the client's PUBCOMP", p.PacketID)
+		}
 		if _, ok := c.serverOut[p.PacketID]; !ok {
 			c.serverOut[p.PacketID] = struct{}{}
 			if len(c.serverOut) > c.clientRecvMax {
@@ -558,6 +572,8 @@ func (a *Auditor) fromServer(c *connAudit, p packets.Packet) {
 			if !slices.Contains(c.recQ, p.PacketID) {
 				c.recQ = append(c.recQ, p.PacketID)
 			}
+		case p.Kind == packets.PUBREL:
+			c.sess.srvReleased[p.PacketID] = true
 		}
 	}
 }
