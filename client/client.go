@@ -302,10 +302,11 @@ func (c *Client) run(stop, done, connected chan struct{}) {
 				t.Stop()
 			}
 			cn.wg.Wait()
-			if time.Since(upSince) > c.cfg.ReconnectBackoff.Max {
-				// A connection that lived resets the backoff; one dropped at
-				// once (a takeover fight, a server refusing after CONNACK)
-				// keeps it growing.
+			if time.Since(upSince) >= backoff {
+				// A connection that lived at least as long as the wait
+				// before it resets the backoff; one dropped at once (a
+				// takeover fight, a server refusing after CONNACK) keeps it
+				// growing.
 				backoff = c.cfg.ReconnectBackoff.Min
 			}
 			lostErr := c.connectionLost(cn)

@@ -94,8 +94,9 @@ type Config struct {
 	ConnectTimeout time.Duration
 
 	// ReconnectBackoff bounds the wait between connection attempts, which
-	// doubles from Min up to Max, with jitter. Zero values mean 100ms and
-	// 30s.
+	// doubles from Min up to Max, with jitter, and goes back to Min after a
+	// connection that lasted at least as long as the wait before it. Zero
+	// values mean 100ms and 30s.
 	ReconnectBackoff Backoff
 
 	// TLSConfig configures mqtts:// connections. Nil means the defaults of

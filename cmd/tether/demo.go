@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -28,6 +29,7 @@ type demoConfig struct {
 	seed      uint64
 	cuts      int
 	timeout   time.Duration
+	verbose   bool
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -40,6 +42,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Uint64Var(&dc.seed, "seed", 0, "seed of the fault schedule (0: random)")
 	fs.IntVar(&dc.cuts, "cuts", 20, "connection cuts on each side")
 	fs.DurationVar(&dc.timeout, "timeout", 2*time.Minute, "give up after this long")
+	fs.BoolVar(&dc.verbose, "v", false, "log the clients' connections and store writes to standard error")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -115,11 +118,15 @@ func demo(ctx context.Context, dc demoConfig, out io.Writer) error {
 		return err
 	}
 	defer subStore.Close()
+	// Connections here are cut every few dozen packets: reconnect at once
+	// rather than back off as for a server in trouble.
+	backoff := client.Backoff{Min: 10 * time.Millisecond, Max: 250 * time.Millisecond}
 	sub, err := client.New(client.Config{
-		Servers:       []string{subProxy.URL()},
-		ClientID:      fmt.Sprintf("tether-demo-sub-%d", dc.seed),
-		Store:         subStore,
-		SessionExpiry: time.Hour,
+		ReconnectBackoff: backoff,
+		Servers:          []string{subProxy.URL()},
+		ClientID:         fmt.Sprintf("tether-demo-sub-%d", dc.seed),
+		Store:            subStore,
+		SessionExpiry:    time.Hour,
 		OnMessage: func(m *client.Message) {
 			n, err := strconv.Atoi(string(m.Payload))
 			if err != nil {
@@ -195,6 +202,10 @@ func demo(ctx context.Context, dc demoConfig, out io.Writer) error {
 	// dropped while about half are still in flight; the second continues
 	// from the store.
 	var reconnects int
+	var logger *slog.Logger
+	if dc.verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	// A memory store does not outlive its process, so the replacement
 	// instance shares the first one's store; durable stores are closed and
 	// reopened as a restarted process would.
@@ -212,11 +223,13 @@ func demo(ctx context.Context, dc demoConfig, out io.Writer) error {
 			return nil, nil, err
 		}
 		c, err := client.New(client.Config{
-			Servers:       []string{pubProxy.URL()},
-			ClientID:      fmt.Sprintf("tether-demo-pub-%d", dc.seed),
-			Store:         st,
-			SessionExpiry: time.Hour,
-			OnConnect:     func(*client.ConnectInfo) { mu.Lock(); reconnects++; mu.Unlock() },
+			ReconnectBackoff: backoff,
+			Servers:          []string{pubProxy.URL()},
+			ClientID:         fmt.Sprintf("tether-demo-pub-%d", dc.seed),
+			Store:            st,
+			SessionExpiry:    time.Hour,
+			OnConnect:        func(*client.ConnectInfo) { mu.Lock(); reconnects++; mu.Unlock() },
+			Logger:           logger,
 		})
 		if err != nil {
 			st.Close()
