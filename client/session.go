@@ -364,7 +364,10 @@ func (c *Client) pump() {
 			}
 			m.id = id
 			c.byID[id] = m
-			c.putRecord(m)
+			if !c.putRecord(m) {
+				c.popWaiting()
+				continue
+			}
 		}
 		c.quota--
 		c.maxInflight = max(c.maxInflight, int(c.lim.receiveMax)-c.quota)
@@ -400,8 +403,10 @@ func (c *Client) recycle(ops []store.Op) {
 
 // putRecord queues the Put of m's PUBLISH record, with its packet
 // identifier (a placeholder in the packet while Record.ID is 0, since a
-// QoS>0 PUBLISH cannot be encoded without one). mu held.
-func (c *Client) putRecord(m *outMsg) {
+// QoS>0 PUBLISH cannot be encoded without one). A message that cannot be
+// encoded is failed rather than ever sent unstored; putRecord then reports
+// false. mu held.
+func (c *Client) putRecord(m *outMsg) bool {
 	p := *m.pub
 	p.Dup = false
 	p.PacketID = m.id
@@ -414,15 +419,25 @@ func (c *Client) putRecord(m *outMsg) {
 	}
 	b, err := packets.Append(buf, &p)
 	if err != nil {
-		// Validated at Publish; an error here is a bug, but never panic.
-		c.log.Error("encode stored publish", "err", err)
-		return
+		// Validated at Publish, so this is a bug; fail the message, never
+		// panic and never send it without its record.
+		c.log.Error("encode stored publish", "seq", m.seq, "err", err)
+		m.done = true
+		delete(c.msgs, m.seq)
+		c.addOp(store.Delete(m.seq)) // an earlier record of it, if any
+		if m.id != 0 {
+			delete(c.byID, m.id)
+			c.emit(action{kind: aFreeID, id: m.id}) // once that deletion is durable
+		}
+		m.tok.complete(fmt.Errorf("client: encode message for the store: %w", err))
+		return false
 	}
 	c.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
 	if !m.stored && !m.putQueued {
 		m.putQueued = true
 		c.cur.msgs = append(c.cur.msgs, m)
 	}
+	return true
 }
 
 // finishOut ends the exchange of m: its record is deleted (lazily, in the

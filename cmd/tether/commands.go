@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -188,7 +187,7 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			}
 			fmt.Fprintf(stdout, "%s\t%s\t%d\t%d\n", k.Server, k.ClientID, out, in)
 			if err != nil {
-				fmt.Fprintln(os.Stderr, "tether:", err)
+				fmt.Fprintln(stderr, "tether:", err)
 			}
 		}
 		return nil
