@@ -118,13 +118,8 @@ func (d *decoder) connect() *Connect {
 		d.props(&w.Properties, willContext)
 		w.Topic = d.string()
 		w.Payload = d.binary()
-		if d.err == nil && w.Topic == "" {
-			d.fail(errorf(ErrProtocol, "empty will topic"))
-		}
 		if d.err == nil {
-			if err := checkTopicName(w.Topic); err != nil {
-				d.fail(err)
-			}
+			d.fail(ValidTopicName(w.Topic))
 		}
 		p.Will = w
 	}
@@ -203,7 +198,7 @@ func (d *decoder) subscribe() *Subscribe {
 			break
 		}
 		s.QoS, s.NoLocal, s.RetainAsPublished, s.RetainHandling = o&3, o&0x04 != 0, o&0x08 != 0, o>>4&3
-		if err := checkFilter(s.Filter); err != nil {
+		if err := ValidTopicFilter(s.Filter); err != nil {
 			d.fail(err)
 		} else if err := checkOptions(&s); err != nil {
 			d.fail(err)
@@ -222,7 +217,7 @@ func (d *decoder) unsubscribe() *Unsubscribe {
 	for d.err == nil && d.left() > 0 {
 		f := d.string()
 		if d.err == nil {
-			if err := checkFilter(f); err != nil {
+			if err := ValidTopicFilter(f); err != nil {
 				d.fail(err)
 			}
 		}

@@ -19,17 +19,6 @@ func checkPacketID(id uint16) error {
 	return nil
 }
 
-// checkFilter applies the rules for a topic filter in SUBSCRIBE and
-// UNSUBSCRIBE: valid UTF-8 and at least one character (MQTT-4.7.3-1).
-// Wildcard placement is left to the server, which answers a bad filter
-// with reason code 0x8F rather than by closing the connection.
-func checkFilter(f string) error {
-	if f == "" {
-		return errorf(ErrProtocol, "empty topic filter")
-	}
-	return checkString(f)
-}
-
 // checkOptions applies the rules for subscription options (§3.8.3.1).
 func checkOptions(s *Subscription) error {
 	switch {
@@ -130,7 +119,7 @@ func plan(p Packet) (layout, error) {
 		l.remaining = 2 + propsPart(l.props)
 		for i := range p.Subscriptions {
 			s := &p.Subscriptions[i]
-			if err := checkFilter(s.Filter); err != nil {
+			if err := ValidTopicFilter(s.Filter); err != nil {
 				return l, err
 			}
 			if err := checkOptions(s); err != nil {
@@ -156,7 +145,7 @@ func plan(p Packet) (layout, error) {
 		l.props, err = propsLen(&p.Properties, ctxOf(UNSUBSCRIBE))
 		l.remaining = 2 + propsPart(l.props)
 		for _, f := range p.Filters {
-			if err := checkFilter(f); err != nil {
+			if err := ValidTopicFilter(f); err != nil {
 				return l, err
 			}
 			l.remaining += 2 + len(f)
@@ -200,9 +189,11 @@ func checkPublish(p *Publish) error {
 	case p.QoS > 0 && p.PacketID == 0:
 		return ErrZeroPacketID
 	case p.Topic == "" && p.Properties.TopicAlias == 0:
-		return errorf(ErrProtocol, "empty topic name without topic alias")
+		return errorf(ErrInvalidTopicName, "empty topic name without topic alias")
+	case p.Topic == "":
+		return nil
 	}
-	return checkTopicName(p.Topic)
+	return ValidTopicName(p.Topic)
 }
 
 func planConnect(p *Connect) (layout, error) {
@@ -223,10 +214,7 @@ func planConnect(p *Connect) (layout, error) {
 		if w.QoS > 2 {
 			return l, errorf(ErrInvalidQoS, "will QoS 3") // MQTT-3.1.2-12
 		}
-		if w.Topic == "" {
-			return l, errorf(ErrProtocol, "empty will topic")
-		}
-		if err = checkTopicName(w.Topic); err != nil {
+		if err = ValidTopicName(w.Topic); err != nil {
 			return l, err
 		}
 		if err = checkBinary(w.Payload); err != nil {

@@ -21,7 +21,21 @@ const (
 	kindZeroPacketID
 	kindPacketTooLarge
 	kindProtocol
+	kindTopicName
+	kindTopicFilter
+	kindTopicAlias
+	kindLimit
 )
+
+// parent returns the broader kind a kind belongs to, so that errors.Is
+// matches a topic error against ErrProtocol as well as its own sentinel.
+func (k errKind) parent() errKind {
+	switch k {
+	case kindTopicName, kindTopicFilter, kindTopicAlias:
+		return kindProtocol
+	}
+	return 0
+}
 
 // Error is a violation of the MQTT v5 wire format or protocol rules found
 // while encoding or decoding a packet. Code is the reason code to send in
@@ -35,11 +49,12 @@ type Error struct {
 // Error returns the message, prefixed by the package name.
 func (e *Error) Error() string { return "packets: " + e.msg }
 
-// Is reports whether target is an *Error of the same kind, which lets
-// errors.Is match a detailed error against its sentinel.
+// Is reports whether target is an *Error of the same kind, or of the
+// broader kind this one belongs to (ErrProtocol for the topic errors),
+// which lets errors.Is match a detailed error against its sentinel.
 func (e *Error) Is(target error) bool {
 	t, ok := target.(*Error)
-	return ok && t != nil && t.kind != 0 && t.kind == e.kind
+	return ok && t != nil && t.kind != 0 && (t.kind == e.kind || t.kind == e.kind.parent())
 }
 
 // Sentinels, one per kind of violation; test with errors.Is. The reason
@@ -82,6 +97,24 @@ var (
 	// allowed in the packet, an empty SUBSCRIBE, a wildcard in a topic
 	// name, bytes after the packet, and so on.
 	ErrProtocol = &Error{ProtocolError, kindProtocol, "protocol error"}
+	// ErrInvalidTopicName reports a Topic Name (of a PUBLISH, a Will or a
+	// Response Topic) that is empty or holds a wildcard (MQTT-4.7.3-1,
+	// MQTT-3.3.2-2, MQTT-3.3.2-14). It is also ErrProtocol.
+	ErrInvalidTopicName = &Error{ProtocolError, kindTopicName, "invalid topic name"}
+	// ErrInvalidTopicFilter reports a Topic Filter that is empty, places a
+	// wildcard wrongly, or breaks the rules of a shared subscription
+	// (MQTT-4.7.3-1, MQTT-4.7.1-1, MQTT-4.7.1-2, MQTT-4.8.2-1,
+	// MQTT-4.8.2-2). It is also ErrProtocol.
+	ErrInvalidTopicFilter = &Error{ProtocolError, kindTopicFilter, "invalid topic filter"}
+	// ErrTopicAliasInvalid reports a Topic Alias of 0 (MQTT-3.3.2-8); its
+	// code is 0x94, Topic Alias invalid (§3.3.2.3.4). It is also
+	// ErrProtocol.
+	ErrTopicAliasInvalid = &Error{TopicAliasInvalid, kindTopicAlias, "topic alias invalid"}
+	// ErrLimit reports a packet that holds more User Properties or
+	// Subscription Identifiers than the decoder's Limits allow: decoding
+	// them would take memory out of proportion to the packet. Its code is
+	// 0x83, Implementation specific error.
+	ErrLimit = &Error{ImplementationSpecificError, kindLimit, "decode limit exceeded"}
 )
 
 // errorf builds a detailed error of the sentinel's kind and code.

@@ -74,19 +74,6 @@ func checkBinary(b []byte) error {
 	return nil
 }
 
-// checkTopicName applies the rules for a topic name in a PUBLISH or Will:
-// valid UTF-8, no wildcard (MQTT-3.3.2-2). An empty name is the caller's
-// concern, as a topic alias may stand in for it.
-func checkTopicName(s string) error {
-	if err := checkString(s); err != nil {
-		return err
-	}
-	if strings.ContainsAny(s, "+#") {
-		return errorf(ErrProtocol, "wildcard in topic name")
-	}
-	return nil
-}
-
 // decoder reads primitives from a packet body. The first failure sticks in
 // err and every later read returns zero values, so callers check err once
 // per field group instead of after every read.

@@ -306,6 +306,15 @@ func checkValue(id byte, n uint32) error {
 	return nil
 }
 
+// checkText applies the rules of string property id: those of any string,
+// and those of a Topic Name for a Response Topic (MQTT-3.3.2-14).
+func checkText(id byte, s string) error {
+	if id == propResponseTopic {
+		return ValidTopicName(s)
+	}
+	return checkString(s)
+}
+
 func hexByte(b byte) string { return ReasonCode(b).hex() }
 
 func notAllowed(id byte, ctx propPlace) error {
@@ -344,7 +353,7 @@ func propsLen(p *Properties, ctx propPlace) (int, error) {
 		case kindU32:
 			n += 4
 		case kindString:
-			if err := checkString(s); err != nil {
+			if err := checkText(id, s); err != nil {
 				return 0, err
 			}
 			n += 2 + len(s)
@@ -461,7 +470,11 @@ func (d *decoder) props(p *Properties, ctx propPlace) {
 		case kindVarInt:
 			v = uint32(d.varInt())
 		case kindString:
-			p.set(id, 0, d.string(), nil)
+			s := d.string()
+			if d.err == nil {
+				d.fail(checkText(id, s))
+			}
+			p.set(id, 0, s, nil)
 			continue
 		case kindBinary:
 			p.set(id, 0, "", d.binary())
