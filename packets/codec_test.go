@@ -377,8 +377,17 @@ func TestTopicAliasZeroNeverSent(t *testing.T) {
 	if want := unhex(t, `30 04 00 01 74 00`); !bytes.Equal(b, want) {
 		t.Fatalf("got % X, want % X", b, want)
 	}
-	if _, err := Decode(unhex(t, `30 07 00 01 74 03 23 00 00`), 0); !errors.Is(err, ErrProtocol) {
-		t.Fatalf("alias 0 decoded: %v", err)
+	// §3.3.2.3.4: the receiver answers with DISCONNECT 0x94, and the
+	// error says what was wrong.
+	_, err = Decode(unhex(t, `30 07 00 01 74 03 23 00 00`), 0)
+	if !errors.Is(err, ErrTopicAliasInvalid) || !errors.Is(err, ErrProtocol) || CodeOf(err) != TopicAliasInvalid ||
+		!strings.Contains(err.Error(), "topic alias") {
+		t.Fatalf("alias 0 decoded: %v (code %v)", err, CodeOf(err))
+	}
+	// Through the Reader, as the client reads it.
+	_, err = NewReader(bytes.NewReader(unhex(t, `30 07 00 01 74 03 23 00 00`)), 0).Read()
+	if CodeOf(err) != TopicAliasInvalid {
+		t.Fatalf("Reader: %v (code %v)", err, CodeOf(err))
 	}
 }
 

@@ -79,7 +79,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"Receive Maximum 0", unhex(t, `20 06 00 00 03 21 00 00`), ErrProtocol, ProtocolError},
 		{"Maximum Packet Size 0", unhex(t, `20 08 00 00 05 27 00 00 00 00`), ErrProtocol, ProtocolError},
 		{"Maximum QoS 2", unhex(t, `20 05 00 00 02 24 02`), ErrProtocol, ProtocolError},
-		{"Topic Alias 0", frame(0x30, str("t"), []byte{3, 0x23, 0, 0}), ErrProtocol, ProtocolError},
+		{"Topic Alias 0", frame(0x30, str("t"), []byte{3, 0x23, 0, 0}), ErrTopicAliasInvalid, TopicAliasInvalid}, // MQTT-3.3.2-8
 		{"Payload Format 2", frame(0x30, str("t"), []byte{2, 0x01, 2}), ErrProtocol, ProtocolError},
 		{"auth data without auth method", frame(0x10, str("MQTT"), []byte{5, 0}, u16(0), []byte{3, 0x16, 0, 0}, str("c")), ErrProtocol, ProtocolError},
 		{"Request Problem Information 2", frame(0x10, str("MQTT"), []byte{5, 0}, u16(0), []byte{2, 0x17, 2}, str("c")), ErrProtocol, ProtocolError},

@@ -298,6 +298,8 @@ func checkValue(id byte, n uint32) error {
 	switch {
 	case def.bool && n > 1:
 		return errorf(ErrProtocol, "property "+hexByte(id)+" must be 0 or 1")
+	case id == propTopicAlias && n == 0:
+		return errorf(ErrTopicAliasInvalid, "topic alias 0") // MQTT-3.3.2-8, §3.3.2.3.4
 	case def.nonZero && n == 0:
 		return errorf(ErrProtocol, "property "+hexByte(id)+" must not be 0")
 	case def.kind == kindVarInt && n > maxVarInt:
