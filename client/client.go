@@ -80,7 +80,12 @@ type Client struct {
 	tokens0       []*Token            // their tokens
 	recBufs       [][]byte            // record buffers free for reuse (guarded by mu)
 	cur           batch               // the group commit being accumulated
-	committing    bool                // a batch is being applied
+
+	corrupt         *store.CorruptError // records the last load left out
+	corruptIDs      []uint16            // packet identifiers those records hold, kept reserved
+	corruptReported bool                // corrupt has been handed to Config.OnCorrupt
+	abandonedIDs    []uint16            // identifiers of dropped QoS 2 messages the server may hold
+	committing      bool                // a batch is being applied
 }
 
 // limits are the server's limits from its CONNACK.
@@ -378,6 +383,7 @@ func (c *Client) connectOnce(stop chan struct{}, sv server) (*conn, error) {
 		}
 	}()
 	lost, clean, err := c.prepareSession(ctx, k)
+	c.reportCorrupt()
 	if c.cfg.OnSessionLost != nil && len(lost) > 0 {
 		c.cfg.OnSessionLost(lost, c.cfg.RepublishLost)
 	}
@@ -723,6 +729,17 @@ func (c *Client) connectionLost(cn *conn) error {
 	}
 	for _, m := range c.msgs {
 		m.onWire = false
+		if m.wcn == cn {
+			// A write that never left the process did not reach the
+			// server: the message has not been sent, whatever the
+			// connection's last moments queued (its first transmission
+			// must carry DUP 0, MQTT-3.3.1-1; a lost session must not
+			// count it as in flight).
+			if !cn.handedOver(m.wgen) {
+				m.sent = m.sentPrev
+			}
+			m.wcn = nil
+		}
 	}
 	c.waiting, c.waitHead = c.waiting[:0], 0
 	if c.haveMeta {

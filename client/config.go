@@ -16,7 +16,9 @@ import (
 type Config struct {
 	// Servers lists the brokers to connect to, in order of preference, as
 	// URLs: mqtt:// or tcp:// for plain TCP (port 1883 by default),
-	// mqtts://, tls:// or ssl:// for TLS (port 8883 by default). At least
+	// mqtts://, tls:// or ssl:// for TLS (port 8883 by default), ws:// and
+	// wss:// for MQTT over WebSocket (ports 80 and 443, path /mqtt by
+	// default). At least
 	// one is required. Each server has its own session in the store, since
 	// an MQTT session lives on one server.
 	Servers []string
@@ -104,6 +106,24 @@ type Config struct {
 	// the URL when empty.
 	TLSConfig *tls.Config
 
+	// TLSCAFile, TLSCertFile, TLSKeyFile, TLSServerName and
+	// TLSInsecureSkipVerify complete TLSConfig (or the defaults, when it
+	// is nil) for mqtts:// and wss:// servers. TLSCAFile names a PEM file
+	// of the certificate authorities to trust instead of the system's;
+	// TLSCertFile and TLSKeyFile (both or neither) name the PEM client
+	// certificate and key for mutual TLS. The files are read on each
+	// connection attempt, so renewed certificates are used on the next
+	// one; a missing or unparsable file fails the attempt with an error
+	// wrapping ErrTLSFiles. TLSServerName overrides the name the server's
+	// certificate is checked against (by default the URL's host).
+	// TLSInsecureSkipVerify turns certificate verification off: for tests
+	// only, since anyone on the path can then read and change the session.
+	TLSCAFile             string
+	TLSCertFile           string
+	TLSKeyFile            string
+	TLSServerName         string
+	TLSInsecureSkipVerify bool
+
 	// Auth runs enhanced authentication (MQTT v5 §4.12); nil means none.
 	Auth Authenticator
 
@@ -142,6 +162,14 @@ type Config struct {
 	// published again as new messages (republished is true); otherwise their
 	// Publish calls fail with ErrSessionLost.
 	OnSessionLost func(lost []*Message, republished bool)
+
+	// OnCorrupt is called when loading the session found records that
+	// cannot be used: reported corrupt by the store, or not a valid record
+	// of this client. The session goes on without them; they stay in the
+	// store, and any packet identifier they hold stays out of use, until
+	// Client.DiscardCorrupt removes them. Every such load is also logged at
+	// Error level.
+	OnCorrupt func(*store.CorruptError)
 
 	// RepublishLost republishes lost outbound messages as new messages:
 	// at least once for QoS 1, and possibly twice for QoS 2.

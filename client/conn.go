@@ -31,6 +31,7 @@ type conn struct {
 	wbuf     []byte
 	wclosing bool // a final DISCONNECT is queued: write it, then close
 	wclosed  bool
+	taken    uint64 // write buffers the writer has taken for the network
 	maxOut   uint32 // the server's Maximum Packet Size, 0 for none
 
 	lastWrite atomic.Int64 // unix nanoseconds
@@ -77,26 +78,39 @@ func newConn(c *Client, nc net.Conn) *conn {
 	return cn
 }
 
-// write queues p for the writer. A packet that cannot be encoded is a bug
-// of the caller: it is logged and dropped rather than corrupting the stream.
-func (cn *conn) write(p packets.Packet) {
+// write queues p for the writer and returns the generation of the write
+// buffer it went into (see handedOver), or false when the connection takes
+// no more packets. A packet that cannot be encoded is a bug of the caller:
+// it is logged and dropped rather than corrupting the stream.
+func (cn *conn) write(p packets.Packet) (uint64, bool) {
 	cn.wmu.Lock()
 	if cn.wclosing || cn.wclosed {
 		cn.wmu.Unlock()
-		return
+		return 0, false
 	}
 	n := len(cn.wbuf)
 	b, err := packets.Append(cn.wbuf, p)
 	if err != nil {
 		cn.wmu.Unlock()
 		cn.c.log.Error("encode packet", "type", typeName(p.Type()), "err", err)
-		return
+		return 0, false
 	}
 	cn.wbuf = b
 	if n == 0 {
 		cn.wcond.Signal()
 	}
+	gen := cn.taken
 	cn.wmu.Unlock()
+	return gen, true
+}
+
+// handedOver reports whether the write buffer of generation gen was handed
+// to the network: a packet in a buffer that never was cannot have reached
+// the server. Once the connection has ended the answer is final.
+func (cn *conn) handedOver(gen uint64) bool {
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	return cn.taken > gen
 }
 
 // writeLoop writes whatever has been queued, in as few writes as possible.
@@ -118,6 +132,7 @@ func (cn *conn) writeLoop() {
 			return
 		}
 		buf := cn.wbuf
+		cn.taken++
 		if cap(spare) > 1<<20 {
 			spare = nil // do not keep a huge buffer after one large packet
 		}
@@ -227,6 +242,15 @@ func (cn *conn) isClosed() bool {
 	}
 }
 
+// tooLarge reports whether p exceeds the server's Maximum Packet Size.
+func (cn *conn) tooLarge(p packets.Packet) bool {
+	if cn.maxOut == 0 {
+		return false
+	}
+	n, err := packets.Size(p)
+	return err != nil || uint32(n) > cn.maxOut
+}
+
 // readLoop reads packets until the connection ends and hands each to the
 // client. It never blocks on the application: delivery is queued.
 func (cn *conn) readLoop() {
@@ -316,6 +340,7 @@ type server struct {
 	addr      string // host:port
 	host      string
 	tls       bool
+	path      string // WebSocket request path (with query); "" for MQTT over TCP or TLS
 }
 
 func parseServer(s string) (server, error) {
@@ -330,8 +355,13 @@ func parseServer(s string) (server, error) {
 		port = "1883"
 	case "mqtts", "tls", "ssl":
 		port, sv.tls = "8883", true
+	case "ws", "wss":
+		port, sv.tls = "80", strings.EqualFold(u.Scheme, "wss")
+		if sv.tls {
+			port = "443"
+		}
 	default:
-		return server{}, fmt.Errorf("client: server %q: unsupported scheme %q (want mqtt, tcp, mqtts, tls or ssl)", s, u.Scheme)
+		return server{}, fmt.Errorf("client: server %q: unsupported scheme %q (want mqtt, tcp, mqtts, tls, ssl, ws or wss)", s, u.Scheme)
 	}
 	sv.host = strings.ToLower(u.Hostname())
 	if sv.host == "" {
@@ -346,21 +376,24 @@ func parseServer(s string) (server, error) {
 		scheme = "mqtts"
 	}
 	sv.canonical = scheme + "://" + sv.addr
+	if strings.HasPrefix(strings.ToLower(u.Scheme), "ws") {
+		sv = webSocketTarget(sv, u)
+	}
 	return sv, nil
 }
 
 // dial opens the network connection to sv.
 func (c *Client) dial(ctx context.Context, sv server) (net.Conn, error) {
+	if sv.path != "" {
+		return c.dialWebSocket(ctx, sv)
+	}
 	var d net.Dialer
 	if !sv.tls {
 		return d.DialContext(ctx, "tcp", sv.addr)
 	}
-	cfg := c.cfg.TLSConfig.Clone()
-	if cfg == nil {
-		cfg = &tls.Config{}
-	}
-	if cfg.ServerName == "" {
-		cfg.ServerName = sv.host
+	cfg, err := c.tlsConfig(sv)
+	if err != nil {
+		return nil, err
 	}
 	td := tls.Dialer{NetDialer: &d, Config: cfg}
 	return td.DialContext(ctx, "tcp", sv.addr)

@@ -67,7 +67,9 @@ func decodeMeta(b []byte) (meta, error) {
 	b = b[k:]
 	for range n {
 		l, k := binary.Uvarint(b)
-		if k <= 0 || uint64(len(b)-k) < l+1 {
+		// The filter and its options byte must fit in what is left; l is
+		// compared, never l+1, which wraps for a crafted length of 2^64-1.
+		if k <= 0 || l >= uint64(len(b)-k) {
 			return m, errBadMeta
 		}
 		b = b[k:]

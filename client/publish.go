@@ -132,14 +132,9 @@ func (c *Client) newPublish(m *Message) (*packets.Publish, error) {
 		return nil, fmt.Errorf("%w: nil message", ErrInvalidMessage)
 	case m.QoS > 2:
 		return nil, fmt.Errorf("%w: QoS %d", ErrInvalidMessage, m.QoS)
-	case m.Topic == "":
-		return nil, fmt.Errorf("%w: empty topic", ErrInvalidMessage)
-	case strings.ContainsAny(m.Topic, "+#"):
-		return nil, fmt.Errorf("%w: wildcard in topic %q", ErrInvalidMessage, m.Topic)
-	case len(m.Properties.SubscriptionIdentifier) > 0: // MQTT-3.3.4-6
-		return nil, fmt.Errorf("%w: subscription identifier in an outbound PUBLISH", ErrInvalidMessage)
-	case m.Properties.TopicAlias != 0:
-		return nil, fmt.Errorf("%w: topic aliases are assigned by the client (Config.OutboundTopicAliases)", ErrInvalidMessage)
+	}
+	if err := validOutbound(m.Topic, &m.Properties); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
 	p := &packets.Publish{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Properties: m.Properties}
 	return p, nil

@@ -27,6 +27,10 @@ type outMsg struct {
 	onWire    bool             // counted in flight on the current connection
 	done      bool             // finished or dropped; skip in queues
 	putQueued bool             // its first Put is in a batch not yet applied
+	size      uint32           // wire size with a packet identifier and no alias; 0 until needed
+	wcn       *conn            // the connection it was last written to
+	wgen      uint64           // the write buffer generation it went into on wcn
+	sentPrev  bool             // sent, as it was before that write
 	pub       *packets.Publish // full topic, never an alias; nil for loaded PUBRELs
 	tok       *Token
 }
@@ -278,12 +282,20 @@ func (c *Client) runAction(a *action) {
 			*p = *a.m.pub
 			p.PacketID = a.m.id
 			p.Dup = a.m.sent
-			a.m.sent = true
-			c.writePublish(a.cn, p)
+			if gen, ok := c.writePublish(a.cn, p); ok {
+				a.m.sentPrev, a.m.sent = a.m.sent, true
+				a.m.wcn, a.m.wgen = a.cn, gen
+			}
 			return
 		}
 		p := &a.cn.scratch
 		*p = *a.pub
+		if a.cn.maxOut != 0 {
+			if n, err := packets.Size(p); err == nil && uint32(n) > a.cn.maxOut { // MQTT-3.2.2-15
+				a.tok.complete(fmt.Errorf("%w: %d bytes, server maximum %d", ErrPacketTooLarge, n, a.cn.maxOut))
+				return
+			}
+		}
 		c.writePublish(a.cn, p)
 		a.tok.complete(nil)
 	case aSendAck:
@@ -306,19 +318,30 @@ func (c *Client) runAction(a *action) {
 }
 
 // writePublish sends p, replacing its topic by an alias when outbound
-// aliases are on. mu held.
-func (c *Client) writePublish(cn *conn, p *packets.Publish) {
+// aliases are on and the alias keeps the packet within the server's
+// Maximum Packet Size (MQTT-3.2.2-15): the Topic Alias property costs three
+// bytes, more than a short topic saves. It reports the write buffer
+// generation p went into, and false when the connection no longer takes
+// packets. mu held.
+func (c *Client) writePublish(cn *conn, p *packets.Publish) (uint64, bool) {
 	if c.cfg.OutboundTopicAliases && cn.aliasMax > 0 {
 		if a, ok := cn.aliasOut[p.Topic]; ok {
-			p.Properties.TopicAlias = a
-			p.Topic = ""
+			topic := p.Topic
+			p.Properties.TopicAlias, p.Topic = a, ""
+			if cn.tooLarge(p) {
+				p.Properties.TopicAlias, p.Topic = 0, topic
+			}
 		} else if len(cn.aliasOut) < int(cn.aliasMax) {
 			a := uint16(len(cn.aliasOut) + 1) // MQTT-3.3.2-8, MQTT-3.3.2-9
-			cn.aliasOut[p.Topic] = a
 			p.Properties.TopicAlias = a
+			if cn.tooLarge(p) {
+				p.Properties.TopicAlias = 0
+			} else {
+				cn.aliasOut[p.Topic] = a
+			}
 		}
 	}
-	cn.write(p)
+	return cn.write(p)
 }
 
 // freeID makes id reusable, wakes requests waiting for an identifier and
@@ -352,6 +375,11 @@ func (c *Client) pump() {
 			c.quota--
 			c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBREL, id: m.id})
 			c.popWaiting()
+			continue
+		}
+		if cn.maxOut != 0 && c.wireSize(m) > cn.maxOut {
+			c.popWaiting()
+			c.dropTooLarge(m, cn.maxOut)
 			continue
 		}
 		if c.quota <= 0 {
@@ -440,13 +468,19 @@ func (c *Client) putRecord(m *outMsg) bool {
 	return true
 }
 
-// finishOut ends the exchange of m: its record is deleted (lazily, in the
-// next batch), its identifier freed once that deletion is durable, and the
-// quota given back. mu held.
+// finishOut ends the exchange of m and lets the next message take the
+// quota it gave back. mu held.
 func (c *Client) finishOut(m *outMsg, err error) {
+	c.retire(m, err)
+	c.pump()
+}
+
+// retire ends m, whatever ended it: its record is deleted (lazily, in the
+// next batch), its packet identifier freed once that deletion is durable,
+// its quota given back and its token completed. mu held.
+func (c *Client) retire(m *outMsg, err error) {
 	m.done = true
 	delete(c.msgs, m.seq)
-	delete(c.byID, m.id)
 	if m.onWire {
 		m.onWire = false
 		if c.quota < int(c.lim.receiveMax) {
@@ -454,9 +488,44 @@ func (c *Client) finishOut(m *outMsg, err error) {
 		}
 	}
 	c.addOp(store.Delete(m.seq))
-	c.emit(action{kind: aFreeID, id: m.id})
+	if m.id != 0 {
+		delete(c.byID, m.id)
+		c.emit(action{kind: aFreeID, id: m.id})
+	}
 	m.tok.complete(err)
-	c.pump() // the quota given back can take the next message at once
+}
+
+// wireSize returns the size of m's PUBLISH on the wire without an alias.
+// mu held.
+func (c *Client) wireSize(m *outMsg) uint32 {
+	if m.size == 0 && m.pub != nil {
+		p := *m.pub
+		p.PacketID = 1
+		n, err := packets.Size(&p)
+		if err != nil {
+			n = 1<<32 - 1 // unencodable: larger than any limit
+		}
+		m.size = uint32(min(n, 1<<32-1))
+	}
+	return m.size
+}
+
+// dropTooLarge fails a message that this server's Maximum Packet Size will
+// never let through (MQTT-3.2.2-15), once, and removes it from the session
+// instead of sending it and being disconnected for it on every connection.
+// A QoS 2 message that may have reached the server keeps its packet
+// identifier out of use for the rest of the session: the server may still
+// hold that identifier's exchange (MQTT-4.3.3-10). mu held.
+func (c *Client) dropTooLarge(m *outMsg, limit uint32) {
+	err := fmt.Errorf("%w: %d bytes, server maximum %d", ErrPacketTooLarge, c.wireSize(m), limit)
+	c.log.Warn("message too large for the server: failed and removed from the session",
+		"seq", m.seq, "topic", m.pub.Topic, "bytes", c.wireSize(m), "server_maximum", limit)
+	if m.sent && m.qos == 2 && m.id != 0 {
+		delete(c.byID, m.id)
+		c.abandonedIDs = append(c.abandonedIDs, m.id)
+		m.id = 0 // retire must not free it
+	}
+	c.retire(m, err)
 }
 
 // handleOutboundAck runs the sender side of QoS 1 and 2 for a PUBACK,
@@ -521,99 +590,6 @@ func (c *Client) waitIdle() {
 	}
 }
 
-// loadSession rebuilds the in-memory session from the store for key k.
-// The commit pipeline is idle and mu held: this runs once per connection,
-// not on the hot path. Pending tokens are attached to their records again.
-func (c *Client) loadSession(ctx context.Context, k store.Key) error {
-	recs, err := c.st.Load(ctx, k)
-	var corrupt *store.CorruptError
-	if err != nil && !errors.As(err, &corrupt) {
-		return fmt.Errorf("client: load session %s: %w", k, err)
-	}
-	if corrupt != nil {
-		c.log.Error("corrupt session records skipped", "key", k.String(), "seqs", corrupt.Seqs)
-	}
-	old := c.msgs
-	c.key = k
-	c.msgs = make(map[uint64]*outMsg, len(recs))
-	c.byID = make(map[uint16]*outMsg)
-	c.inQoS2 = make(map[uint16]uint64)
-	if k != c.loadedKey {
-		clear(c.in2) // those belong to another server's session
-	}
-	c.ids.reset()
-	c.haveMeta = false
-	c.meta = meta{}
-	var maxSeq uint64
-	for _, r := range recs {
-		maxSeq = max(maxSeq, r.Seq)
-		switch r.Dir {
-		case store.Meta:
-			md, err := decodeMeta(r.Packet)
-			if err != nil {
-				c.log.Error("corrupt meta record ignored", "key", k.String(), "err", err)
-				continue
-			}
-			c.meta, c.haveMeta = md, true
-		case store.Inbound:
-			if r.ID != 0 {
-				c.inQoS2[r.ID] = r.Seq
-			}
-		case store.Outbound:
-			m := &outMsg{seq: r.Seq, id: r.ID, stored: true, sent: r.ID != 0}
-			p, err := packets.Decode(r.Packet, 0)
-			if err != nil {
-				c.log.Error("corrupt outbound record skipped", "key", k.String(), "seq", r.Seq, "err", err)
-				continue
-			}
-			switch p := p.(type) {
-			case *packets.Publish:
-				if p.QoS == 0 {
-					continue
-				}
-				m.qos = p.QoS
-				p.Dup = false
-				p.PacketID = 0
-				m.pub = p
-			case *packets.Ack:
-				if p.Kind != packets.PUBREL || r.ID == 0 {
-					continue
-				}
-				m.qos, m.pubrel = 2, true
-			default:
-				continue
-			}
-			if old != nil {
-				if o := old[r.Seq]; o != nil && !o.done {
-					m.tok = o.tok
-					if m.pub == nil {
-						m.pub = o.pub
-					}
-					o.done = true
-				}
-			}
-			c.msgs[r.Seq] = m
-			if m.id != 0 {
-				c.byID[m.id] = m
-				c.ids.set(m.id)
-			}
-		}
-	}
-	// A pending token whose record is gone can only belong to a message the
-	// store lost; it must not wait forever.
-	for _, o := range old {
-		if !o.done {
-			o.done = true
-			o.tok.complete(ErrSessionLost)
-		}
-	}
-	c.nextSeq = max(c.nextSeq, maxSeq+1)
-	c.waiting, c.waitHead = c.waiting[:0], 0
-	c.loaded = true
-	c.loadedKey = k
-	return nil
-}
-
 // loadFirst loads the session of the first server before anything is
 // published: once per Client, not on the hot path. mu held.
 func (c *Client) loadFirst() error {
@@ -651,12 +627,23 @@ func (c *Client) sortedMsgs() []*outMsg {
 // of the MQTT session. Returns the lost messages. mu held.
 func (c *Client) discardSession() []*Message {
 	var lost []*Message
+	for _, id := range c.abandonedIDs {
+		c.ids.clear(id)
+	}
+	c.abandonedIDs = nil
 	for _, m := range c.sortedMsgs() {
 		if m.id == 0 {
 			continue
 		}
 		c.ids.clear(m.id)
 		delete(c.byID, m.id)
+		if !m.sent && !m.pubrel {
+			// It took an identifier but never reached the network: not
+			// part of the lost session. Queued again, identifier-less.
+			m.id, m.onWire = 0, false
+			c.putRecord(m)
+			continue
+		}
 		if m.pubrel {
 			m.done = true
 			delete(c.msgs, m.seq)
