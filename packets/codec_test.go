@@ -69,6 +69,20 @@ func richPackets() map[string]Packet {
 			},
 		},
 		"connack refused": &Connack{ReasonCode: NotAuthorized},
+		// Every property that may hold a zero, sent with it (issue 9 item 7).
+		"connack explicit zeros": &Connack{Properties: zeroed(Properties{}, PropSessionExpiry,
+			PropAssignedClientID, PropServerKeepAlive, PropAuthMethod, PropAuthData, PropResponseInfo,
+			PropServerReference, PropReasonString, PropTopicAliasMaximum, PropMaximumQoS,
+			PropRetainAvailable, PropWildcardSubAvailable, PropSubIDAvailable, PropSharedSubAvailable)},
+		"connect explicit zeros": &Connect{
+			Properties: zeroed(Properties{}, PropSessionExpiry, PropRequestProblemInfo,
+				PropRequestResponseInfo, PropTopicAliasMaximum),
+			Will: &Will{Topic: "w", Payload: []byte{}, Properties: zeroed(Properties{}, PropPayloadFormat,
+				PropMessageExpiry, PropContentType, PropCorrelationData, PropWillDelay)},
+		},
+		"publish explicit zeros": &Publish{Topic: "z", Payload: []byte{},
+			Properties: zeroed(Properties{}, PropPayloadFormat, PropMessageExpiry, PropContentType, PropCorrelationData)},
+		"disconnect explicit zeros": &Disconnect{Properties: zeroed(Properties{}, PropSessionExpiry, PropReasonString, PropServerReference)},
 		"publish": &Publish{
 			Dup: true, QoS: 1, Retain: true, Topic: "a/b/c", PacketID: 65535,
 			Properties: Properties{
@@ -262,7 +276,6 @@ func TestLongerForms(t *testing.T) {
 		{"PUBACK with Success and empty properties", `40 04 00 07 00 00`, &Ack{Kind: PUBACK, PacketID: 7}},
 		{"DISCONNECT with Success and empty properties", `E0 02 00 00`, &Disconnect{}},
 		{"AUTH with Success and no property length", `F0 01 00`, &Auth{}},
-		{"PUBLISH with explicit Payload Format 0", `30 06 00 01 74 02 01 00`, &Publish{Topic: "t", Payload: []byte{}}},
 	}
 	for _, tt := range tests {
 		p, err := Decode(unhex(t, tt.hex), 0)

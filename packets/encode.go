@@ -243,7 +243,7 @@ func planConnect(p *Connect) (layout, error) {
 // checkAuthData: Authentication Data without an Authentication Method is
 // a protocol error in CONNECT (§3.1.2.11.10).
 func checkAuthData(p *Properties) error {
-	if p.AuthData != nil && p.AuthMethod == "" {
+	if p.AuthData != nil && !p.Has(PropAuthMethod) {
 		return errorf(ErrProtocol, "authentication data without authentication method")
 	}
 	return nil

@@ -2,35 +2,39 @@ package packets
 
 import "math/bits"
 
-// Property identifiers (§2.2.2.2).
+// PropertyID is a property identifier (§2.2.2.2).
+type PropertyID byte
+
+// Property identifiers (§2.2.2.2), one per field of Properties, named
+// after the field.
 const (
-	propPayloadFormat          = 0x01
-	propMessageExpiry          = 0x02
-	propContentType            = 0x03
-	propResponseTopic          = 0x08
-	propCorrelationData        = 0x09
-	propSubscriptionIdentifier = 0x0B
-	propSessionExpiry          = 0x11
-	propAssignedClientID       = 0x12
-	propServerKeepAlive        = 0x13
-	propAuthMethod             = 0x15
-	propAuthData               = 0x16
-	propRequestProblemInfo     = 0x17
-	propWillDelay              = 0x18
-	propRequestResponseInfo    = 0x19
-	propResponseInfo           = 0x1A
-	propServerReference        = 0x1C
-	propReasonString           = 0x1F
-	propReceiveMaximum         = 0x21
-	propTopicAliasMaximum      = 0x22
-	propTopicAlias             = 0x23
-	propMaximumQoS             = 0x24
-	propRetainAvailable        = 0x25
-	propUser                   = 0x26
-	propMaximumPacketSize      = 0x27
-	propWildcardSubAvailable   = 0x28
-	propSubIDAvailable         = 0x29
-	propSharedSubAvailable     = 0x2A
+	PropPayloadFormat          PropertyID = 0x01
+	PropMessageExpiry          = 0x02
+	PropContentType            = 0x03
+	PropResponseTopic          = 0x08
+	PropCorrelationData        = 0x09
+	PropSubscriptionIdentifier = 0x0B
+	PropSessionExpiry          = 0x11
+	PropAssignedClientID       = 0x12
+	PropServerKeepAlive        = 0x13
+	PropAuthMethod             = 0x15
+	PropAuthData               = 0x16
+	PropRequestProblemInfo     = 0x17
+	PropWillDelay              = 0x18
+	PropRequestResponseInfo    = 0x19
+	PropResponseInfo           = 0x1A
+	PropServerReference        = 0x1C
+	PropReasonString           = 0x1F
+	PropReceiveMaximum         = 0x21
+	PropTopicAliasMaximum      = 0x22
+	PropTopicAlias             = 0x23
+	PropMaximumQoS             = 0x24
+	PropRetainAvailable        = 0x25
+	PropUser                   = 0x26
+	PropMaximumPacketSize      = 0x27
+	PropWildcardSubAvailable   = 0x28
+	PropSubIDAvailable         = 0x29
+	PropSharedSubAvailable     = 0x2A
 )
 
 // A propPlace is a bit set of the places a property may appear:
@@ -76,135 +80,235 @@ var (
 // props describes every property, indexed by identifier; kind 0 marks an
 // identifier the specification does not define.
 var props = [...]propDef{
-	propPayloadFormat:          {kind: kindByte, where: pubWill, bool: true},
-	propMessageExpiry:          {kind: kindU32, where: pubWill},
-	propContentType:            {kind: kindString, where: pubWill},
-	propResponseTopic:          {kind: kindString, where: pubWill},
-	propCorrelationData:        {kind: kindBinary, where: pubWill},
-	propSubscriptionIdentifier: {kind: kindVarInt, where: in(PUBLISH, SUBSCRIBE), nonZero: true},
-	propSessionExpiry:          {kind: kindU32, where: in(CONNECT, CONNACK, DISCONNECT)},
-	propAssignedClientID:       {kind: kindString, where: in(CONNACK)},
-	propServerKeepAlive:        {kind: kindU16, where: in(CONNACK)},
-	propAuthMethod:             {kind: kindString, where: in(CONNECT, CONNACK, AUTH)},
-	propAuthData:               {kind: kindBinary, where: in(CONNECT, CONNACK, AUTH)},
-	propRequestProblemInfo:     {kind: kindByte, where: in(CONNECT), bool: true},
-	propWillDelay:              {kind: kindU32, where: willContext},
-	propRequestResponseInfo:    {kind: kindByte, where: in(CONNECT), bool: true},
-	propResponseInfo:           {kind: kindString, where: in(CONNACK)},
-	propServerReference:        {kind: kindString, where: in(CONNACK, DISCONNECT)},
-	propReasonString:           {kind: kindString, where: in(CONNACK, SUBACK, UNSUBACK, DISCONNECT, AUTH) | acks},
-	propReceiveMaximum:         {kind: kindU16, where: in(CONNECT, CONNACK), nonZero: true},
-	propTopicAliasMaximum:      {kind: kindU16, where: in(CONNECT, CONNACK)},
-	propTopicAlias:             {kind: kindU16, where: in(PUBLISH), nonZero: true},
-	propMaximumQoS:             {kind: kindByte, where: in(CONNACK), bool: true},
-	propRetainAvailable:        {kind: kindByte, where: in(CONNACK), bool: true},
-	propUser:                   {kind: kindPair, where: pubWill | acks | in(CONNECT, CONNACK, SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, DISCONNECT, AUTH)},
-	propMaximumPacketSize:      {kind: kindU32, where: in(CONNECT, CONNACK), nonZero: true},
-	propWildcardSubAvailable:   {kind: kindByte, where: in(CONNACK), bool: true},
-	propSubIDAvailable:         {kind: kindByte, where: in(CONNACK), bool: true},
-	propSharedSubAvailable:     {kind: kindByte, where: in(CONNACK), bool: true},
+	PropPayloadFormat:          {kind: kindByte, where: pubWill, bool: true},
+	PropMessageExpiry:          {kind: kindU32, where: pubWill},
+	PropContentType:            {kind: kindString, where: pubWill},
+	PropResponseTopic:          {kind: kindString, where: pubWill},
+	PropCorrelationData:        {kind: kindBinary, where: pubWill},
+	PropSubscriptionIdentifier: {kind: kindVarInt, where: in(PUBLISH, SUBSCRIBE), nonZero: true},
+	PropSessionExpiry:          {kind: kindU32, where: in(CONNECT, CONNACK, DISCONNECT)},
+	PropAssignedClientID:       {kind: kindString, where: in(CONNACK)},
+	PropServerKeepAlive:        {kind: kindU16, where: in(CONNACK)},
+	PropAuthMethod:             {kind: kindString, where: in(CONNECT, CONNACK, AUTH)},
+	PropAuthData:               {kind: kindBinary, where: in(CONNECT, CONNACK, AUTH)},
+	PropRequestProblemInfo:     {kind: kindByte, where: in(CONNECT), bool: true},
+	PropWillDelay:              {kind: kindU32, where: willContext},
+	PropRequestResponseInfo:    {kind: kindByte, where: in(CONNECT), bool: true},
+	PropResponseInfo:           {kind: kindString, where: in(CONNACK)},
+	PropServerReference:        {kind: kindString, where: in(CONNACK, DISCONNECT)},
+	PropReasonString:           {kind: kindString, where: in(CONNACK, SUBACK, UNSUBACK, DISCONNECT, AUTH) | acks},
+	PropReceiveMaximum:         {kind: kindU16, where: in(CONNECT, CONNACK), nonZero: true},
+	PropTopicAliasMaximum:      {kind: kindU16, where: in(CONNECT, CONNACK)},
+	PropTopicAlias:             {kind: kindU16, where: in(PUBLISH), nonZero: true},
+	PropMaximumQoS:             {kind: kindByte, where: in(CONNACK), bool: true},
+	PropRetainAvailable:        {kind: kindByte, where: in(CONNACK), bool: true},
+	PropUser:                   {kind: kindPair, where: pubWill | acks | in(CONNECT, CONNACK, SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, DISCONNECT, AUTH)},
+	PropMaximumPacketSize:      {kind: kindU32, where: in(CONNECT, CONNACK), nonZero: true},
+	PropWildcardSubAvailable:   {kind: kindByte, where: in(CONNACK), bool: true},
+	PropSubIDAvailable:         {kind: kindByte, where: in(CONNACK), bool: true},
+	PropSharedSubAvailable:     {kind: kindByte, where: in(CONNACK), bool: true},
 }
 
 // repeatable is the set of the two properties that may appear more than
 // once, handled apart from the others: Subscription Identifier (in
 // PUBLISH) and User Property.
-const repeatable = 1<<propSubscriptionIdentifier | 1<<propUser
+const repeatable = 1<<PropSubscriptionIdentifier | 1<<PropUser
 
-func bit(id byte, ok bool) uint64 {
+func bit(id PropertyID, ok bool) uint64 {
 	if ok {
 		return 1 << id
 	}
 	return 0
 }
 
+// plainFields is the set of properties whose field is neither a pointer
+// nor a slice, so that its zero value cannot say "present" by itself.
+const plainFields = 1<<PropPayloadFormat | 1<<PropContentType | 1<<PropResponseTopic |
+	1<<PropAssignedClientID | 1<<PropAuthMethod | 1<<PropWillDelay | 1<<PropRequestResponseInfo |
+	1<<PropResponseInfo | 1<<PropServerReference | 1<<PropReasonString | 1<<PropReceiveMaximum |
+	1<<PropTopicAliasMaximum | 1<<PropTopicAlias | 1<<PropMaximumPacketSize
+
+// Has reports whether property id is present in p: its field holds a
+// value other than the zero value (a non-nil pointer, a non-nil slice, a
+// non-empty User or SubscriptionIdentifier slice), or SetPresent marked it.
+// Append writes exactly the properties Has reports.
+func (p *Properties) Has(id PropertyID) bool {
+	return id < 64 && p.present()&(1<<id) != 0
+}
+
+// SetPresent makes single-valued property id present even when its field
+// holds the zero value, so that Append writes it: an explicit Payload
+// Format Indicator 0 or Topic Alias Maximum 0, an empty Content Type.
+// Where a pointer or a slice tells presence, SetPresent stores a pointer to
+// zero or an empty slice if the field is nil. It does nothing for User and
+// SubscriptionIdentifier, which have no single zero value, and for an
+// identifier the specification does not define. A zero that a property may
+// not hold (Topic Alias, Receive Maximum, Maximum Packet Size) then makes
+// Append fail, as receiving it would.
+func (p *Properties) SetPresent(id PropertyID) {
+	if id < 64 && plainFields&(1<<id) != 0 {
+		p.zeros |= 1 << id
+		return
+	}
+	switch id {
+	case PropMessageExpiry:
+		p.MessageExpiry = orZero(p.MessageExpiry)
+	case PropSessionExpiry:
+		p.SessionExpiry = orZero(p.SessionExpiry)
+	case PropServerKeepAlive:
+		p.ServerKeepAlive = orZero(p.ServerKeepAlive)
+	case PropRequestProblemInfo:
+		p.RequestProblemInfo = orZero(p.RequestProblemInfo)
+	case PropMaximumQoS:
+		p.MaximumQoS = orZero(p.MaximumQoS)
+	case PropRetainAvailable:
+		p.RetainAvailable = orZero(p.RetainAvailable)
+	case PropWildcardSubAvailable:
+		p.WildcardSubAvailable = orZero(p.WildcardSubAvailable)
+	case PropSubIDAvailable:
+		p.SubIDAvailable = orZero(p.SubIDAvailable)
+	case PropSharedSubAvailable:
+		p.SharedSubAvailable = orZero(p.SharedSubAvailable)
+	case PropCorrelationData:
+		if p.CorrelationData == nil {
+			p.CorrelationData = []byte{}
+		}
+	case PropAuthData:
+		if p.AuthData == nil {
+			p.AuthData = []byte{}
+		}
+	}
+}
+
+func orZero[T any](v *T) *T {
+	if v == nil {
+		return new(T)
+	}
+	return v
+}
+
+// Remove makes property id absent: it sets the field to its zero value (a
+// nil pointer or slice) and undoes SetPresent.
+func (p *Properties) Remove(id PropertyID) {
+	switch id {
+	case PropMessageExpiry:
+		p.MessageExpiry = nil
+	case PropSessionExpiry:
+		p.SessionExpiry = nil
+	case PropServerKeepAlive:
+		p.ServerKeepAlive = nil
+	case PropRequestProblemInfo:
+		p.RequestProblemInfo = nil
+	case PropMaximumQoS:
+		p.MaximumQoS = nil
+	case PropRetainAvailable:
+		p.RetainAvailable = nil
+	case PropWildcardSubAvailable:
+		p.WildcardSubAvailable = nil
+	case PropSubIDAvailable:
+		p.SubIDAvailable = nil
+	case PropSharedSubAvailable:
+		p.SharedSubAvailable = nil
+	case PropSubscriptionIdentifier:
+		p.SubscriptionIdentifier = nil
+	case PropUser:
+		p.User = nil
+	default:
+		p.set(id, 0, "", nil) // the plain fields and the binary ones
+	}
+	if id < 64 {
+		p.zeros &^= 1 << id
+	}
+}
+
 // present returns the set of properties that p holds, one bit per
 // identifier, so that encoding visits only those.
 func (p *Properties) present() uint64 {
-	return bit(propPayloadFormat, p.PayloadFormat != 0) |
-		bit(propMessageExpiry, p.MessageExpiry != nil) |
-		bit(propContentType, p.ContentType != "") |
-		bit(propResponseTopic, p.ResponseTopic != "") |
-		bit(propCorrelationData, p.CorrelationData != nil) |
-		bit(propSubscriptionIdentifier, len(p.SubscriptionIdentifier) > 0) |
-		bit(propSessionExpiry, p.SessionExpiry != nil) |
-		bit(propAssignedClientID, p.AssignedClientID != "") |
-		bit(propServerKeepAlive, p.ServerKeepAlive != nil) |
-		bit(propAuthMethod, p.AuthMethod != "") |
-		bit(propAuthData, p.AuthData != nil) |
-		bit(propRequestProblemInfo, p.RequestProblemInfo != nil) |
-		bit(propWillDelay, p.WillDelay != 0) |
-		bit(propRequestResponseInfo, p.RequestResponseInfo != 0) |
-		bit(propResponseInfo, p.ResponseInfo != "") |
-		bit(propServerReference, p.ServerReference != "") |
-		bit(propReasonString, p.ReasonString != "") |
-		bit(propReceiveMaximum, p.ReceiveMaximum != 0) |
-		bit(propTopicAliasMaximum, p.TopicAliasMaximum != 0) |
-		bit(propTopicAlias, p.TopicAlias != 0) |
-		bit(propMaximumQoS, p.MaximumQoS != nil) |
-		bit(propRetainAvailable, p.RetainAvailable != nil) |
-		bit(propUser, len(p.User) > 0) |
-		bit(propMaximumPacketSize, p.MaximumPacketSize != 0) |
-		bit(propWildcardSubAvailable, p.WildcardSubAvailable != nil) |
-		bit(propSubIDAvailable, p.SubIDAvailable != nil) |
-		bit(propSharedSubAvailable, p.SharedSubAvailable != nil)
+	return p.zeros | bit(PropPayloadFormat, p.PayloadFormat != 0) |
+		bit(PropMessageExpiry, p.MessageExpiry != nil) |
+		bit(PropContentType, p.ContentType != "") |
+		bit(PropResponseTopic, p.ResponseTopic != "") |
+		bit(PropCorrelationData, p.CorrelationData != nil) |
+		bit(PropSubscriptionIdentifier, len(p.SubscriptionIdentifier) > 0) |
+		bit(PropSessionExpiry, p.SessionExpiry != nil) |
+		bit(PropAssignedClientID, p.AssignedClientID != "") |
+		bit(PropServerKeepAlive, p.ServerKeepAlive != nil) |
+		bit(PropAuthMethod, p.AuthMethod != "") |
+		bit(PropAuthData, p.AuthData != nil) |
+		bit(PropRequestProblemInfo, p.RequestProblemInfo != nil) |
+		bit(PropWillDelay, p.WillDelay != 0) |
+		bit(PropRequestResponseInfo, p.RequestResponseInfo != 0) |
+		bit(PropResponseInfo, p.ResponseInfo != "") |
+		bit(PropServerReference, p.ServerReference != "") |
+		bit(PropReasonString, p.ReasonString != "") |
+		bit(PropReceiveMaximum, p.ReceiveMaximum != 0) |
+		bit(PropTopicAliasMaximum, p.TopicAliasMaximum != 0) |
+		bit(PropTopicAlias, p.TopicAlias != 0) |
+		bit(PropMaximumQoS, p.MaximumQoS != nil) |
+		bit(PropRetainAvailable, p.RetainAvailable != nil) |
+		bit(PropUser, len(p.User) > 0) |
+		bit(PropMaximumPacketSize, p.MaximumPacketSize != 0) |
+		bit(PropWildcardSubAvailable, p.WildcardSubAvailable != nil) |
+		bit(PropSubIDAvailable, p.SubIDAvailable != nil) |
+		bit(PropSharedSubAvailable, p.SharedSubAvailable != nil)
 }
 
 // get returns the value of single-valued property id in p: a number, a
 // string or binary data depending on its kind, and whether it is present
 // (as present reports it).
-func (p *Properties) get(id byte) (n uint32, s string, b []byte, ok bool) {
+func (p *Properties) get(id PropertyID) (n uint32, s string, b []byte, ok bool) {
 	switch id {
-	case propPayloadFormat:
+	case PropPayloadFormat:
 		return uint32(p.PayloadFormat), "", nil, p.PayloadFormat != 0
-	case propMessageExpiry:
+	case PropMessageExpiry:
 		return u32p(p.MessageExpiry)
-	case propContentType:
+	case PropContentType:
 		return 0, p.ContentType, nil, p.ContentType != ""
-	case propResponseTopic:
+	case PropResponseTopic:
 		return 0, p.ResponseTopic, nil, p.ResponseTopic != ""
-	case propCorrelationData:
+	case PropCorrelationData:
 		return 0, "", p.CorrelationData, p.CorrelationData != nil
-	case propSessionExpiry:
+	case PropSessionExpiry:
 		return u32p(p.SessionExpiry)
-	case propAssignedClientID:
+	case PropAssignedClientID:
 		return 0, p.AssignedClientID, nil, p.AssignedClientID != ""
-	case propServerKeepAlive:
+	case PropServerKeepAlive:
 		if p.ServerKeepAlive != nil {
 			return uint32(*p.ServerKeepAlive), "", nil, true
 		}
-	case propAuthMethod:
+	case PropAuthMethod:
 		return 0, p.AuthMethod, nil, p.AuthMethod != ""
-	case propAuthData:
+	case PropAuthData:
 		return 0, "", p.AuthData, p.AuthData != nil
-	case propRequestProblemInfo:
+	case PropRequestProblemInfo:
 		return bytep(p.RequestProblemInfo)
-	case propWillDelay:
+	case PropWillDelay:
 		return p.WillDelay, "", nil, p.WillDelay != 0
-	case propRequestResponseInfo:
+	case PropRequestResponseInfo:
 		return uint32(p.RequestResponseInfo), "", nil, p.RequestResponseInfo != 0
-	case propResponseInfo:
+	case PropResponseInfo:
 		return 0, p.ResponseInfo, nil, p.ResponseInfo != ""
-	case propServerReference:
+	case PropServerReference:
 		return 0, p.ServerReference, nil, p.ServerReference != ""
-	case propReasonString:
+	case PropReasonString:
 		return 0, p.ReasonString, nil, p.ReasonString != ""
-	case propReceiveMaximum:
+	case PropReceiveMaximum:
 		return uint32(p.ReceiveMaximum), "", nil, p.ReceiveMaximum != 0
-	case propTopicAliasMaximum:
+	case PropTopicAliasMaximum:
 		return uint32(p.TopicAliasMaximum), "", nil, p.TopicAliasMaximum != 0
-	case propTopicAlias:
+	case PropTopicAlias:
 		return uint32(p.TopicAlias), "", nil, p.TopicAlias != 0
-	case propMaximumQoS:
+	case PropMaximumQoS:
 		return bytep(p.MaximumQoS)
-	case propRetainAvailable:
+	case PropRetainAvailable:
 		return bytep(p.RetainAvailable)
-	case propMaximumPacketSize:
+	case PropMaximumPacketSize:
 		return p.MaximumPacketSize, "", nil, p.MaximumPacketSize != 0
-	case propWildcardSubAvailable:
+	case PropWildcardSubAvailable:
 		return bytep(p.WildcardSubAvailable)
-	case propSubIDAvailable:
+	case PropSubIDAvailable:
 		return bytep(p.SubIDAvailable)
-	case propSharedSubAvailable:
+	case PropSharedSubAvailable:
 		return bytep(p.SharedSubAvailable)
 	}
 	return 0, "", nil, false
@@ -225,59 +329,63 @@ func bytep(v *byte) (uint32, string, []byte, bool) {
 }
 
 // set stores a decoded single-valued property; n has already been checked
-// against the range of the property's kind.
-func (p *Properties) set(id byte, n uint32, s string, b []byte) {
+// against the range of the property's kind. A zero in a plain field is
+// marked present, so that it encodes back.
+func (p *Properties) set(id PropertyID, n uint32, s string, b []byte) {
+	if plainFields&(1<<id) != 0 && n == 0 && s == "" {
+		p.zeros |= 1 << id
+	}
 	switch id {
-	case propPayloadFormat:
+	case PropPayloadFormat:
 		p.PayloadFormat = byte(n)
-	case propMessageExpiry:
+	case PropMessageExpiry:
 		p.MessageExpiry = newU32(n)
-	case propContentType:
+	case PropContentType:
 		p.ContentType = s
-	case propResponseTopic:
+	case PropResponseTopic:
 		p.ResponseTopic = s
-	case propCorrelationData:
+	case PropCorrelationData:
 		p.CorrelationData = b
-	case propSessionExpiry:
+	case PropSessionExpiry:
 		p.SessionExpiry = newU32(n)
-	case propAssignedClientID:
+	case PropAssignedClientID:
 		p.AssignedClientID = s
-	case propServerKeepAlive:
+	case PropServerKeepAlive:
 		v := uint16(n)
 		p.ServerKeepAlive = &v
-	case propAuthMethod:
+	case PropAuthMethod:
 		p.AuthMethod = s
-	case propAuthData:
+	case PropAuthData:
 		p.AuthData = b
-	case propRequestProblemInfo:
+	case PropRequestProblemInfo:
 		p.RequestProblemInfo = newByte(n)
-	case propWillDelay:
+	case PropWillDelay:
 		p.WillDelay = n
-	case propRequestResponseInfo:
+	case PropRequestResponseInfo:
 		p.RequestResponseInfo = byte(n)
-	case propResponseInfo:
+	case PropResponseInfo:
 		p.ResponseInfo = s
-	case propServerReference:
+	case PropServerReference:
 		p.ServerReference = s
-	case propReasonString:
+	case PropReasonString:
 		p.ReasonString = s
-	case propReceiveMaximum:
+	case PropReceiveMaximum:
 		p.ReceiveMaximum = uint16(n)
-	case propTopicAliasMaximum:
+	case PropTopicAliasMaximum:
 		p.TopicAliasMaximum = uint16(n)
-	case propTopicAlias:
+	case PropTopicAlias:
 		p.TopicAlias = uint16(n)
-	case propMaximumQoS:
+	case PropMaximumQoS:
 		p.MaximumQoS = newByte(n)
-	case propRetainAvailable:
+	case PropRetainAvailable:
 		p.RetainAvailable = newByte(n)
-	case propMaximumPacketSize:
+	case PropMaximumPacketSize:
 		p.MaximumPacketSize = n
-	case propWildcardSubAvailable:
+	case PropWildcardSubAvailable:
 		p.WildcardSubAvailable = newByte(n)
-	case propSubIDAvailable:
+	case PropSubIDAvailable:
 		p.SubIDAvailable = newByte(n)
-	case propSharedSubAvailable:
+	case PropSharedSubAvailable:
 		p.SharedSubAvailable = newByte(n)
 	}
 }
@@ -293,40 +401,40 @@ func newByte(n uint32) *byte {
 
 // checkValue applies the value rules of property id, on both encode and
 // decode.
-func checkValue(id byte, n uint32) error {
+func checkValue(id PropertyID, n uint32) error {
 	def := &props[id]
 	switch {
 	case def.bool && n > 1:
-		return errorf(ErrProtocol, "property "+hexByte(id)+" must be 0 or 1")
-	case id == propTopicAlias && n == 0:
+		return errorf(ErrProtocol, "property "+id.hex()+" must be 0 or 1")
+	case id == PropTopicAlias && n == 0:
 		return errorf(ErrTopicAliasInvalid, "topic alias 0") // MQTT-3.3.2-8, §3.3.2.3.4
 	case def.nonZero && n == 0:
-		return errorf(ErrProtocol, "property "+hexByte(id)+" must not be 0")
+		return errorf(ErrProtocol, "property "+id.hex()+" must not be 0")
 	case def.kind == kindVarInt && n > maxVarInt:
-		return errorf(ErrProtocol, "property "+hexByte(id)+" out of range")
+		return errorf(ErrProtocol, "property "+id.hex()+" out of range")
 	}
 	return nil
 }
 
 // checkText applies the rules of string property id: those of any string,
 // and those of a Topic Name for a Response Topic (MQTT-3.3.2-14).
-func checkText(id byte, s string) error {
-	if id == propResponseTopic {
+func checkText(id PropertyID, s string) error {
+	if id == PropResponseTopic {
 		return ValidTopicName(s)
 	}
 	return checkString(s)
 }
 
-func hexByte(b byte) string { return ReasonCode(b).hex() }
+func (id PropertyID) hex() string { return ReasonCode(id).hex() }
 
-func notAllowed(id byte, ctx propPlace) error {
+func notAllowed(id PropertyID, ctx propPlace) error {
 	where := "Will properties"
 	for t := CONNECT; t <= AUTH; t++ {
 		if ctx == ctxOf(t) {
 			where = t.String()
 		}
 	}
-	return errorf(ErrPropertyNotAllowed, "property "+hexByte(id)+" in "+where)
+	return errorf(ErrPropertyNotAllowed, "property "+id.hex()+" in "+where)
 }
 
 // propsLen validates p for place ctx and returns the length of its
@@ -334,7 +442,7 @@ func notAllowed(id byte, ctx propPlace) error {
 func propsLen(p *Properties, ctx propPlace) (int, error) {
 	n := 0
 	for m := p.present(); m != 0; m &= m - 1 {
-		id := byte(bits.TrailingZeros64(m))
+		id := PropertyID(bits.TrailingZeros64(m))
 		def := &props[id]
 		if def.where&ctx == 0 {
 			return 0, notAllowed(id, ctx)
@@ -371,7 +479,7 @@ func propsLen(p *Properties, ctx propPlace) (int, error) {
 			return 0, errorf(ErrDuplicateProperty, "subscription identifier")
 		}
 		for _, v := range ids {
-			if err := checkValue(propSubscriptionIdentifier, v); err != nil {
+			if err := checkValue(PropSubscriptionIdentifier, v); err != nil {
 				return 0, err
 			}
 			n += 1 + varIntLen(int(v))
@@ -399,9 +507,9 @@ func appendProps(b []byte, p *Properties, n int) []byte {
 		return b
 	}
 	for m := p.present() &^ repeatable; m != 0; m &= m - 1 {
-		id := byte(bits.TrailingZeros64(m))
+		id := PropertyID(bits.TrailingZeros64(m))
 		v, s, bin, _ := p.get(id)
-		b = append(b, id)
+		b = append(b, byte(id))
 		switch props[id].kind {
 		case kindByte:
 			b = append(b, byte(v))
@@ -416,11 +524,11 @@ func appendProps(b []byte, p *Properties, n int) []byte {
 		}
 	}
 	for _, v := range p.SubscriptionIdentifier {
-		b = append(b, propSubscriptionIdentifier)
+		b = append(b, byte(PropSubscriptionIdentifier))
 		b = appendVarInt(b, int(v))
 	}
 	for _, u := range p.User {
-		b = append(b, propUser)
+		b = append(b, byte(PropUser))
 		b = appendString(b, u.Key)
 		b = appendString(b, u.Value)
 	}
@@ -449,15 +557,15 @@ func (d *decoder) props(p *Properties, ctx propPlace) {
 			d.fail(errorf(ErrPropertyNotAllowed, "unknown property "+strconvHex(id64)))
 			return
 		}
-		id := byte(id64)
+		id := PropertyID(id64)
 		def := &props[id]
 		if def.where&ctx == 0 {
 			d.fail(notAllowed(id, ctx))
 			return
 		}
-		repeatable := id == propUser || (id == propSubscriptionIdentifier && ctx == ctxOf(PUBLISH))
+		repeatable := id == PropUser || (id == PropSubscriptionIdentifier && ctx == ctxOf(PUBLISH))
 		if seen&(1<<id) != 0 && !repeatable {
-			d.fail(errorf(ErrDuplicateProperty, "property "+hexByte(id)))
+			d.fail(errorf(ErrDuplicateProperty, "property "+id.hex()))
 			return
 		}
 		seen |= 1 << id
@@ -496,7 +604,7 @@ func (d *decoder) props(p *Properties, ctx propPlace) {
 			d.fail(err)
 			return
 		}
-		if id == propSubscriptionIdentifier {
+		if id == PropSubscriptionIdentifier {
 			p.SubscriptionIdentifier = append(p.SubscriptionIdentifier, v)
 		} else {
 			p.set(id, v, "", nil)
@@ -509,7 +617,7 @@ func (d *decoder) props(p *Properties, ctx propPlace) {
 
 func strconvHex(v int) string {
 	if v < 256 {
-		return hexByte(byte(v))
+		return PropertyID(v).hex()
 	}
 	return "above 0xFF"
 }

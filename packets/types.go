@@ -37,10 +37,15 @@ type UserProperty struct {
 	Key, Value string
 }
 
-// Properties holds every MQTT v5 property (§2.2.2.2). A field's zero value
-// means the property is absent; a pointer is used where a present zero
-// differs in meaning from an absent property. Which properties a packet may
-// carry is checked on encode and on decode.
+// Properties holds every MQTT v5 property (§2.2.2.2). Which properties a
+// packet may carry is checked on encode and on decode.
+//
+// A nil pointer, a nil slice and any other field's zero value mean the
+// property is absent, except for a property marked by SetPresent: that one
+// is present with its zero value (an explicit Payload Format Indicator 0,
+// an empty Reason String, ...). Decode marks every property it reads with
+// a zero value in a field of that kind, so what was decoded encodes back
+// the same; Has reports whether a property is present either way.
 type Properties struct {
 	PayloadFormat          byte           // 0x01 PUBLISH, Will
 	MessageExpiry          *uint32        // 0x02 PUBLISH, Will
@@ -69,6 +74,10 @@ type Properties struct {
 	WildcardSubAvailable   *byte          // 0x28 CONNACK
 	SubIDAvailable         *byte          // 0x29 CONNACK
 	SharedSubAvailable     *byte          // 0x2A CONNACK
+
+	// zeros holds, one bit per identifier, the properties of plainFields
+	// that are present though their field holds the zero value.
+	zeros uint64
 }
 
 // Will is the Will Message of a CONNECT.
