@@ -9,32 +9,32 @@ type PropertyID byte
 // after the field.
 const (
 	PropPayloadFormat          PropertyID = 0x01
-	PropMessageExpiry          = 0x02
-	PropContentType            = 0x03
-	PropResponseTopic          = 0x08
-	PropCorrelationData        = 0x09
-	PropSubscriptionIdentifier = 0x0B
-	PropSessionExpiry          = 0x11
-	PropAssignedClientID       = 0x12
-	PropServerKeepAlive        = 0x13
-	PropAuthMethod             = 0x15
-	PropAuthData               = 0x16
-	PropRequestProblemInfo     = 0x17
-	PropWillDelay              = 0x18
-	PropRequestResponseInfo    = 0x19
-	PropResponseInfo           = 0x1A
-	PropServerReference        = 0x1C
-	PropReasonString           = 0x1F
-	PropReceiveMaximum         = 0x21
-	PropTopicAliasMaximum      = 0x22
-	PropTopicAlias             = 0x23
-	PropMaximumQoS             = 0x24
-	PropRetainAvailable        = 0x25
-	PropUser                   = 0x26
-	PropMaximumPacketSize      = 0x27
-	PropWildcardSubAvailable   = 0x28
-	PropSubIDAvailable         = 0x29
-	PropSharedSubAvailable     = 0x2A
+	PropMessageExpiry          PropertyID = 0x02
+	PropContentType            PropertyID = 0x03
+	PropResponseTopic          PropertyID = 0x08
+	PropCorrelationData        PropertyID = 0x09
+	PropSubscriptionIdentifier PropertyID = 0x0B
+	PropSessionExpiry          PropertyID = 0x11
+	PropAssignedClientID       PropertyID = 0x12
+	PropServerKeepAlive        PropertyID = 0x13
+	PropAuthMethod             PropertyID = 0x15
+	PropAuthData               PropertyID = 0x16
+	PropRequestProblemInfo     PropertyID = 0x17
+	PropWillDelay              PropertyID = 0x18
+	PropRequestResponseInfo    PropertyID = 0x19
+	PropResponseInfo           PropertyID = 0x1A
+	PropServerReference        PropertyID = 0x1C
+	PropReasonString           PropertyID = 0x1F
+	PropReceiveMaximum         PropertyID = 0x21
+	PropTopicAliasMaximum      PropertyID = 0x22
+	PropTopicAlias             PropertyID = 0x23
+	PropMaximumQoS             PropertyID = 0x24
+	PropRetainAvailable        PropertyID = 0x25
+	PropUser                   PropertyID = 0x26
+	PropMaximumPacketSize      PropertyID = 0x27
+	PropWildcardSubAvailable   PropertyID = 0x28
+	PropSubIDAvailable         PropertyID = 0x29
+	PropSharedSubAvailable     PropertyID = 0x2A
 )
 
 // A propPlace is a bit set of the places a property may appear:
