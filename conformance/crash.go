@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tethermq/tether/client"
+	"github.com/tethermq/tether/store"
 )
 
 // childSpec is what a crash case tells its child process, as JSON in
@@ -69,11 +70,20 @@ func childMain(spec childSpec, opts SessionOptions) int {
 	if opts.OpenChild == nil {
 		return fail("SessionOptions.OpenChild is nil")
 	}
+	// No deadline of its own: the parent kills a child that stops making
+	// progress.
 	ctx := context.Background()
-	st, err := opts.OpenChild(ctx, spec.Config)
+	raw, err := opts.OpenChild(ctx, spec.Config)
 	if err != nil {
 		return fail("OpenChild: %v", err)
 	}
+	// Every write reports the inbound QoS 2 records left and put, so that
+	// the parent knows when the last exchanges (PUBREL, PUBCOMP) are done.
+	recs, err := raw.Load(ctx, store.Key{Server: spec.URL, ClientID: spec.ClientID})
+	if err != nil {
+		return fail("Load: %v", err)
+	}
+	st, _ := watchStore(raw, recs, func(live, puts int) { emit("inbound %d %d", live, puts) })
 	c, err := client.New(client.Config{
 		Servers:          []string{spec.URL},
 		ClientID:         spec.ClientID,
@@ -90,16 +100,14 @@ func childMain(spec childSpec, opts SessionOptions) int {
 	if err != nil {
 		return fail("client.New: %v", err)
 	}
-	cctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if err := c.Connect(cctx); err != nil {
+	if err := c.Connect(ctx); err != nil {
 		return fail("Connect: %v", err)
 	}
 	emit("ready")
 	if spec.Subscribe {
 		sub := client.Subscription{Filter: spec.In}
 		sub.QoS = 2
-		if _, err := c.Subscribe(cctx, sub); err != nil {
+		if _, err := c.Subscribe(ctx, sub); err != nil {
 			return fail("Subscribe: %v", err)
 		}
 		emit("subscribed")
@@ -120,7 +128,7 @@ func childMain(spec childSpec, opts SessionOptions) int {
 	if err := c.Close(); err != nil {
 		return fail("Close: %v", err)
 	}
-	if err := st.Close(); err != nil {
+	if err := raw.Close(); err != nil {
 		return fail("store Close: %v", err)
 	}
 	emit("closed")
@@ -157,7 +165,7 @@ func (s *sess) startChild(exe string, spec childSpec) *child {
 	}
 	cmd := exec.Command(exe, "-test.run="+childPattern(s.r.root), "-test.count=1", "-test.timeout=5m")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(raw))
-	ch := &child{gen: spec.Gen, cmd: cmd, events: newInbox(), read: make(chan struct{}), stderr: new(bytes.Buffer)}
+	ch := &child{gen: spec.Gen, cmd: cmd, events: s.newInbox(), read: make(chan struct{}), stderr: new(bytes.Buffer)}
 	cmd.Stderr = ch.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -204,6 +212,23 @@ func has(lines []string, ev string) bool {
 	return false
 }
 
+// inboundSettled reports whether a child's events end, as far as inbound
+// QoS 2 goes, with no record left and a record put for every message the
+// child handled.
+func inboundSettled(lines []string) bool {
+	handled, live, puts := 0, -1, 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, "got ") {
+			handled++
+		} else if arg, ok := strings.CutPrefix(l, "inbound "); ok {
+			if _, err := fmt.Sscanf(arg, "%d %d", &live, &puts); err != nil {
+				return false
+			}
+		}
+	}
+	return live == 0 && puts >= handled
+}
+
 // crashSize returns the generations (child processes), the messages each
 // publishes, and the messages published to the client.
 func crashSize() (gens, perGen, inbound int) {
@@ -234,15 +259,16 @@ func crashSize() (gens, perGen, inbound int) {
 //   - the wire audit found no rule broken by any generation (a packet
 //     identifier of the stored session is never reused while in flight).
 func (s *sess) crash() {
-	if s.r.opts.OpenChild == nil {
-		s.t.Skip("no SessionOptions.OpenChild: the backend cannot be opened by a child process")
-	}
 	if !s.caps.Durable {
 		s.t.Skip("the backend is not Durable: nothing survives a process")
 	}
-	chh, ok := s.h.(ChildHarness)
-	if !ok {
-		s.t.Skip("the harness does not implement ChildHarness")
+	childConfig := childConfigOf(s.h)
+	switch {
+	case childConfig == "":
+		s.t.Fatal("the harness is Durable but gives a child process no way to open its storage, so the Crash case cannot run: " +
+			"set HarnessFuncs.Child (or implement ChildHarness) and SessionOptions.OpenChild")
+	case s.r.opts.OpenChild == nil:
+		s.t.Fatal("the harness is Durable but SessionOptions.OpenChild is nil, so the Crash case cannot run: a child process cannot open the storage")
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -251,7 +277,7 @@ func (s *sess) crash() {
 	gens, perGen, nIn := crashSize()
 	rng := rand.New(rand.NewPCG(s.seed(), 0xc4a5))
 	out, in := s.newID("tether/crash-out"), s.newID("tether/crash-in")
-	sub := newInbox()
+	sub := s.newInbox()
 	s.subscribe(s.peer(s.newID("sub"), sub.handler), out)
 	pub := s.peer(s.newID("pub"), nil)
 	p, aud := s.proxy()
@@ -316,7 +342,7 @@ func (s *sess) crash() {
 	for g := 1; g <= gens; g++ {
 		final := g == gens
 		ch := s.startChild(exe, childSpec{
-			Config: chh.ChildConfig(), URL: p.URL(), ClientID: id, Out: out, In: in,
+			Config: childConfig, URL: p.URL(), ClientID: id, Out: out, In: in,
 			Gen: g, Count: perGen, Subscribe: !subscribed,
 		})
 		if !subscribed {
@@ -348,8 +374,13 @@ func (s *sess) crash() {
 			return has(l, "published") || has(l, "eof")
 		})
 		sub.waitHas(s, fmt.Sprintf("g%d-%d", g, perGen-1))
-		ev := ch.events.waitFor(s, "every inbound message", func(l []string) bool {
-			return inboundDone(l) || has(l, "eof")
+		// Every inbound message handled, and every inbound exchange
+		// finished: the last write left no inbound record, after a record
+		// was put for each message this generation handled (a record is
+		// put after its handler returns, so "no record left" alone can
+		// come between the two).
+		ev := ch.events.waitFor(s, "every inbound message and its PUBREL/PUBCOMP", func(l []string) bool {
+			return (inboundDone(l) && inboundSettled(l)) || has(l, "eof")
 		})
 		if has(ev, "eof") {
 			ch.kill()
@@ -370,7 +401,7 @@ func (s *sess) crash() {
 			s.fatalf("peer publisher: %v", err)
 		}
 	case <-s.ctx.Done():
-		s.fatalf("peer publisher did not finish")
+		s.fatalf("peer publisher did not finish (%s)", s.timedOut())
 	}
 
 	// Outbound: strictly increasing (generation, index), a prefix of each

@@ -285,7 +285,7 @@ func checkTakeoverAfterTTL(e *env) {
 	k := key("owned")
 	old := e.acquire(ows[0], k, store.LeaseOptions{TTL: shortTTL})
 	e.apply(ss[0], k, store.Put(rec(1, 0)))
-	heal := p.Partition(ss[0])
+	heal := p.Partition(unwrap(ss[0]))
 	healed := false
 	defer func() {
 		if !healed {

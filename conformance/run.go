@@ -13,9 +13,11 @@ import (
 	"github.com/tethermq/tether/store"
 )
 
-// Time limits of one check. The context deadline comes first, so that a store
-// honouring its context fails the check with a readable error; the watchdog
-// comes later and only fires for a store that ignores its context.
+// Time limits of one check. They are silences, not totals: a check fails
+// when nothing has moved for its limit (see progress). The context ends
+// first, so that a store honouring its context fails the check with a
+// readable error; the watchdog comes later and only fires for a store that
+// ignores its context.
 const (
 	normalTimeout  = 60 * time.Second
 	heavyFactor    = 3                // heavy checks get this many times the normal limit
@@ -25,7 +27,9 @@ const (
 // TimeoutEnv names an environment variable that, set to a duration
 // ("2m"), replaces the time limit of one check (60s; heavy checks get three
 // times as much), for slow machines or for a quicker verdict on a store
-// that hangs.
+// that hangs. The limit is how long a check may go without progress (an
+// operation of the store returning, a packet crossing the fault proxy, a
+// message delivered), not how long it may run.
 const TimeoutEnv = "TETHER_CONFORMANCE_TIMEOUT"
 
 // checkTimeout returns the time limit of a check.
@@ -48,57 +52,109 @@ func watchdogGrace(timeout time.Duration) time.Duration {
 	return min(max(timeout/4, time.Second), 15*time.Second)
 }
 
+// Options configures Run. The zero value runs every check that the
+// harness's capabilities allow.
+type Options struct {
+	// OpenChild opens, in a child process, a handle on the storage that a
+	// harness described with ChildHarness.ChildConfig (HarnessFuncs.ChildConfig).
+	// The checks that kill a process (Store/KillAfterApply) or trace its
+	// system calls (Store/SyncOnApply) re-execute the test binary; the
+	// child calls OpenChild with the configuration string. A Durable
+	// harness needs it: without it those checks fail, naming what is
+	// missing.
+	OpenChild func(ctx context.Context, config string) (store.SessionStore, error)
+}
+
 // Run runs the store contract checks against the backend that newHarness
 // prepares. Each check is a subtest with a stable name (Store/OrderBySeq,
-// Lister/Sessions, Owner/TakeoverAfterTTL, ...) and a fresh harness.
-func Run(t *testing.T, newHarness HarnessMaker) {
+// Reopen/KeyIsolation, Damage/FlipBytes, Lister/Sessions,
+// Owner/TakeoverAfterTTL, ...) and a fresh harness; the package doc lists
+// them all. At most one Options may be given.
+//
+// In a child process started by one of its checks, Run plays the child's
+// role and exits the process: newHarness is not called there (it may be
+// nil, see IsChild).
+func Run(t *testing.T, newHarness HarnessMaker, opts ...Options) {
 	t.Helper()
-	s := &suite{newHarness: newHarness}
+	var o Options
+	switch len(opts) {
+	case 0:
+	case 1:
+		o = opts[0]
+	default:
+		t.Fatal("conformance: Run: more than one Options")
+	}
+	if spec := os.Getenv(storeChildEnv); spec != "" {
+		runStoreChild(o, spec)
+		return
+	}
+	if newHarness == nil {
+		t.Fatal("conformance: Run: nil HarnessMaker")
+	}
+	s := &suite{newHarness: newHarness, opts: o, root: t.Name()}
 	t.Run("Store", func(t *testing.T) {
 		for _, c := range storeChecks {
-			s.run(t, c)
+			s.run(t, c, false)
+		}
+	})
+	t.Run("Reopen", func(t *testing.T) {
+		for _, c := range storeChecks {
+			if c.reopen {
+				s.run(t, c, true)
+			}
+		}
+	})
+	t.Run("Damage", func(t *testing.T) {
+		for _, c := range damageChecks {
+			s.run(t, c, false)
 		}
 	})
 	t.Run("Lister", func(t *testing.T) {
 		for _, c := range listerChecks {
-			s.run(t, c)
+			s.run(t, c, false)
 		}
 	})
 	t.Run("Owner", func(t *testing.T) {
 		for _, c := range ownerChecks {
-			s.run(t, c)
+			s.run(t, c, false)
 		}
 	})
 }
 
 // check is one named conformance check.
 type check struct {
-	name  string
-	heavy bool // gets heavyTimeout instead of normalTimeout
-	fn    func(e *env)
+	name   string
+	heavy  bool // gets heavyTimeout instead of normalTimeout
+	reopen bool // runs again under Reopen/, reopening the storage before it reads
+	fn     func(e *env)
 }
 
 type suite struct {
 	newHarness HarnessMaker
+	opts       Options
+	root       string // the name of the test that called Run
 }
 
 // env is what a check works with: its test, a context bounded by the
-// check's deadline, the harness, and the handles opened so far.
+// check's progress, the harness, and the handles opened so far.
 type env struct {
-	t      *testing.T
-	ctx    context.Context
-	h      Harness
-	caps   Capabilities
-	stores []store.SessionStore
+	t         *testing.T
+	ctx       context.Context
+	prog      *progress
+	s         *suite
+	h         Harness
+	caps      Capabilities
+	reopening bool // the Reopen/ variant: again reopens the storage
+	stores    []store.SessionStore
 }
 
 // run runs c as a subtest with a fresh harness, a deadline and a watchdog.
-func (s *suite) run(t *testing.T, c check) {
+func (s *suite) run(t *testing.T, c check, reopening bool) {
 	t.Run(c.name, func(t *testing.T) {
 		timeout := checkTimeout(c.heavy)
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		stop := watchdog(t.Name(), timeout+watchdogGrace(timeout))
+		ctx, prog, stopProgress := newProgress(context.Background(), timeout)
+		defer stopProgress()
+		stop := watchdog(t.Name(), prog, timeout+watchdogGrace(timeout))
 		defer stop()
 
 		h, err := s.newHarness(ctx, t)
@@ -108,33 +164,41 @@ func (s *suite) run(t *testing.T, c check) {
 		if h == nil {
 			t.Fatal("new harness: returned a nil Harness")
 		}
-		e := &env{t: t, ctx: ctx, h: h, caps: h.Capabilities()}
+		e := &env{t: t, ctx: ctx, prog: prog, s: s, h: h, caps: h.Capabilities(), reopening: reopening}
 		// Handles close before the harness, whatever way the check ends.
 		defer h.Close()
 		defer e.closeAll()
+		if reopening && !e.caps.Durable {
+			t.Skip("the harness is not Durable: data need not survive a reopen")
+		}
 		c.fn(e)
 	})
 }
 
-// watchdog ends the test binary, with every goroutine's stack, if the check
-// named name has not stopped it within d. A check that blocks forever
-// (a deadlock in a backend, a store ignoring its context) then fails with a
-// message that names it instead of hanging the whole run.
-func watchdog(name string, d time.Duration) (stop func()) {
+// watchdog ends the test binary, with every goroutine's stack, once p has
+// seen no progress for d. A check that blocks forever (a deadlock in a
+// backend, a store ignoring its context) then fails with a message that
+// names it instead of hanging the whole run.
+func watchdog(name string, p *progress, d time.Duration) (stop func()) {
 	done := make(chan struct{})
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
-		timer := time.NewTimer(d)
-		defer timer.Stop()
-		select {
-		case <-done:
-			return
-		case <-timer.C:
+		tick := time.NewTicker(min(max(d/8, 20*time.Millisecond), time.Second))
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			if p.silence() >= d {
+				break
+			}
 		}
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
-		fmt.Fprintf(os.Stderr, "conformance: %s still running %v after it started; the store is stuck or ignores its context\n\n%s\n", name, d, buf)
+		fmt.Fprintf(os.Stderr, "conformance: %s still running with no progress for %v; the store is stuck or ignores its context\n\n%s\n", name, d, buf)
 		panic("conformance: " + name + " timed out")
 	}()
 	return func() {
@@ -147,14 +211,30 @@ func watchdog(name string, d time.Duration) (stop func()) {
 func (e *env) open() store.SessionStore {
 	e.t.Helper()
 	s, err := e.h.MakeStore(e.ctx)
+	e.prog.note()
 	if err != nil {
 		e.t.Fatalf("MakeStore: %v", err)
 	}
 	if s == nil {
 		e.t.Fatal("MakeStore returned a nil store")
 	}
+	s = withProgress(s, e.prog)
 	e.stores = append(e.stores, s)
 	return s
+}
+
+// again returns the handle to read back through: in a Reopen/ variant, s
+// is closed and a new handle is opened on the same storage, so what the
+// check then reads must have survived the reopen; otherwise s itself.
+func (e *env) again(s store.SessionStore) store.SessionStore {
+	e.t.Helper()
+	if !e.reopening {
+		return s
+	}
+	if err := s.Close(); err != nil {
+		e.t.Fatalf("Close before the reopen: %v", err)
+	}
+	return e.open()
 }
 
 func (e *env) closeAll() {
@@ -269,6 +349,6 @@ func (e *env) eventually(ch <-chan struct{}, what string) {
 	case <-timer.C:
 		e.t.Fatalf("%s did not happen within %v", what, eventuallyWait)
 	case <-e.ctx.Done():
-		e.t.Fatalf("%s did not happen before the check's deadline", what)
+		e.t.Fatalf("%s did not happen: %s", what, stalled(e.ctx))
 	}
 }

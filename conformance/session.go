@@ -42,17 +42,6 @@ type SessionOptions struct {
 	SoakMessages int
 }
 
-// ChildHarness is implemented by harnesses whose storage a child process
-// can open: a file path, a Redis address and key prefix. RunSession
-// passes ChildConfig to the child, which hands it to
-// SessionOptions.OpenChild.
-type ChildHarness interface {
-	Harness
-	// ChildConfig returns everything another process needs to open a
-	// handle on the harness's storage, as one string.
-	ChildConfig() string
-}
-
 // BrokerImpl is an MQTT broker implementation the session cases can run
 // against.
 type BrokerImpl struct {
@@ -187,12 +176,6 @@ const (
 	// test binary.
 	childEnv = "TETHER_SESSION_CHILD"
 )
-
-// IsSessionChild reports whether this process is a child that RunSession
-// started for a crash case. A test that starts services before it calls
-// RunSession (a Redis server, say) should not do so in the child, which
-// never calls the HarnessMaker: pass RunSession a nil one there.
-func IsSessionChild() bool { return os.Getenv(childEnv) != "" }
 
 // sharedReceiveMax is the Receive Maximum of the broker shared by the
 // cases: small, so that the backlog case exceeds it many times.
@@ -350,7 +333,8 @@ var variants = []variant{{"SameClient", false}, {"NewClient", true}}
 // sess is one case's environment.
 type sess struct {
 	t      *testing.T
-	ctx    context.Context
+	ctx    context.Context // ends when the case makes no progress for its limit
+	prog   *progress       // nil in the regression tests: ctx is theirs
 	r      *sessRunner
 	h      Harness
 	caps   Capabilities
@@ -365,15 +349,18 @@ type sess struct {
 }
 
 // run runs fn as subtest name with a fresh harness, a deadline and a
-// watchdog.
+// watchdog. Both come from progress, not from a total: the case fails once
+// nothing has moved for the limit of a check (no packet other than a ping
+// through the case's proxies, no message handled, no event of a child, no
+// store write watched). A slow machine makes a case slow, not red.
 func (r *sessRunner) run(t *testing.T, name string, fn func(s *sess)) {
 	t.Run(name, func(t *testing.T) {
-		timeout := checkTimeout(true)
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		stop := watchdog(t.Name(), timeout+watchdogGrace(timeout))
+		timeout := checkTimeout(false)
+		ctx, prog, stopProgress := newProgress(context.Background(), timeout)
+		defer stopProgress()
+		stop := watchdog(t.Name(), prog, timeout+watchdogGrace(timeout))
 		defer stop()
-		s := &sess{t: t, ctx: ctx, r: r, broker: r.shared}
+		s := &sess{t: t, ctx: ctx, prog: prog, r: r, broker: r.shared}
 		s.name = strings.TrimPrefix(t.Name(), r.root+"/")
 		for _, k := range r.impl.KnownFaults {
 			if regexp.MustCompile(k.Cases).MatchString(s.name) {
@@ -471,6 +458,7 @@ func (s *sess) proxy() (*faultproxy.Proxy, *faultproxy.Auditor) {
 	s.mu.Lock()
 	s.proxies = append(s.proxies, p)
 	s.mu.Unlock()
+	s.noteOn(p.Packets)
 	return p, p.Audit()
 }
 
@@ -515,6 +503,23 @@ func (s *sess) checkAudit(a *faultproxy.Auditor) {
 		s.fatalf("wire audit: the client broke MQTT rules:\n\t%s", strings.Join(lines, "\n\t"))
 	}
 }
+
+// note records progress of the case.
+func (s *sess) note() {
+	if s.prog != nil {
+		s.prog.note()
+	}
+}
+
+// noteOn registers a counter that moves while the case progresses.
+func (s *sess) noteOn(f func() uint64) {
+	if s.prog != nil {
+		s.prog.poll(f)
+	}
+}
+
+// timedOut describes why the case's context ended.
+func (s *sess) timedOut() string { return stalled(s.ctx) }
 
 // newID returns a ClientID or topic segment unique to this case.
 func (s *sess) newID(what string) string {
@@ -594,7 +599,7 @@ func (s *sess) wait(ch <-chan struct{}, what string) {
 	select {
 	case <-ch:
 	case <-s.ctx.Done():
-		s.fatalf("timed out waiting for %s", what)
+		s.fatalf("timed out waiting for %s (%s)", what, s.timedOut())
 	}
 }
 
@@ -605,7 +610,7 @@ func (s *sess) waitToken(tok *client.Token, what string) error {
 	case <-tok.Done():
 		return tok.Err()
 	case <-s.ctx.Done():
-		s.fatalf("timed out waiting for %s to complete", what)
+		s.fatalf("timed out waiting for %s to complete (%s)", what, s.timedOut())
 		return nil
 	}
 }
@@ -656,12 +661,23 @@ type inbox struct {
 	mu      sync.Mutex
 	got     []string
 	changed chan struct{} // closed and replaced on every message
+	onAdd   func()        // notes the case's progress, if set
 }
 
 func newInbox() *inbox { return &inbox{changed: make(chan struct{})} }
 
+// newInbox returns an inbox whose messages count as the case's progress.
+func (s *sess) newInbox() *inbox {
+	b := newInbox()
+	b.onAdd = s.note
+	return b
+}
+
 // add records one payload.
 func (b *inbox) add(p string) {
+	if b.onAdd != nil {
+		b.onAdd()
+	}
 	b.mu.Lock()
 	b.got = append(b.got, p)
 	close(b.changed)
@@ -693,7 +709,7 @@ func (b *inbox) waitFor(s *sess, what string, ok func(got []string) bool) []stri
 		select {
 		case <-ch:
 		case <-s.ctx.Done():
-			s.fatalf("timed out waiting for %s; received %q", what, got)
+			s.fatalf("timed out waiting for %s (%s); received %q", what, s.timedOut(), got)
 			return nil
 		}
 	}

@@ -120,7 +120,7 @@ func (r *sessRunner) inbound(t *testing.T) {
 // empty once every exchange has completed.
 func (s *sess) outboundCut(qos byte, cp cutPoint, newClient bool) {
 	topic := s.newID("tether/out")
-	sub := newInbox()
+	sub := s.newInbox()
 	s.subscribe(s.peer(s.newID("sub"), sub.handler), topic)
 
 	p, aud := s.proxy()
@@ -175,7 +175,7 @@ func (s *sess) outboundCut(qos byte, cp cutPoint, newClient bool) {
 // QoS 1 message at least once in order.
 func (s *sess) inboundCut(qos byte, cp cutPoint, newClient bool) {
 	topic := s.newID("tether/in")
-	got := newInbox()
+	got := s.newInbox()
 	p, aud := s.proxy()
 	st := s.open()
 	id := s.newID("in")
@@ -228,7 +228,7 @@ func (s *sess) inboundCut(qos byte, cp cutPoint, newClient bool) {
 func (s *sess) backlog(newClient bool) {
 	n := 6 * sharedReceiveMax
 	topic := s.newID("tether/backlog")
-	sub := newInbox()
+	sub := s.newInbox()
 	s.subscribe(s.peer(s.newID("sub"), sub.handler), topic)
 
 	p, aud := s.proxy()
@@ -308,7 +308,7 @@ func (s *sess) sessionLost(republish bool) {
 	s.wait(inj.Fired(), "the cut")
 	s.broker.Stop()
 	s.broker.Start()
-	sub := newInbox()
+	sub := s.newInbox()
 	s.subscribe(s.peer(s.newID("sub"), sub.handler), topic)
 	p.SetRefuse(false)
 
@@ -316,7 +316,7 @@ func (s *sess) sessionLost(republish bool) {
 	select {
 	case rep = <-reports:
 	case <-s.ctx.Done():
-		s.fatalf("OnSessionLost was not called after the broker lost the session")
+		s.fatalf("OnSessionLost was not called after the broker lost the session (%s)", s.timedOut())
 	}
 	var lost []string
 	for _, m := range rep.lost {
@@ -361,7 +361,7 @@ func (s *sess) brokerRestart() {
 	// The subscriber's session must itself be saved: Mosquitto saves a
 	// session only once its client has connected with Clean Start 0, so
 	// it subscribes, leaves, and comes back on the same store.
-	sub := newInbox()
+	sub := s.newInbox()
 	subID, subStore := s.newID("sub"), memory.New()
 	first := s.peerOn(subID, subStore, sub.handler)
 	s.subscribe(first, out)
@@ -372,7 +372,7 @@ func (s *sess) brokerRestart() {
 	p, aud := s.proxy()
 	st := s.open()
 	id := s.newID("restart")
-	got := newInbox()
+	got := s.newInbox()
 	conns := make(chan *client.ConnectInfo, 8)
 	ws, w := s.watch(st, p.URL(), id)
 	cfg := s.clientConfig(p.URL(), id, ws, false)
@@ -388,7 +388,7 @@ func (s *sess) brokerRestart() {
 			s.fatalf("reconnection before the restart: Session Present 0")
 		}
 	case <-s.ctx.Done():
-		s.fatalf("no reconnection")
+		s.fatalf("no reconnection (%s)", s.timedOut())
 	}
 
 	inj := p.Inject(faultproxy.Fault{Dir: s2c, Type: packets.PUBCOMP, Nth: 1, Action: faultproxy.CutBefore})
@@ -405,7 +405,7 @@ func (s *sess) brokerRestart() {
 			s.fatalf("after the persistent broker's restart: Session Present 0, the session was lost")
 		}
 	case <-s.ctx.Done():
-		s.fatalf("no reconnection after the broker's restart")
+		s.fatalf("no reconnection after the broker's restart (%s)", s.timedOut())
 	}
 	if err := s.waitToken(tok, "m1"); err != nil {
 		s.fatalf("publish m1: %v", err)

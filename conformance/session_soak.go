@@ -73,14 +73,14 @@ func (s *sess) soak() {
 	rng := rand.New(rand.NewPCG(s.seed(), 0x7e7e))
 	s.t.Logf("%d QoS 2 messages each way, %d cuts", n, cuts)
 	out, in := s.newID("tether/soak-out"), s.newID("tether/soak-in")
-	sub := newInbox()
+	sub := s.newInbox()
 	s.subscribe(s.peer(s.newID("sub"), sub.handler), out)
 	pub := s.peer(s.newID("pub"), nil)
 
 	p, aud := s.proxy()
 	st := s.open()
 	id := s.newID("soak")
-	got := newInbox()
+	got := s.newInbox()
 	var dupMu sync.Mutex
 	conns := 0                    // connections made so far; guarded by dupMu
 	dups := map[string][]string{} // how each message was delivered: connection, packet id, DUP

@@ -15,10 +15,11 @@ import (
 // (store.Owner, store.Lister).
 type watched struct {
 	store.SessionStore
-	mu      sync.Mutex          // guards the fields below
-	live    map[uint64]struct{} // inbound records in the store, by Seq
-	puts    int                 // inbound records put since the start
-	changed chan struct{}       // closed and replaced after every write
+	mu      sync.Mutex           // guards the fields below
+	live    map[uint64]struct{}  // inbound records in the store, by Seq
+	puts    int                  // inbound records put since the start
+	changed chan struct{}        // closed and replaced after every write
+	onWrite func(live, puts int) // called after every write, if set
 }
 
 type watchedOwner struct {
@@ -41,8 +42,15 @@ type watchedOwnerLister struct {
 // interfaces, and returns the wrapper and the watcher.
 func (s *sess) watch(st store.SessionStore, url, id string) (store.SessionStore, *watched) {
 	s.t.Helper()
-	w := &watched{SessionStore: st, live: map[uint64]struct{}{}, changed: make(chan struct{})}
-	for _, r := range s.sessionRecords(st, store.Key{Server: url, ClientID: id}) {
+	return watchStore(st, s.sessionRecords(st, store.Key{Server: url, ClientID: id}), func(int, int) { s.note() })
+}
+
+// watchStore wraps st, whose session holds recs, keeping its optional
+// interfaces; onWrite, if not nil, is called after every write with the
+// inbound records left and put so far.
+func watchStore(st store.SessionStore, recs []store.Record, onWrite func(live, puts int)) (store.SessionStore, *watched) {
+	w := &watched{SessionStore: st, live: map[uint64]struct{}{}, changed: make(chan struct{}), onWrite: onWrite}
+	for _, r := range recs {
 		if r.Dir == store.Inbound {
 			w.live[r.Seq] = struct{}{}
 		}
@@ -65,7 +73,13 @@ func (s *sess) watch(st store.SessionStore, url, id string) (store.SessionStore,
 func (w *watched) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
 	err := w.SessionStore.Apply(ctx, k, ops...)
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	defer func() {
+		live, puts := len(w.live), w.puts
+		w.mu.Unlock()
+		if w.onWrite != nil {
+			w.onWrite(live, puts)
+		}
+	}()
 	if err == nil {
 		for _, op := range ops {
 			switch {
@@ -115,7 +129,7 @@ func (s *sess) waitInbound(w *watched, handled int) {
 		select {
 		case <-ch:
 		case <-s.ctx.Done():
-			s.fatalf("timed out waiting for the inbound QoS 2 exchanges to complete: %d of %d handled messages recorded, %d record(s) left", puts, handled, live)
+			s.fatalf("timed out waiting for the inbound QoS 2 exchanges to complete (%s): %d of %d handled messages recorded, %d record(s) left", s.timedOut(), puts, handled, live)
 		}
 	}
 }

@@ -16,25 +16,27 @@ import (
 // storeChecks are the checks of the SessionStore contract, in the order
 // they run. Their names are part of the suite's interface: keep them stable.
 var storeChecks = []check{
-	{name: "EmptyLoad", fn: checkEmptyLoad},
+	{name: "EmptyLoad", reopen: true, fn: checkEmptyLoad},
 	{name: "EmptyBatch", fn: checkEmptyBatch},
-	{name: "OrderBySeq", fn: checkOrderBySeq},
-	{name: "PutReplaces", fn: checkPutReplaces},
-	{name: "ReplaceInBatch", fn: checkReplaceInBatch},
-	{name: "LaterOpWins", fn: checkLaterOpWins},
-	{name: "DeleteIdempotent", fn: checkDeleteIdempotent},
-	{name: "Clear", fn: checkClear},
-	{name: "KeyIsolation", fn: checkKeyIsolation},
-	{name: "RoundTrip", fn: checkRoundTrip},
+	{name: "OrderBySeq", reopen: true, fn: checkOrderBySeq},
+	{name: "PutReplaces", reopen: true, fn: checkPutReplaces},
+	{name: "ReplaceInBatch", reopen: true, fn: checkReplaceInBatch},
+	{name: "LaterOpWins", reopen: true, fn: checkLaterOpWins},
+	{name: "DeleteIdempotent", reopen: true, fn: checkDeleteIdempotent},
+	{name: "Clear", reopen: true, fn: checkClear},
+	{name: "KeyIsolation", reopen: true, fn: checkKeyIsolation},
+	{name: "RoundTrip", reopen: true, fn: checkRoundTrip},
 	{name: "NotRetained", fn: checkNotRetained},
-	{name: "PacketIDs", heavy: true, fn: checkPacketIDs},
+	{name: "PacketIDs", heavy: true, reopen: true, fn: checkPacketIDs},
 	{name: "LongQueue", heavy: true, fn: checkLongQueue},
-	{name: "RecordSizes", heavy: true, fn: checkRecordSizes},
-	{name: "TooLarge", heavy: true, fn: checkTooLarge},
-	{name: "UnknownOpKind", fn: checkUnknownOpKind},
+	{name: "RecordSizes", heavy: true, reopen: true, fn: checkRecordSizes},
+	{name: "TooLarge", heavy: true, reopen: true, fn: checkTooLarge},
+	{name: "UnknownOpKind", reopen: true, fn: checkUnknownOpKind},
 	{name: "ConcurrentOneKey", heavy: true, fn: checkConcurrentOneKey},
 	{name: "ConcurrentManyKeys", heavy: true, fn: checkConcurrentManyKeys},
 	{name: "Reopen", fn: checkReopen},
+	{name: "KillAfterApply", fn: checkKillAfterApply},
+	{name: "SyncOnApply", fn: checkSyncOnApply},
 	{name: "SharedHandles", fn: checkSharedHandles},
 	{name: "Closed", fn: checkClosed},
 	{name: "ContextCancelled", fn: checkContextCancelled},
@@ -49,6 +51,7 @@ func checkEmptyLoad(e *env) {
 	k := key("emptied")
 	e.apply(s, k, puts(rec(1, 0), rec(2, 0))...)
 	e.apply(s, k, store.Delete(1), store.Delete(2))
+	s = e.again(s)
 	if recs := e.load(s, k); len(recs) != 0 {
 		e.t.Fatalf("Load after deleting every record returned %d records, want none", len(recs))
 	}
@@ -89,7 +92,7 @@ func checkOrderBySeq(e *env) {
 	for i, q := range seqs {
 		want[i] = rec(q, 0)
 	}
-	e.expect(s, k, want)
+	e.expect(e.again(s), k, want)
 }
 
 func checkPutReplaces(e *env) {
@@ -98,11 +101,12 @@ func checkPutReplaces(e *env) {
 	e.apply(s, k, store.Put(rec(5, 0)), store.Put(rec(6, 0)))
 	replacement := store.Record{Seq: 5, Dir: store.Inbound, ID: 777, Packet: []byte("replaced")}
 	e.apply(s, k, store.Put(replacement))
+	s = e.again(s)
 	e.expect(s, k, []store.Record{replacement, rec(6, 0)})
 	// A shorter packet replaces a longer one entirely.
 	shorter := store.Record{Seq: 5, Dir: store.Outbound, ID: 1, Packet: []byte("x")}
 	e.apply(s, k, store.Put(shorter))
-	e.expect(s, k, []store.Record{shorter, rec(6, 0)})
+	e.expect(e.again(s), k, []store.Record{shorter, rec(6, 0)})
 }
 
 func checkReplaceInBatch(e *env) {
@@ -114,12 +118,13 @@ func checkReplaceInBatch(e *env) {
 	// The PUBLISH -> PUBREL replacement under a new sequence number.
 	pubrel := store.Record{Seq: 3, Dir: store.Outbound, ID: 10, Packet: []byte("PUBREL")}
 	e.apply(s, k, store.Delete(1), store.Put(pubrel))
+	s = e.again(s)
 	e.expect(s, k, []store.Record{other, pubrel})
 	// The same replacement in place, under the same sequence number, along
 	// with a delete of another record.
 	pubrel2 := store.Record{Seq: 2, Dir: store.Outbound, ID: 11, Packet: []byte("PUBREL 2")}
 	e.apply(s, k, store.Put(pubrel2), store.Delete(3))
-	e.expect(s, k, []store.Record{pubrel2})
+	e.expect(e.again(s), k, []store.Record{pubrel2})
 }
 
 func checkLaterOpWins(e *env) {
@@ -132,7 +137,7 @@ func checkLaterOpWins(e *env) {
 		store.Delete(3), store.Put(rec(3, 3)), // delete, put: present
 		store.Put(rec(4, 4)), store.Delete(4), store.Put(rec(4, 5)), // the last
 	)
-	e.expect(s, k, []store.Record{rec(1, 2), rec(3, 3), rec(4, 5)})
+	e.expect(e.again(s), k, []store.Record{rec(1, 2), rec(3, 3), rec(4, 5)})
 }
 
 func checkDeleteIdempotent(e *env) {
@@ -142,6 +147,7 @@ func checkDeleteIdempotent(e *env) {
 	e.apply(s, k, store.Put(rec(1, 0)), store.Put(rec(2, 0)))
 	e.apply(s, k, store.Delete(1))
 	e.apply(s, k, store.Delete(1), store.Delete(1), store.Delete(99))
+	s = e.again(s)
 	e.expect(s, k, []store.Record{rec(2, 0)})
 	e.expect(s, key("unknown"), nil)
 }
@@ -154,6 +160,7 @@ func checkClear(e *env) {
 	if err := s.Clear(e.ctx, a); err != nil {
 		e.t.Fatalf("Clear: %v", err)
 	}
+	s = e.again(s)
 	e.expect(s, a, nil)
 	e.expect(s, b, []store.Record{rec(1, 1), rec(2, 1)})
 	if err := s.Clear(e.ctx, a); err != nil {
@@ -164,7 +171,9 @@ func checkClear(e *env) {
 	}
 	// A cleared session can be written again.
 	e.apply(s, a, store.Put(rec(7, 0)))
+	s = e.again(s)
 	e.expect(s, a, []store.Record{rec(7, 0)})
+	e.expect(s, b, []store.Record{rec(1, 1), rec(2, 1)})
 }
 
 // trickyKeys are keys that a backend building names from them by naive
@@ -217,6 +226,7 @@ func checkKeyIsolation(e *env) {
 		e.apply(s, k, puts(recs...)...)
 		want[k] = recs
 	}
+	s = e.again(s)
 	for _, k := range keys {
 		e.expect(s, k, want[k])
 	}
@@ -231,6 +241,7 @@ func checkKeyIsolation(e *env) {
 		e.t.Fatalf("Clear(%s): %v", keys[0], err)
 	}
 	delete(want, keys[0])
+	s = e.again(s)
 	for _, k := range keys {
 		e.expect(s, k, want[k])
 	}
@@ -280,7 +291,7 @@ func checkRoundTrip(e *env) {
 		{Seq: math.MaxUint64, Dir: store.Inbound, ID: 0xfffe, Packet: []byte("max")},
 	}
 	e.apply(s, k, puts(want...)...)
-	e.expect(s, k, want)
+	e.expect(e.again(s), k, want)
 }
 
 func checkNotRetained(e *env) {
@@ -314,7 +325,7 @@ func checkPacketIDs(e *env) {
 			ops = ops[:0]
 		}
 	}
-	e.expect(s, k, want)
+	e.expect(e.again(s), k, want)
 }
 
 func checkLongQueue(e *env) {
@@ -347,12 +358,20 @@ func checkRecordSizes(e *env) {
 		{Seq: 3, Dir: store.Outbound, ID: 3, Packet: []byte{0x42}},
 		{Seq: 4, Dir: store.Outbound, ID: 4, Packet: pattern(4, max)},
 	}
+	// The sizes where a length field of 8, 16 or 24 bits would wrap.
+	for i, n := range []int{255, 256, 65535, 65536, 65537, 1 << 24} {
+		if n < max {
+			seq := uint64(10 + i)
+			want = append(want, store.Record{Seq: seq, Dir: store.Inbound, ID: uint16(seq), Packet: pattern(seq, n)})
+		}
+	}
 	e.apply(s, k, puts(want...)...)
+	s = e.again(s)
 	e.expect(s, k, want)
 	// The large record can be replaced by a small one, and back.
 	e.apply(s, k, store.Put(store.Record{Seq: 4, Dir: store.Outbound, ID: 4, Packet: []byte("small")}))
 	e.apply(s, k, store.Put(want[3]))
-	e.expect(s, k, want)
+	e.expect(e.again(s), k, want)
 }
 
 func checkTooLarge(e *env) {
@@ -365,7 +384,7 @@ func checkTooLarge(e *env) {
 	if !errors.Is(err, store.ErrTooLarge) {
 		e.t.Fatalf("Apply of a %d-byte packet (maximum %d) returned %v, want store.ErrTooLarge", max+1, max, err)
 	}
-	e.expect(s, k, []store.Record{rec(1, 0)})
+	e.expect(e.again(s), k, []store.Record{rec(1, 0)})
 }
 
 func checkUnknownOpKind(e *env) {
@@ -377,6 +396,7 @@ func checkUnknownOpKind(e *env) {
 		if err == nil {
 			e.t.Fatalf("Apply with an op of kind %d returned nil, want an error", kind)
 		}
+		s = e.again(s)
 		e.expect(s, k, []store.Record{rec(1, 0)})
 	}
 }
