@@ -101,6 +101,9 @@ func crashStates(m int) [][]store.Record {
 }
 
 func runHelper(mode string) int {
+	if h, ok := helpers[mode]; ok {
+		return h()
+	}
 	if mode != crashModer {
 		fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 		return 2

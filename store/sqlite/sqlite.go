@@ -16,18 +16,42 @@
 // the write lock at the start means two writers never deadlock upgrading
 // read locks, and a writer kept waiting by another process retries within
 // Options.BusyTimeout before it fails with an error wrapping store.ErrLocked.
+//
+// # Ownership
+//
+// Store implements store.Owner, as the Redis store does: a lease per Key
+// in the table tether_leases, renewed in the background every TTL/3, with a
+// fencing token that grows with every acquisition. Every Apply and Clear
+// checks the lease inside its own transaction, so that once one process
+// (one Store handle) holds a session, the writes of every other handle to
+// that session fail with store.ErrSessionTaken. The tether client takes
+// the lease before it connects: a second process with the same ClientID on
+// the same file waits for it (client.Config.WaitForLease) or fails with
+// ErrSessionTaken. Lease expiry uses the wall clock of the processes
+// sharing the file, which SQLite requires to be on one machine.
+//
+// # Files
+//
+// Open creates the database file readable and writable by its owner only
+// (0600); SQLite creates the -wal and -shm files beside it with the same
+// mode. An existing file keeps its mode.
 package sqlite
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	msqlite "modernc.org/sqlite"
@@ -38,6 +62,7 @@ import (
 var (
 	_ store.SessionStore = (*Store)(nil)
 	_ store.Lister       = (*Store)(nil)
+	_ store.Owner        = (*Store)(nil)
 )
 
 // DefaultBusyTimeout is how long a write waits for another connection or
@@ -51,7 +76,7 @@ const DefaultBusyTimeout = 5 * time.Second
 const MaxPacketLimit = 512 << 20
 
 // SchemaVersion is the schema version this package writes and reads.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // ErrSchemaVersion is returned (wrapped) by Open and New when the database
 // was written by a newer version of the store, with a schema this version
@@ -76,6 +101,9 @@ type Options struct {
 	// with store.ErrTooLarge. Zero means store.MaxPacketLen (16 MiB); at
 	// most MaxPacketLimit.
 	MaxPacketLen int
+	// LeaseTTL is the lease TTL used when Acquire is given none. Zero
+	// means DefaultLeaseTTL (10s).
+	LeaseTTL time.Duration
 }
 
 // Store is a SessionStore in an SQLite database. Its methods may be called
@@ -86,11 +114,37 @@ type Store struct {
 	connPragmas string // run on every write connection of a caller's db (New)
 	busyTimeout time.Duration
 	maxPacket   int
+	leaseTTL    time.Duration
+	holder      string // this handle's identity in tether_leases
 
+	// closeMu serialises Close.
+	closeMu sync.Mutex
 	// mu guards closed. Operations hold it for reading while they use db,
 	// so Close (which takes it for writing) never closes db under them.
+	// Lock order: mu (for reading) before lmu.
 	mu     sync.RWMutex
 	closed bool
+
+	// lmu guards leases, pending and leasesClosed.
+	lmu          sync.Mutex
+	leases       map[store.Key]*lease // leases held (or lost) and not released
+	pending      map[store.Key]bool   // keys an Acquire of this handle is taking
+	leasesClosed bool                 // set by Close: no more acquisitions
+}
+
+// newStore returns a Store on db with the resolved options o.
+func newStore(db *sql.DB, o Options) *Store {
+	var id [16]byte
+	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails
+	return &Store{
+		db:          db,
+		busyTimeout: o.BusyTimeout,
+		maxPacket:   o.MaxPacketLen,
+		leaseTTL:    o.LeaseTTL,
+		holder:      hex.EncodeToString(id[:]),
+		leases:      make(map[store.Key]*lease),
+		pending:     make(map[store.Key]bool),
+	}
 }
 
 // resolve applies the defaults to opts and checks them.
@@ -120,11 +174,23 @@ func resolve(opts *Options) (Options, error) {
 	case o.MaxPacketLen < 0 || o.MaxPacketLen > MaxPacketLimit:
 		return o, fmt.Errorf("sqlite: MaxPacketLen %d out of range (0 to %d)", o.MaxPacketLen, MaxPacketLimit)
 	}
+	switch {
+	case o.LeaseTTL == 0:
+		o.LeaseTTL = DefaultLeaseTTL
+	case o.LeaseTTL < 0:
+		return o, fmt.Errorf("sqlite: negative LeaseTTL %v", o.LeaseTTL)
+	}
 	return o, nil
 }
 
 // Open opens (creating it if needed) the database file at path and brings
 // its schema up to date. Close closes it.
+//
+// A new file is created readable and writable by its owner only (0600),
+// and SQLite gives the -wal and -shm files it creates beside it the mode of
+// the database file; an existing file keeps its mode. Several processes may
+// call Open on one new file at once: creating the schema and switching to
+// WAL mode wait for each other within Options.BusyTimeout.
 func Open(path string, opts *Options) (*Store, error) {
 	o, err := resolve(opts)
 	if err != nil {
@@ -134,24 +200,106 @@ func Open(path string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
+	if err := createFile(abs); err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
 	// A file: URI, so that any character of the path (a '?' included)
 	// reaches SQLite escaped; the _pragma keys are the driver's, run on
-	// every new connection, busy_timeout first.
+	// every new connection, busy_timeout first. Neither takes a lock; the
+	// switch to WAL mode, which does, is made once below, where busy
+	// errors are retried.
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", o.BusyTimeout.Milliseconds()))
-	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous("+o.Synchronous+")")
 	dsn := (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}).String()
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	s := &Store{db: db, ownsDB: true, busyTimeout: o.BusyTimeout, maxPacket: o.MaxPacketLen}
-	if err := s.setup(context.Background()); err != nil {
+	s := newStore(db, o)
+	s.ownsDB = true
+	ctx := context.Background()
+	// One deadline for the whole preparation: SQLite's busy handler does
+	// not run for every lock a first open takes (the switch to WAL mode
+	// needs the file to itself, and reading a WAL another process is
+	// recovering fails at once), so every step is retried on busy.
+	if err := s.retryBusy(ctx, func() error {
+		if err := s.walMode(ctx); err != nil {
+			return err
+		}
+		return s.setup(ctx)
+	}); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, classify(err))
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, explain(abs, classify(err)))
 	}
 	return s, nil
+}
+
+// createFile creates the database file, owner-only, unless it exists.
+// Opening it here also names the cause when it cannot be opened, which
+// SQLite does not ("unable to open database file").
+func createFile(abs string) error {
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fileError(abs, err)
+	}
+	return f.Close()
+}
+
+// fileError explains an error of the operating system opening the
+// database file at abs; errors.Is still finds its cause (fs.ErrNotExist,
+// fs.ErrPermission, ...).
+func fileError(abs string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err // the caller's message names the path already
+	}
+	dir := filepath.Dir(abs)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("directory %s does not exist: %w", dir, err)
+	case errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("a component of directory %s is not a directory: %w", dir, err)
+	case errors.Is(err, syscall.EISDIR):
+		return fmt.Errorf("the path is a directory, not a database file: %w", err)
+	case errors.Is(err, fs.ErrPermission):
+		if _, serr := os.Stat(abs); serr == nil {
+			return fmt.Errorf("no permission to read and write the file: %w", err)
+		}
+		return fmt.Errorf("no permission to create a file in directory %s: %w", dir, err)
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("the file system is read-only: %w", err)
+	}
+	return err
+}
+
+// explain adds a cause to SQLite's "unable to open database file", which
+// names none: most often the -wal or -shm file beside the database cannot
+// be created.
+func explain(abs string, err error) error {
+	if sqliteCode(err) != codeCantOpen {
+		return err
+	}
+	dir := filepath.Dir(abs)
+	probe, perr := os.CreateTemp(dir, ".tether-probe-*")
+	if perr != nil {
+		return fmt.Errorf("%w (cannot create the -wal and -shm files beside it: %w)", err, fileError(abs, perr))
+	}
+	_ = probe.Close()
+	_ = os.Remove(probe.Name())
+	return fmt.Errorf("%w (directory %s is writable: check the permissions of %s-wal and %s-shm if they exist)", err, dir, abs, abs)
+}
+
+// walMode switches the database to WAL mode (a no-op once it is).
+func (s *Store) walMode(ctx context.Context) error {
+	var mode string
+	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
+		return err
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("cannot switch the database to WAL mode (journal mode stays %q)", mode)
+	}
+	return nil
 }
 
 // New returns a store on a database the caller opened with the "sqlite"
@@ -168,20 +316,13 @@ func New(db *sql.DB, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{
-		db:          db,
-		connPragmas: fmt.Sprintf("PRAGMA busy_timeout = %d; PRAGMA synchronous = %s", o.BusyTimeout.Milliseconds(), o.Synchronous),
-		busyTimeout: o.BusyTimeout,
-		maxPacket:   o.MaxPacketLen,
-	}
+	s := newStore(db, o)
+	s.connPragmas = fmt.Sprintf("PRAGMA busy_timeout = %d; PRAGMA synchronous = %s", o.BusyTimeout.Milliseconds(), o.Synchronous)
 	ctx := context.Background()
-	if err := s.retryBusy(ctx, func() error {
-		_, err := db.ExecContext(ctx, "PRAGMA journal_mode = WAL")
-		return err
-	}); err != nil {
+	if err := s.retryBusy(ctx, func() error { return s.walMode(ctx) }); err != nil {
 		return nil, fmt.Errorf("sqlite: new: set WAL mode: %w", classify(err))
 	}
-	if err := s.setup(ctx); err != nil {
+	if err := s.retryBusy(ctx, func() error { return s.setup(ctx) }); err != nil {
 		return nil, fmt.Errorf("sqlite: new: %w", classify(err))
 	}
 	return s, nil
@@ -200,6 +341,17 @@ var migrations = []string{
 		seq       INTEGER NOT NULL,
 		value     BLOB    NOT NULL,
 		PRIMARY KEY (server, client_id, seq)
+	) WITHOUT ROWID`,
+	// Version 2: session leases with fencing (see lease.go). A version
+	// that knows only version 1, and so would write without the fencing
+	// check, refuses the file.
+	`CREATE TABLE tether_leases (
+		server    BLOB    NOT NULL,
+		client_id BLOB    NOT NULL,
+		holder    TEXT    NOT NULL,
+		token     INTEGER NOT NULL,
+		expires   INTEGER NOT NULL,
+		PRIMARY KEY (server, client_id)
 	) WITHOUT ROWID`,
 }
 
@@ -249,10 +401,11 @@ func (s *Store) begin(ctx context.Context, op string) (end func(), err error) {
 
 // SQLite primary result codes the store tells apart.
 const (
-	codeBusy    = 5
-	codeLocked  = 6
-	codeCorrupt = 11
-	codeNotADB  = 26
+	codeBusy     = 5
+	codeLocked   = 6
+	codeCorrupt  = 11
+	codeCantOpen = 14
+	codeNotADB   = 26
 )
 
 func sqliteCode(err error) int {
@@ -435,8 +588,15 @@ func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
+	l := s.heldLease(k)
+	if err := lostErr(l); err != nil {
+		return fmt.Errorf("sqlite: apply %s: %w", k, err)
+	}
 	puts, dels := collapse(ops)
 	err = s.write(ctx, func(conn *sql.Conn) error {
+		if err := s.fence(ctx, conn, k, l); err != nil {
+			return err
+		}
 		// A statement of chunk rows is parsed once per batch and run for
 		// every full chunk: parsing costs more than it looks, under the
 		// race detector most of all.
@@ -496,6 +656,7 @@ func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
 		})
 	})
 	if err != nil {
+		refused(err, l)
 		if ctx.Err() != nil {
 			err = ctx.Err() // the driver's "interrupted" says less
 		}
@@ -598,12 +759,20 @@ func (s *Store) Clear(ctx context.Context, k store.Key) error {
 		return err
 	}
 	defer end()
+	l := s.heldLease(k)
+	if err := lostErr(l); err != nil {
+		return fmt.Errorf("sqlite: clear %s: %w", k, err)
+	}
 	err = s.write(ctx, func(conn *sql.Conn) error {
+		if err := s.fence(ctx, conn, k, l); err != nil {
+			return err
+		}
 		_, err := conn.ExecContext(ctx, `DELETE FROM tether_records
 			WHERE server = CAST(?1 AS BLOB) AND client_id = CAST(?2 AS BLOB)`, k.Server, k.ClientID)
 		return err
 	})
 	if err != nil {
+		refused(err, l)
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
@@ -646,10 +815,14 @@ func (s *Store) sessions(ctx context.Context) ([]store.Key, error) {
 	return keys, rows.Err()
 }
 
-// Close closes the store, and the database if Open opened it. It waits for
-// running operations to finish; later calls of every method return
-// store.ErrClosed.
+// Close releases every lease this handle holds (a lease that cannot be
+// released expires after its TTL) and closes the store, and the database if
+// Open opened it. It waits for running operations to finish; later calls of
+// every method return store.ErrClosed.
 func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	s.releaseAll()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

@@ -28,10 +28,10 @@ func TestMain(m *testing.M) {
 // several processes may share the file.
 func newHarness(ctx context.Context, t testing.TB) (conformance.Harness, error) {
 	path := filepath.Join(t.TempDir(), "sessions.db")
-	return &conformance.HarnessFuncs{
+	return &partitionHarness{conformance.HarnessFuncs{
 		Make: func(context.Context) (store.SessionStore, error) { return sqlite.Open(path, nil) },
 		Caps: conformance.Capabilities{Durable: true, SharedHandles: true},
-	}, nil
+	}}, nil
 }
 
 func TestConformance(t *testing.T) { conformance.Run(t, newHarness) }
