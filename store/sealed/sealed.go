@@ -1,0 +1,261 @@
+package sealed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/tethermq/tether/store"
+)
+
+// Options configure a sealed store.
+type Options struct {
+	// Keyring holds the keys that seal and open records. Required.
+	Keyring Keyring
+	// NameKey, when set, hides every session's Key from the inner store:
+	// the inner store sees HiddenServer and an opaque ClientID that only
+	// this NameKey can map back. It is KeyLen bytes and, unlike the
+	// Keyring, cannot rotate: a store opened with another NameKey (or
+	// none) sees none of the sessions written under this one. Nil keeps
+	// Keys in clear, which is what tools that read the backend directly
+	// expect.
+	NameKey []byte
+	// InnerMaxPacketLen is the largest Packet the inner store accepts.
+	// Zero means the inner store's MaxPacketLen() when it has that method
+	// (the bolt store does), else store.MaxPacketLen.
+	InnerMaxPacketLen int
+}
+
+// Store is the sealed view of an inner store. New returns it behind
+// store.SessionStore, together with whichever of store.Lister and
+// store.Owner the inner store implements.
+type Store struct {
+	inner     store.SessionStore
+	ring      *ring
+	names     *namer // nil when Keys are kept in clear
+	maxPacket int
+}
+
+var _ store.SessionStore = (*Store)(nil)
+
+// The combinations New may return, one per set of capabilities of the inner
+// store, so that a type assertion on the result answers as it would on the
+// inner store: a wrapper that hid Owner would silently turn off fencing, and
+// one that claimed Lister over a store without it would fail at run time.
+type (
+	listerStore      struct{ *Store }
+	ownerStore       struct{ *Store }
+	listerOwnerStore struct{ *Store }
+)
+
+var (
+	_ store.Lister = listerStore{}
+	_ store.Owner  = ownerStore{}
+	_ store.Lister = listerOwnerStore{}
+	_ store.Owner  = listerOwnerStore{}
+)
+
+// Sessions lists the inner store's sessions.
+func (s listerStore) Sessions(ctx context.Context) ([]store.Key, error) { return s.sessions(ctx) }
+
+// Acquire takes the inner store's lease on the session.
+func (s ownerStore) Acquire(ctx context.Context, k store.Key, o store.LeaseOptions) (store.Lease, error) {
+	return s.acquire(ctx, k, o)
+}
+
+// Sessions lists the inner store's sessions.
+func (s listerOwnerStore) Sessions(ctx context.Context) ([]store.Key, error) {
+	return s.sessions(ctx)
+}
+
+// Acquire takes the inner store's lease on the session.
+func (s listerOwnerStore) Acquire(ctx context.Context, k store.Key, o store.LeaseOptions) (store.Lease, error) {
+	return s.acquire(ctx, k, o)
+}
+
+// New returns a store that seals every record it writes to inner and opens
+// every record it reads from it. The result implements store.Lister when
+// inner does, and store.Owner when inner does, each passed through to inner;
+// it also has the methods of *Store (MaxPacketLen, Inner, InnerKey). Closing it closes
+// inner.
+func New(inner store.SessionStore, opts Options) (store.SessionStore, error) {
+	if inner == nil {
+		return nil, errors.New("sealed: nil inner store")
+	}
+	r, err := newRing(opts.Keyring)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{inner: inner, ring: r}
+	if opts.NameKey != nil {
+		if s.names, err = newNamer(opts.NameKey); err != nil {
+			return nil, err
+		}
+	}
+	innerMax := opts.InnerMaxPacketLen
+	if innerMax == 0 {
+		innerMax = store.MaxPacketLen
+		if m, ok := inner.(interface{ MaxPacketLen() int }); ok {
+			innerMax = m.MaxPacketLen()
+		}
+	}
+	if s.maxPacket = innerMax - Overhead; s.maxPacket < 1 {
+		return nil, fmt.Errorf("sealed: the inner store's packet limit %d leaves no room for the %d bytes of sealing", innerMax, Overhead)
+	}
+	_, lister := inner.(store.Lister)
+	_, owner := inner.(store.Owner)
+	switch {
+	case lister && owner:
+		return listerOwnerStore{s}, nil
+	case lister:
+		return listerStore{s}, nil
+	case owner:
+		return ownerStore{s}, nil
+	}
+	return s, nil
+}
+
+// MaxPacketLen returns the largest Packet the store accepts: the inner
+// store's limit less Overhead. A larger one is refused with
+// store.ErrTooLarge before the inner store is asked.
+func (s *Store) MaxPacketLen() int { return s.maxPacket }
+
+// Inner returns the wrapped store, whose records are the sealed ones.
+func (s *Store) Inner() store.SessionStore { return s.inner }
+
+// InnerKey returns the Key under which the inner store keeps session k: k
+// itself, or with Options.NameKey its hidden name, for an operator who must
+// find or remove a session's data in the backend by hand.
+func (s *Store) InnerKey(k store.Key) store.Key { return s.name(k) }
+
+// name returns the inner store's Key of session k.
+func (s *Store) name(k store.Key) store.Key {
+	if s.names == nil {
+		return k
+	}
+	return s.names.hide(k)
+}
+
+// Load returns the records of session k, opened. A record that does not open
+// (wrong key, unknown key id, changed bytes, moved from another session or
+// Seq) is left out and reported, with the inner store's own corrupt records,
+// in one *store.CorruptError naming k; the other records are still returned.
+func (s *Store) Load(ctx context.Context, k store.Key) ([]store.Record, error) {
+	recs, err := s.inner.Load(ctx, s.name(k))
+	var innerBad *store.CorruptError
+	if err != nil && !errors.As(err, &innerBad) {
+		return nil, err
+	}
+	var (
+		bad    []uint64
+		causes []error
+	)
+	if innerBad != nil {
+		bad = append(bad, innerBad.Seqs...)
+		if innerBad.Err != nil {
+			causes = append(causes, innerBad.Err)
+		}
+	}
+	out := recs[:0]
+	for _, r := range recs {
+		p, err := s.ring.open(k, r)
+		if err != nil {
+			bad = append(bad, r.Seq)
+			causes = addCause(causes, err)
+			continue
+		}
+		r.Packet = p
+		out = append(out, r)
+	}
+	if len(out) == 0 {
+		out = nil
+	}
+	if innerBad == nil && len(bad) == 0 {
+		return out, nil
+	}
+	slices.Sort(bad)
+	return out, &store.CorruptError{Key: k, Seqs: slices.Compact(bad), Err: errors.Join(causes...)}
+}
+
+// addCause adds err to causes unless one of the same kind is there already,
+// so that a session of a thousand records under a retired key reports one
+// cause, not a thousand.
+func addCause(causes []error, err error) []error {
+	for _, kind := range []error{ErrUnknownKey, ErrAuth, ErrFormat} {
+		if errors.Is(err, kind) {
+			for _, c := range causes {
+				if errors.Is(c, kind) {
+					return causes
+				}
+			}
+		}
+	}
+	return append(causes, err)
+}
+
+// Apply seals the Packet of every put with the keyring's current key, bound
+// to k and to the record's Seq, Dir and ID, and applies the batch to the
+// inner store as one batch.
+func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
+	if err := store.Validate(s.maxPacket, ops); err != nil {
+		return fmt.Errorf("sealed: apply %s: %w", k, err)
+	}
+	sealed := make([]store.Op, len(ops))
+	for i, op := range ops {
+		if op.Kind == store.OpPut {
+			p, err := s.ring.seal(k, op.Record)
+			if err != nil {
+				return fmt.Errorf("sealed: apply %s: %w", k, err)
+			}
+			op.Record.Packet = p
+		}
+		sealed[i] = op
+	}
+	return s.inner.Apply(ctx, s.name(k), sealed...)
+}
+
+// Clear removes every record of session k from the inner store.
+func (s *Store) Clear(ctx context.Context, k store.Key) error {
+	return s.inner.Clear(ctx, s.name(k))
+}
+
+// Close closes the inner store.
+func (s *Store) Close() error { return s.inner.Close() }
+
+// sessions lists the inner store's sessions; with a NameKey, it maps each
+// back to its real Key and leaves out those it cannot (sessions written in
+// clear or under another NameKey, which this store cannot open anyway).
+func (s *Store) sessions(ctx context.Context) ([]store.Key, error) {
+	keys, err := s.inner.(store.Lister).Sessions(ctx)
+	if err != nil || s.names == nil {
+		return keys, err
+	}
+	out := keys[:0]
+	for _, h := range keys {
+		if k, err := s.names.reveal(h); err == nil {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// acquire takes the inner store's lease on the inner Key of k. Fencing is
+// the inner store's: every Apply and Clear of this store reaches the inner
+// store under the same inner Key, so its lease check covers them.
+func (s *Store) acquire(ctx context.Context, k store.Key, opts store.LeaseOptions) (store.Lease, error) {
+	l, err := s.inner.(store.Owner).Acquire(ctx, s.name(k), opts)
+	if err != nil || s.names == nil {
+		return l, err
+	}
+	return &lease{Lease: l, key: k}, nil
+}
+
+// lease is the inner store's lease, named by the session's real Key.
+type lease struct {
+	store.Lease
+	key store.Key
+}
+
+// Key returns the session the lease is for.
+func (l *lease) Key() store.Key { return l.key }
