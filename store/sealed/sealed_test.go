@@ -115,10 +115,12 @@ func boltHarness(mode string) conformance.HarnessMaker {
 	return func(ctx context.Context, t testing.TB) (conformance.Harness, error) {
 		config := mode + ":" + filepath.Join(t.TempDir(), "sessions.db")
 		return &conformance.HarnessFuncs{
-			Make:   func(context.Context) (store.SessionStore, error) { return openSealedBolt(config) },
-			Caps:   conformance.Capabilities{Durable: true},
-			Child:  config,
-			Damage: func(ctx context.Context, k store.Key, kind conformance.DamageKind) error { return damageSealed(ctx, config, k, kind) },
+			Make:  func(context.Context) (store.SessionStore, error) { return openSealedBolt(config) },
+			Caps:  conformance.Capabilities{Durable: true},
+			Child: config,
+			Damage: func(ctx context.Context, k store.Key, kind conformance.DamageKind) error {
+				return damageSealed(ctx, config, k, kind)
+			},
 		}, nil
 	}
 }
