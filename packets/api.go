@@ -3,6 +3,7 @@ package packets
 import (
 	"bufio"
 	"io"
+	"math"
 	"slices"
 )
 
@@ -40,11 +41,61 @@ func limit(maxSize int) int {
 	return maxSize
 }
 
+// Limits bounds the memory that decoding a packet may take beyond the
+// packet's own bytes. Every string and binary field of a decoded packet
+// costs at most its size on the wire once more (the payload and binary
+// data share the body), but each User Property also costs 32 bytes and
+// each Subscription Identifier 4, for as little as 5 and 2 bytes on the
+// wire: without a bound, a packet of empty User Properties would take
+// about seven times its size. A decoded packet therefore takes at most
+// twice its size plus 32×UserProperties + 4×SubscriptionIdentifiers bytes
+// and a few hundred bytes of fixed cost. A packet over a limit fails with
+// ErrLimit (reason code 0x83, Implementation specific error).
+type Limits struct {
+	// UserProperties is the most User Properties one property section
+	// may hold (a CONNECT counts its Will properties apart). Zero means
+	// DefaultUserProperties; a negative value means no limit.
+	UserProperties int
+	// SubscriptionIdentifiers is the most Subscription Identifiers a
+	// PUBLISH may hold. Zero means DefaultSubscriptionIdentifiers; a
+	// negative value means no limit.
+	SubscriptionIdentifiers int
+}
+
+// The limits Decode applies, and a Reader applies unless SetLimits
+// changes them. The specification sets no limit; these are far above
+// what applications send (one Subscription Identifier per matching
+// subscription, a handful of User Properties) and cost at most 36 KiB.
+const (
+	DefaultUserProperties          = 1024
+	DefaultSubscriptionIdentifiers = 1024
+)
+
+// resolve turns limits as callers give them into usable ones.
+func (l Limits) resolve() Limits {
+	pick := func(v, def int) int {
+		switch {
+		case v == 0:
+			return def
+		case v < 0:
+			return math.MaxInt
+		}
+		return v
+	}
+	return Limits{pick(l.UserProperties, DefaultUserProperties), pick(l.SubscriptionIdentifiers, DefaultSubscriptionIdentifiers)}
+}
+
 // Decode decodes exactly one whole packet from b (fixed header included)
 // and returns an error if b holds anything else. maxSize bounds the whole
 // packet; zero means the protocol maximum. The packet does not alias b:
-// its body is copied once, and its byte slices share that copy.
+// its body is copied once, and its byte slices share that copy. It applies
+// the default Limits.
 func Decode(b []byte, maxSize int) (Packet, error) {
+	return DecodeWith(b, maxSize, Limits{})
+}
+
+// DecodeWith is Decode with limits lim in place of the default ones.
+func DecodeWith(b []byte, maxSize int, lim Limits) (Packet, error) {
 	if len(b) == 0 {
 		return nil, ErrTruncated
 	}
@@ -64,7 +115,7 @@ func Decode(b []byte, maxSize int) (Packet, error) {
 	case len(b) > size:
 		return nil, errorf(ErrProtocol, "bytes after the packet")
 	}
-	return decodeBody(b[0], slices.Clone(b[1+n:]))
+	return decodeBody(b[0], slices.Clone(b[1+n:]), lim)
 }
 
 // Reader reads packets one at a time from a stream. It is not safe for
@@ -73,7 +124,9 @@ func Decode(b []byte, maxSize int) (Packet, error) {
 type Reader struct {
 	r       *bufio.Reader
 	maxSize int
-	// alloc makes a packet body; tests replace it to watch allocations.
+	lim     Limits
+	// alloc makes a packet body, or a larger one as its bytes arrive;
+	// tests replace it to watch allocations.
 	alloc func(n int) []byte
 }
 
@@ -92,12 +145,19 @@ func NewReader(r io.Reader, maxSize int) *Reader {
 // announces a Maximum Packet Size; zero means the protocol maximum.
 func (r *Reader) SetMaxSize(n int) { r.maxSize = n }
 
+// SetLimits changes the limits Read applies to each packet's decoded
+// form; the zero Limits, in force until then, applies the defaults.
+func (r *Reader) SetLimits(l Limits) { r.lim = l }
+
 // Read reads exactly one packet. It checks the remaining length against
 // the maximum size before reading or allocating the body, so an oversized
-// packet costs nothing but the error. It returns io.EOF when the stream
-// ends cleanly between packets and io.ErrUnexpectedEOF when it ends inside
-// one. The packet owns its memory: the body is read into a fresh buffer
-// that the packet's byte slices (a PUBLISH payload) share.
+// packet costs nothing but the error; and it allocates a large body as its
+// bytes arrive, never more than about twice what arrived, so that a header
+// that announces 256 MB costs nothing until the bytes follow. It returns
+// io.EOF when the stream ends cleanly between packets and
+// io.ErrUnexpectedEOF when it ends inside one. The packet owns its
+// memory: the body is read into a fresh buffer, exactly as long as the
+// body, that the packet's byte slices (a PUBLISH payload) share.
 func (r *Reader) Read() (Packet, error) {
 	h, err := r.r.ReadByte()
 	if err != nil {
@@ -126,11 +186,38 @@ func (r *Reader) Read() (Packet, error) {
 	if 1+n+rl > limit(r.maxSize) {
 		return nil, errorf(ErrPacketTooLarge, "packet larger than the maximum size")
 	}
-	body := r.alloc(rl)
-	if _, err := io.ReadFull(r.r, body); err != nil {
+	body, err := r.body(rl)
+	if err != nil {
 		return nil, noEOF(err)
 	}
-	return decodeBody(h, body)
+	return decodeBody(h, body, r.lim)
+}
+
+// firstChunk is the largest body the Reader allocates before any of its
+// bytes arrive.
+const firstChunk = 64 << 10
+
+// body reads a packet body of n bytes. Up to firstChunk it allocates the
+// whole body at once; beyond, it doubles the buffer as bytes arrive, the
+// last step to n exactly, so the packet keeps no spare capacity and a
+// peer that announces more than it sends makes the Reader hold at most
+// twice what it sent.
+func (r *Reader) body(n int) ([]byte, error) {
+	b := r.alloc(min(n, firstChunk))
+	got := 0
+	for {
+		m, err := io.ReadFull(r.r, b[got:])
+		got += m
+		if err != nil {
+			return nil, err
+		}
+		if got == n {
+			return b, nil
+		}
+		next := r.alloc(min(2*len(b), n))
+		copy(next, b)
+		b = next
+	}
 }
 
 // noEOF reports a stream that ended inside a packet.

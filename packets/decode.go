@@ -31,8 +31,8 @@ func checkHeader(h byte) error {
 // decodeBody decodes the body of a packet whose fixed header starts with
 // h, which checkHeader accepted. The packet keeps slices of body, so body
 // must belong to it alone.
-func decodeBody(h byte, body []byte) (Packet, error) {
-	d := &decoder{b: body}
+func decodeBody(h byte, body []byte, lim Limits) (Packet, error) {
+	d := &decoder{b: body, lim: lim.resolve()}
 	t := Type(h >> 4)
 	var p Packet
 	var err error

@@ -18,17 +18,23 @@ var updateCorpus = flag.Bool("update-corpus", false, "rewrite the seed corpora u
 // malformedSeeds are invalid packets that steer the fuzzer towards the
 // validation paths.
 var malformedSeeds = []string{
-	"40 02 00",                            // truncated
-	"30 80 00",                            // non-minimal remaining length
-	"30 FF FF FF FF 01",                   // five-byte remaining length
-	"30 04 00 02 C3 28",                   // ill-formed UTF-8
-	"41 02 00 01",                         // reserved header flags
-	"36 04 00 01 74 00",                   // QoS 3
-	"40 02 00 00",                         // packet identifier 0
-	"30 0A 00 01 74 06 23 00 01 23 00 02", // duplicate topic alias
-	"82 03 00 01 00",                      // empty SUBSCRIBE
-	"20 06 00 00 03 21 00 00",             // Receive Maximum 0
-	"C0 00 C0",                            // bytes after the packet
+	"40 02 00",                                     // truncated
+	"30 80 00",                                     // non-minimal remaining length
+	"30 FF FF FF FF 01",                            // five-byte remaining length
+	"30 04 00 02 C3 28",                            // ill-formed UTF-8
+	"41 02 00 01",                                  // reserved header flags
+	"36 04 00 01 74 00",                            // QoS 3
+	"40 02 00 00",                                  // packet identifier 0
+	"30 0A 00 01 74 06 23 00 01 23 00 02",          // duplicate topic alias
+	"82 03 00 01 00",                               // empty SUBSCRIBE
+	"20 06 00 00 03 21 00 00",                      // Receive Maximum 0
+	"C0 00 C0",                                     // bytes after the packet
+	"30 07 00 01 74 03 23 00 00",                   // topic alias 0 (0x94)
+	"30 09 00 01 74 05 08 00 02 61 23",             // Response Topic "a#"
+	"82 0A 00 01 00 00 04 61 2F 23 2F 00",          // filter "a/#/" then options
+	"82 08 00 01 00 00 02 61 2B 00",                // filter "a+"
+	"A2 0D 00 01 00 00 08 24 73 68 61 72 65 2F 67", // filter "$share/g"
+	"30 0B 00 01 74 07 26 00 00 00 00 0B 01",       // user property and subscription identifier
 }
 
 // seedPackets returns valid encodings of every packet type, in a stable
@@ -88,6 +94,10 @@ func FuzzDecode(f *testing.F) {
 		if !reflect.DeepEqual(p, q) {
 			t.Fatalf("re-encoding differs:\n got %#v\nwant %#v", q, p)
 		}
+		if b2, _ := Append(nil, q); !bytes.Equal(b2, b) {
+			t.Fatalf("second re-encoding % X differs from % X", b2, b)
+		}
+		checkExactLists(t, p)
 	})
 }
 
@@ -108,17 +118,25 @@ func FuzzReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, max uint16) {
 		maxSize := int(max)
 		r := NewReader(bytes.NewReader(data), maxSize)
+		allocated := 0
 		r.alloc = func(n int) []byte {
 			if maxSize > 0 && n > maxSize {
 				t.Fatalf("allocated %d bytes with maxSize %d", n, maxSize)
 			}
+			allocated += n
 			return make([]byte, n)
 		}
 		for i := 0; ; i++ {
 			if i > len(data) {
 				t.Fatal("more packets than bytes")
 			}
+			allocated = 0
 			p, err := r.Read()
+			// The body grows with the bytes that arrive, whatever the
+			// header announced.
+			if allocated > firstChunk+4*len(data) {
+				t.Fatalf("allocated %d bytes for a stream of %d", allocated, len(data))
+			}
 			if err != nil {
 				if p != nil {
 					t.Fatal("packet returned with an error")

@@ -81,6 +81,7 @@ type decoder struct {
 	b   []byte
 	i   int
 	err error
+	lim Limits // resolved: no zero or negative values
 }
 
 func (d *decoder) fail(err error) {

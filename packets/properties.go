@@ -1,6 +1,9 @@
 package packets
 
-import "math/bits"
+import (
+	"math/bits"
+	"strconv"
+)
 
 // PropertyID is a property identifier (§2.2.2.2).
 type PropertyID byte
@@ -549,6 +552,7 @@ func (d *decoder) props(p *Properties, ctx propPlace) {
 	end := d.i + n
 	var seen uint64
 	for d.err == nil && d.i < end {
+		at := d.i
 		id64 := d.varInt()
 		if d.err != nil {
 			return
@@ -593,6 +597,9 @@ func (d *decoder) props(p *Properties, ctx propPlace) {
 			k := d.string()
 			val := d.string()
 			if d.err == nil {
+				p.User = room(d, p.User, id, at, end, d.lim.UserProperties)
+			}
+			if d.err == nil {
 				p.User = append(p.User, UserProperty{k, val})
 			}
 			continue
@@ -605,6 +612,7 @@ func (d *decoder) props(p *Properties, ctx propPlace) {
 			return
 		}
 		if id == PropSubscriptionIdentifier {
+			p.SubscriptionIdentifier = room(d, p.SubscriptionIdentifier, id, at, end, d.lim.SubscriptionIdentifiers)
 			p.SubscriptionIdentifier = append(p.SubscriptionIdentifier, v)
 		} else {
 			p.set(id, v, "", nil)
@@ -613,6 +621,79 @@ func (d *decoder) props(p *Properties, ctx propPlace) {
 	if d.err == nil && d.i != end {
 		d.fail(errorf(ErrMalformed, "property overruns property length"))
 	}
+}
+
+// room readies list for one more value of repeatable property id, whose
+// occurrence starts at d.b[at:]. On the first occurrence it counts those
+// up to end, so that the list is allocated once at its final size, in
+// memory proportional to the packet; it fails with ErrLimit past max.
+func room[T any](d *decoder, list []T, id PropertyID, at, end, max int) []T {
+	n := len(list) + 1
+	if list == nil {
+		n = countProp(d.b[at:end], id)
+	}
+	if n > max {
+		what := " user properties"
+		if id == PropSubscriptionIdentifier {
+			what = " subscription identifiers"
+		}
+		d.fail(errorf(ErrLimit, "more than "+strconv.Itoa(max)+what))
+		return list
+	}
+	if list == nil {
+		list = make([]T, 0, n)
+	}
+	return list
+}
+
+// countProp counts the occurrences of property id in the properties b,
+// skipping values without decoding them. It stops at the first fault,
+// which decoding then reports.
+func countProp(b []byte, want PropertyID) int {
+	count := 0
+	for len(b) > 0 {
+		id, n, err := parseVarInt(b)
+		if err != nil || id >= len(props) || props[id].kind == 0 {
+			break
+		}
+		b = b[n:]
+		if PropertyID(id) == want {
+			count++
+		}
+		switch props[id].kind {
+		case kindByte:
+			n = 1
+		case kindU16:
+			n = 2
+		case kindU32:
+			n = 4
+		case kindVarInt:
+			if _, n, err = parseVarInt(b); err != nil {
+				return count
+			}
+		case kindString, kindBinary:
+			n = lenPrefixed(b)
+		case kindPair:
+			n = lenPrefixed(b)
+			if n <= len(b) {
+				n += lenPrefixed(b[n:])
+			}
+		}
+		if n > len(b) {
+			break
+		}
+		b = b[n:]
+	}
+	return count
+}
+
+// lenPrefixed returns the length of the string or binary data at the
+// start of b, prefix included, or more than len(b) if it does not fit.
+func lenPrefixed(b []byte) int {
+	if len(b) < 2 {
+		return len(b) + 1
+	}
+	return 2 + (int(b[0])<<8 | int(b[1]))
 }
 
 func strconvHex(v int) string {
