@@ -230,7 +230,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		return s.setup(ctx)
 	}); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, explain(abs, classify(err)))
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, explain(abs, err))
 	}
 	return s, nil
 }
@@ -273,21 +273,36 @@ func fileError(abs string, err error) error {
 	return err
 }
 
-// explain adds a cause to SQLite's "unable to open database file", which
-// names none: most often the -wal or -shm file beside the database cannot
-// be created.
+// explain classifies an error of Open, saying what SQLite's own message
+// leaves out: that a file is not a database at all, and why it could not be
+// opened ("unable to open database file" names no cause: most often the
+// -wal or -shm file beside the database cannot be created).
 func explain(abs string, err error) error {
-	if sqliteCode(err) != codeCantOpen {
-		return err
+	switch sqliteCode(err) {
+	case codeNotADB:
+		return fmt.Errorf("not an SQLite database, or a damaged one (%w): %w", store.ErrCorrupt, err)
+	case codeCantOpen, codeReadOnly:
+	default:
+		return classify(err)
+	}
+	for _, companion := range []string{abs + "-wal", abs + "-shm"} {
+		f, ferr := os.OpenFile(companion, os.O_RDWR, 0)
+		if ferr == nil {
+			_ = f.Close()
+			continue
+		}
+		if !errors.Is(ferr, fs.ErrNotExist) {
+			return fmt.Errorf("%w (cannot open %s: %w)", err, filepath.Base(companion), fileError(companion, ferr))
+		}
 	}
 	dir := filepath.Dir(abs)
 	probe, perr := os.CreateTemp(dir, ".tether-probe-*")
 	if perr != nil {
-		return fmt.Errorf("%w (cannot create the -wal and -shm files beside it: %w)", err, fileError(abs, perr))
+		return fmt.Errorf("%w (cannot create the -wal and -shm files beside it: %w)", err, fileError(filepath.Join(dir, ".tether-probe"), perr))
 	}
 	_ = probe.Close()
 	_ = os.Remove(probe.Name())
-	return fmt.Errorf("%w (directory %s is writable: check the permissions of %s-wal and %s-shm if they exist)", err, dir, abs, abs)
+	return err
 }
 
 // walMode switches the database to WAL mode (a no-op once it is).
@@ -403,6 +418,7 @@ func (s *Store) begin(ctx context.Context, op string) (end func(), err error) {
 const (
 	codeBusy     = 5
 	codeLocked   = 6
+	codeReadOnly = 8
 	codeCorrupt  = 11
 	codeCantOpen = 14
 	codeNotADB   = 26
