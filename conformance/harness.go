@@ -30,9 +30,12 @@ type Harness interface {
 // accepts packets of store.MaxPacketLen bytes, and allows one open handle at
 // a time: the memory store.
 type Capabilities struct {
-	// Durable means the data written through a handle survives its Close: a
-	// handle made afterwards by MakeStore loads it. File and server backends
-	// are durable; the memory store is not.
+	// Durable means the data written through a handle survives its Close
+	// and the end of the process: a handle made afterwards by MakeStore, or
+	// by another process through ChildHarness, loads it. File and server
+	// backends are durable; the memory store is not. A Durable harness gets
+	// the Reopen/, Damage/ and process-kill checks, and must implement
+	// ChildHarness for the last.
 	Durable bool
 	// SharedHandles means several handles made by MakeStore may be open at
 	// once on the same storage, each closed on its own, and see each

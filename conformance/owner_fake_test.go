@@ -253,7 +253,9 @@ func sharedHarnessOf(bug string) *sharedHarness {
 	h.Make = func(context.Context) (store.SessionStore, error) {
 		return &sharedHandle{w: w, held: map[store.Key]*fakeLease{}}, nil
 	}
-	h.Caps = conformance.Capabilities{Durable: true, SharedHandles: true}
+	// Not Durable: the world lives as long as the process, and a child
+	// process cannot open it.
+	h.Caps = conformance.Capabilities{SharedHandles: true}
 	h.Cleanup = func() { _ = w.data.Close() }
 	return h
 }

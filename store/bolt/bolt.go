@@ -21,6 +21,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -103,6 +106,9 @@ func Open(path string, opts *Options) (*Store, error) {
 		// bbolt reads a zero Timeout as "wait forever": the closest to
 		// "do not wait" is the shortest wait.
 		timeout = time.Nanosecond
+	}
+	if err := checkLength(path); err != nil {
+		return nil, err
 	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
 		Timeout:      timeout,
@@ -193,12 +199,68 @@ func (s *Store) begin(ctx context.Context, op string) (end func(), err error) {
 // kinds of damage to its pages; the contract wants an error instead, and
 // bbolt's View and Update roll their transaction back on the way out.
 func protect(fn func() error) (err error) {
+	// A page past the end of a file cut short faults in the mapping: a
+	// fatal error unless the goroutine asks for a panic instead.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: bbolt failed on damaged data: %v", store.ErrCorrupt, p)
 		}
 	}()
 	return fn()
+}
+
+// checkLength refuses a file shorter than its newest valid meta page says
+// (a torn copy, a full disk): bbolt maps the file, and reading a page past
+// its end is a fatal fault, not an error. A file whose meta pages do not
+// validate is left to bbolt.Open, which reports it.
+func checkLength(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil // bbolt.Open creates it or reports why not
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return nil
+	}
+	// A meta page: a 16-byte page header, then magic, version, page size,
+	// flags (4 bytes each), the root bucket (16), the freelist page, the
+	// high-water page id, the transaction id and an FNV-64a checksum of
+	// what precedes it (8 each), in the machine's byte order.
+	const metaEnd = 16 + 64
+	var newest struct{ txid, need uint64 }
+	found := false
+	read := func(off int64) (pageSize uint64, ok bool) {
+		b := make([]byte, metaEnd)
+		if _, err := f.ReadAt(b, off); err != nil {
+			return 0, false
+		}
+		m, e := b[16:], binary.NativeEndian
+		if e.Uint32(m[0:]) != 0xED0CDAED {
+			return 0, false
+		}
+		sum := fnv.New64a()
+		_, _ = sum.Write(m[:56])
+		if sum.Sum64() != e.Uint64(m[56:]) {
+			return 0, false
+		}
+		pageSize, pgid, txid := uint64(e.Uint32(m[8:])), e.Uint64(m[40:]), e.Uint64(m[48:])
+		if !found || txid > newest.txid {
+			newest.txid, newest.need, found = txid, pgid*pageSize, true
+		}
+		return pageSize, true
+	}
+	pageSize, ok := read(0)
+	if !ok {
+		pageSize = uint64(os.Getpagesize())
+	}
+	read(int64(pageSize))
+	if found && uint64(fi.Size()) < newest.need {
+		return fmt.Errorf("bolt: open %s: %w: the file holds %d bytes and its meta page needs %d: truncated",
+			path, store.ErrCorrupt, fi.Size(), newest.need)
+	}
+	return nil
 }
 
 // Session bucket names. A name is a one-byte scheme and then:

@@ -24,15 +24,28 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// newHarness prepares a file for one check: a child process opens it by
+// its path (Child), and the Damage checks damage it (bolt.DamageFile).
 func newHarness(ctx context.Context, t testing.TB) (conformance.Harness, error) {
 	path := filepath.Join(t.TempDir(), "sessions.db")
 	return &conformance.HarnessFuncs{
-		Make: func(context.Context) (store.SessionStore, error) { return bolt.Open(path, nil) },
-		Caps: conformance.Capabilities{Durable: true},
+		Make:  func(context.Context) (store.SessionStore, error) { return bolt.Open(path, nil) },
+		Caps:  conformance.Capabilities{Durable: true},
+		Child: path,
+		Damage: func(ctx context.Context, k store.Key, kind conformance.DamageKind) error {
+			return bolt.DamageFile(ctx, path, k, kind)
+		},
 	}, nil
 }
 
-func TestConformance(t *testing.T) { conformance.Run(t, newHarness) }
+// openChild opens, in a child process, the file a harness named.
+func openChild(_ context.Context, path string) (store.SessionStore, error) {
+	return bolt.Open(path, nil)
+}
+
+func TestConformance(t *testing.T) {
+	conformance.Run(t, newHarness, conformance.Options{OpenChild: openChild})
+}
 
 func BenchmarkConformance(b *testing.B) { conformance.Bench(b, newHarness) }
 
