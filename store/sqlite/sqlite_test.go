@@ -25,16 +25,28 @@ func TestMain(m *testing.M) {
 }
 
 // newHarness opens handles on one file; several may be open at once, as
-// several processes may share the file.
+// several processes may share the file. A child process opens the file by
+// its path (Child), and the Damage checks damage it (sqlite.DamageFile).
 func newHarness(ctx context.Context, t testing.TB) (conformance.Harness, error) {
 	path := filepath.Join(t.TempDir(), "sessions.db")
 	return &partitionHarness{conformance.HarnessFuncs{
-		Make: func(context.Context) (store.SessionStore, error) { return sqlite.Open(path, nil) },
-		Caps: conformance.Capabilities{Durable: true, SharedHandles: true},
+		Make:  func(context.Context) (store.SessionStore, error) { return sqlite.Open(path, nil) },
+		Caps:  conformance.Capabilities{Durable: true, SharedHandles: true},
+		Child: path,
+		Damage: func(ctx context.Context, k store.Key, kind conformance.DamageKind) error {
+			return sqlite.DamageFile(ctx, path, k, kind)
+		},
 	}}, nil
 }
 
-func TestConformance(t *testing.T) { conformance.Run(t, newHarness) }
+// openChild opens, in a child process, the file a harness named.
+func openChild(_ context.Context, path string) (store.SessionStore, error) {
+	return sqlite.Open(path, nil)
+}
+
+func TestConformance(t *testing.T) {
+	conformance.Run(t, newHarness, conformance.Options{OpenChild: openChild})
+}
 
 func BenchmarkConformance(b *testing.B) { conformance.Bench(b, newHarness) }
 
