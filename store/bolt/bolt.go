@@ -22,9 +22,12 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -116,13 +119,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		FreelistType: bbolt.FreelistMapType,
 	})
 	if err != nil {
-		switch {
-		case errors.Is(err, berrors.ErrTimeout):
-			return nil, fmt.Errorf("bolt: open %s: %w (waited %v for the file lock: %w)", path, store.ErrLocked, timeout, err)
-		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
-			return nil, fmt.Errorf("bolt: open %s: %w: %w", path, store.ErrCorrupt, err)
-		}
-		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
+		return nil, fmt.Errorf("bolt: open %s: %w", path, openError(err, timeout))
 	}
 	s, err := newStore(db, &o, true)
 	if err != nil {
@@ -130,6 +127,37 @@ func Open(path string, opts *Options) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// openError explains an error of bbolt.Open, which repeats the path when
+// the operating system refused the file (the caller names it once) and says
+// "invalid database" of a file that is no bolt database at all.
+func openError(err error, timeout time.Duration) error {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return fmt.Errorf("%w (waited %v for the file lock: %w)", store.ErrLocked, timeout, err)
+	case errors.Is(err, berrors.ErrInvalid):
+		return fmt.Errorf("not a bolt database, or its header is damaged (%w): %w", store.ErrCorrupt, err)
+	case errors.Is(err, berrors.ErrVersionMismatch):
+		return fmt.Errorf("a bolt database of another format version (%w): %w", store.ErrCorrupt, err)
+	case errors.Is(err, berrors.ErrChecksum):
+		return fmt.Errorf("damaged bolt database (%w): %w", store.ErrCorrupt, err)
+	}
+	var pe *fs.PathError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	switch {
+	case errors.Is(pe.Err, fs.ErrNotExist):
+		return fmt.Errorf("directory %s does not exist: %w", filepath.Dir(pe.Path), pe.Err)
+	case errors.Is(pe.Err, syscall.ENOTDIR):
+		return fmt.Errorf("a component of directory %s is not a directory: %w", filepath.Dir(pe.Path), pe.Err)
+	case errors.Is(pe.Err, syscall.EISDIR):
+		return fmt.Errorf("the path is a directory, not a database file: %w", pe.Err)
+	case errors.Is(pe.Err, fs.ErrPermission):
+		return fmt.Errorf("no permission to read and write the file, or to create it in its directory: %w", pe.Err)
+	}
+	return pe.Err // the caller names the path
 }
 
 // New returns a store on a database the caller opened; the caller keeps
