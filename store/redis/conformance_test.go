@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -162,8 +163,56 @@ func (h *harness) MakeStore(ctx context.Context) (store.SessionStore, error) {
 	return h.d.open(ctx, Options{Prefix: h.prefix})
 }
 
+// Capabilities: durable per the server's own policy (appendfsync,
+// replication), which no trace of this process can show.
 func (h *harness) Capabilities() conformance.Capabilities {
-	return conformance.Capabilities{Durable: true, SharedHandles: true}
+	return conformance.Capabilities{Durable: true, SharedHandles: true, ServerDurability: true}
+}
+
+// ChildConfig returns "standalone|addr|prefix" or "cluster|addr,addr,...|prefix",
+// which openChild opens in a child process.
+func (h *harness) ChildConfig() string {
+	kind := "standalone"
+	if h.d.cluster {
+		kind = "cluster"
+	}
+	return kind + "|" + strings.Join(h.d.addrs, ",") + "|" + h.prefix
+}
+
+// Damage damages session k behind the store's back, as the default user:
+// Truncate shortens its largest record's value, FlipBytes flips bytes in
+// the middle of it, DropKey deletes that record's value and leaves its
+// index entry.
+func (h *harness) Damage(ctx context.Context, k store.Key, kind conformance.DamageKind) error {
+	rdb := h.d.client("", "")
+	defer rdb.Close()
+	keys := (&Store{prefix: h.prefix}).keys(k)
+	all, err := rdb.HGetAll(ctx, keys.rec).Result()
+	if err != nil {
+		return err
+	}
+	field, val := "", ""
+	for f, v := range all {
+		if len(v) > len(val) {
+			field, val = f, v
+		}
+	}
+	if field == "" {
+		return fmt.Errorf("damage: session %s holds no record", k)
+	}
+	b := []byte(val)
+	switch kind {
+	case conformance.Truncate:
+		b = b[:len(b)/2]
+	case conformance.FlipBytes:
+		b[len(b)/2] ^= 0xff
+		b[len(b)/2+1] ^= 0x0f
+	case conformance.DropKey:
+		return rdb.HDel(ctx, keys.rec, field).Err()
+	default:
+		return conformance.ErrCannotDamage
+	}
+	return rdb.HSet(ctx, keys.rec, field, b).Err()
 }
 
 func (h *harness) Close() {}
@@ -172,14 +221,27 @@ func (h *harness) Partition(s store.SessionStore) (heal func()) {
 	return h.d.partition(s.(*handle).user)
 }
 
+// runOptions lets a child process of the suite open a harness's storage.
+var runOptions = conformance.Options{OpenChild: openChild}
+
+// TestConformance runs the store suite on a standalone server. A child
+// process of the suite starts no server: it opens the parent's.
 func TestConformance(t *testing.T) {
-	conformance.Run(t, standalone(t).maker())
+	if conformance.IsChild() {
+		conformance.Run(t, nil, runOptions)
+		return
+	}
+	conformance.Run(t, standalone(t).maker(), runOptions)
 }
 
 // TestCluster runs on one 3-master cluster: starting one takes seconds.
 func TestCluster(t *testing.T) {
+	if conformance.IsChild() {
+		t.Run("Conformance", func(t *testing.T) { conformance.Run(t, nil, runOptions) })
+		return
+	}
 	d := cluster(t)
-	t.Run("Conformance", func(t *testing.T) { conformance.Run(t, d.maker()) })
+	t.Run("Conformance", func(t *testing.T) { conformance.Run(t, d.maker(), runOptions) })
 	t.Run("WaitReplicas", func(t *testing.T) { testClusterWaitReplicas(t, d.addrs) })
 	t.Run("KeySlots", func(t *testing.T) { testClusterKeySlots(t, d.addrs) })
 }

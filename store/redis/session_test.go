@@ -12,24 +12,6 @@ import (
 	"github.com/tethermq/tether/store"
 )
 
-// sessionHarness is the conformance harness (a fresh key prefix on the
-// deployment, a Redis user per handle) that a crash case's child process
-// can also open: ChildConfig names the deployment and the prefix.
-type sessionHarness struct {
-	harness
-}
-
-var _ conformance.ChildHarness = (*sessionHarness)(nil)
-
-// ChildConfig returns "standalone|addr|prefix" or "cluster|addr,addr,...|prefix".
-func (h *sessionHarness) ChildConfig() string {
-	kind := "standalone"
-	if h.d.cluster {
-		kind = "cluster"
-	}
-	return kind + "|" + strings.Join(h.d.addrs, ",") + "|" + h.prefix
-}
-
 // openChild opens, in a child process, the storage ChildConfig describes,
 // as the default user; closing the store closes its client.
 func openChild(ctx context.Context, config string) (store.SessionStore, error) {
@@ -52,9 +34,11 @@ func openChild(ctx context.Context, config string) (store.SessionStore, error) {
 	return &handle{Store: s}, nil
 }
 
+// sessionMaker is maker with a prefix of its own: the conformance harness,
+// whose ChildConfig a crash case's child opens.
 func (d *deployment) sessionMaker() conformance.HarnessMaker {
 	return func(ctx context.Context, t testing.TB) (conformance.Harness, error) {
-		return &sessionHarness{harness{d: d, prefix: "sess-" + randomHex(6)}}, nil
+		return &harness{d: d, prefix: "sess-" + randomHex(6)}, nil
 	}
 }
 
