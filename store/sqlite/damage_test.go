@@ -49,4 +49,3 @@ func DamageFile(ctx context.Context, path string, k store.Key, kind conformance.
 	}
 	return err
 }
-
