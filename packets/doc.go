@@ -9,6 +9,16 @@
 // exported sentinel per kind) and carries the reason code a DISCONNECT or
 // CONNACK should report for it.
 //
+// ValidTopicName and ValidTopicFilter apply the topic rules on their own,
+// for callers that check before building a packet. Properties.SetPresent
+// and Properties.Has tell a property sent with its zero value from an
+// absent one, so that what Decode reads, Append writes back unchanged.
+//
+// Decoding takes memory in proportion to the packet: a Reader allocates a
+// body as its bytes arrive, not as its header announces, and Limits bound
+// the repeated properties whose decoded form is larger than their
+// encoding.
+//
 // The package does no I/O beyond the io.Reader it is given, keeps no
 // state between packets, and never panics on any input.
 package packets

@@ -29,3 +29,27 @@ func Example() {
 	// PUBLISH greetings text/plain hello
 	// true Protocol Error
 }
+
+func ExampleValidTopicFilter() {
+	for _, f := range []string{"sensors/+/temperature", "sensors/#/x", "$share/group/a/#", "$share//a"} {
+		fmt.Println(f, packets.ValidTopicFilter(f))
+	}
+	// Output:
+	// sensors/+/temperature <nil>
+	// sensors/#/x packets: invalid topic filter: # not the last level
+	// $share/group/a/# <nil>
+	// $share//a packets: invalid topic filter: empty share name
+}
+
+func ExampleProperties_SetPresent() {
+	var pr packets.Properties
+	pr.SetPresent(packets.PropPayloadFormat) // "unspecified bytes", said explicitly
+	b, _ := packets.Append(nil, &packets.Publish{Topic: "t", Properties: pr})
+	p, _ := packets.Decode(b, 0)
+	got := p.(*packets.Publish).Properties
+	fmt.Printf("% X\n", b)
+	fmt.Println(got.Has(packets.PropPayloadFormat), got.PayloadFormat)
+	// Output:
+	// 30 06 00 01 74 02 01 00
+	// true 0
+}
