@@ -3,6 +3,7 @@ module github.com/tethermq/tether
 go 1.26.8
 
 require (
+	github.com/coder/websocket v1.8.15
 	github.com/moby/moby/api v1.56.1
 	github.com/mochi-mqtt/server/v2 v2.7.9
 	github.com/redis/go-redis/v9 v9.23.0

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,6 +28,32 @@ type MosquittoConfig struct {
 	MaxPacketSize int
 	// Extra holds further configuration lines, appended verbatim.
 	Extra string
+	// WebSockets adds a second listener, on its own free loopback port,
+	// with "protocol websockets" (Mosquitto starts one only beside a plain
+	// MQTT listener). Broker.WebSocketURL returns its ws:// URL. Local
+	// brokers only.
+	WebSockets bool
+	// TLS, when set, adds a TLS listener on its own free loopback port
+	// with these files. Broker.TLSURL returns its mqtts:// URL. Local
+	// brokers only.
+	TLS *MosquittoTLS
+}
+
+// MosquittoTLS configures the TLS listener of WithTLS: PEM files, and
+// whether the broker demands a client certificate signed by the CA file.
+type MosquittoTLS struct {
+	CAFile, CertFile, KeyFile string
+	RequireCertificate        bool
+}
+
+// WithWebSockets adds a websockets listener; see MosquittoConfig.WebSockets.
+func WithWebSockets() MosquittoOption {
+	return func(c *MosquittoConfig) { c.WebSockets = true }
+}
+
+// WithTLS adds a TLS listener; see MosquittoConfig.TLS.
+func WithTLS(t MosquittoTLS) MosquittoOption {
+	return func(c *MosquittoConfig) { c.TLS = &t }
 }
 
 // MosquittoOption changes the configuration of a started Mosquitto.
@@ -51,7 +78,9 @@ func WithConfig(f func(*MosquittoConfig)) MosquittoOption {
 
 // Broker is a Mosquitto the test started (or an external one).
 type Broker struct {
-	s service
+	s       service
+	wsAddr  string // the websockets listener's address, if any
+	tlsAddr string // the TLS listener's address, if any
 }
 
 // Mosquitto returns an MQTT broker for the test: the one named by
@@ -74,7 +103,11 @@ func Mosquitto(t testing.TB, opts ...MosquittoOption) *Broker {
 		b.s.addr, b.s.origin = addr, "external ("+EnvMQTT+")"
 		return b
 	}
-	if bin, ok := findBinary("mosquitto"); ok {
+	bin, ok := findBinary("mosquitto")
+	if !ok && (cfg.WebSockets || cfg.TLS != nil) {
+		unavailable(t, "testenv: a Mosquitto with a websockets or TLS listener needs a local mosquitto binary")
+	}
+	if ok {
 		dir := t.TempDir()
 		confPath := filepath.Join(dir, "mosquitto.conf")
 		logPath := filepath.Join(dir, "mosquitto.log")
@@ -83,7 +116,14 @@ func Mosquitto(t testing.TB, opts ...MosquittoOption) *Broker {
 			args: []string{"-c", confPath},
 			logs: []string{filepath.Join(dir, "mosquitto.out"), logPath},
 		}
-		err := startFresh(p, 1, func(ports []int) error {
+		nports := 1
+		if cfg.WebSockets {
+			nports++
+		}
+		if cfg.TLS != nil {
+			nports++
+		}
+		err := startFresh(p, nports, func(ports []int) error {
 			b.s.addr = loopback(ports[0])
 			paths := mosquittoConfPaths{
 				listener: fmt.Sprintf("listener %d 127.0.0.1", ports[0]),
@@ -91,7 +131,28 @@ func Mosquitto(t testing.TB, opts ...MosquittoOption) *Broker {
 				logDest:  "log_dest file " + logPath,
 				asRoot:   os.Geteuid() == 0,
 			}
-			p.ready = dialReady(b.s.addr)
+			ready := []string{b.s.addr}
+			next := 1
+			if cfg.WebSockets {
+				b.wsAddr = loopback(ports[next])
+				next++
+				ready = append(ready, b.wsAddr)
+				paths.listener += fmt.Sprintf("\nlistener %d 127.0.0.1\nprotocol websockets", ports[next-1])
+			}
+			if cfg.TLS != nil {
+				b.tlsAddr = loopback(ports[next])
+				ready = append(ready, b.tlsAddr)
+				paths.listener += fmt.Sprintf("\nlistener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate %t",
+					ports[next], cfg.TLS.CAFile, cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.RequireCertificate)
+			}
+			p.ready = func(ctx context.Context) error {
+				for _, a := range ready {
+					if err := dialReady(a)(ctx); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
 			if err := os.WriteFile(confPath, []byte(mosquittoConf(cfg, paths)), 0o644); err != nil {
 				return fmt.Errorf("testenv: write mosquitto.conf: %w", err)
 			}
@@ -163,6 +224,24 @@ func (b *Broker) Addr() string { return b.s.addr }
 
 // URL returns the broker's address as "mqtt://host:port".
 func (b *Broker) URL() string { return "mqtt://" + b.s.addr }
+
+// WebSocketURL returns the websockets listener's "ws://host:port/mqtt"
+// (WithWebSockets), or "" when there is none.
+func (b *Broker) WebSocketURL() string {
+	if b.wsAddr == "" {
+		return ""
+	}
+	return "ws://" + b.wsAddr + "/mqtt"
+}
+
+// TLSURL returns the TLS listener's "mqtts://host:port" (WithTLS), or ""
+// when there is none.
+func (b *Broker) TLSURL() string {
+	if b.tlsAddr == "" {
+		return ""
+	}
+	return "mqtts://" + b.tlsAddr
+}
 
 // Stop shuts the broker down with SIGTERM (with persistence on, it saves its
 // sessions) and waits for it to exit. Its port stays its own for Start.
