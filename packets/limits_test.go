@@ -260,3 +260,33 @@ func checkExactLists(t testing.TB, p Packet) {
 		}
 	}
 }
+
+// TestCountProp: the counting pass skips every kind of value as decoding
+// reads it, and stops where decoding would fail.
+func TestCountProp(t *testing.T) {
+	user := "26 00 01 6B 00 00"
+	for _, tt := range []struct {
+		hex  string
+		want int
+	}{
+		{"", 0},
+		{user + " 01 01 " + user, 2},             // byte
+		{user + " 23 00 05 " + user, 2},          // two bytes
+		{user + " 02 00 00 00 3C " + user, 2},    // four bytes
+		{user + " 0B 80 01 " + user, 2},          // variable byte integer
+		{user + " 03 01 02 61 62 " + user, 1},    // a string of 258 bytes that does not fit
+		{user + " 03 00 02 61 62 " + user, 2},    // string
+		{user + " 09 00 01 FF " + user, 2},       // binary
+		{user + " 26 00 00 00 00 26", 2},         // pair, then a pair cut short
+		{user + " 26 00 05", 1},                  // a pair whose key is cut short
+		{user + " 26 00", 1},                     // a length cut short
+		{user + " 0B 80", 1},                     // a cut variable byte integer
+		{user + " 0B 80 80 80 80 01 " + user, 1}, // an overlong one
+		{user + " 05 00 " + user, 1},             // an unknown identifier
+		{user + " 02 00 00 " + user, 1},          // a value cut short
+	} {
+		if got := countProp(unhex(t, tt.hex), PropUser); got != tt.want {
+			t.Errorf("countProp(%s) = %d, want %d", tt.hex, got, tt.want)
+		}
+	}
+}

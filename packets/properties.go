@@ -657,9 +657,6 @@ func countProp(b []byte, want PropertyID) int {
 			break
 		}
 		b = b[n:]
-		if PropertyID(id) == want {
-			count++
-		}
 		switch props[id].kind {
 		case kindByte:
 			n = 1
@@ -683,6 +680,9 @@ func countProp(b []byte, want PropertyID) int {
 			break
 		}
 		b = b[n:]
+		if PropertyID(id) == want {
+			count++
+		}
 	}
 	return count
 }
