@@ -24,6 +24,9 @@ type RedisConfig struct {
 	// ("--appendfsync", "everysec" overrides the default fsync policy).
 	// They are ignored by an external service.
 	Args []string
+	// auth is set by WithRedisPassword and WithRedisUser, which an
+	// external server cannot honour.
+	auth bool
 }
 
 // RedisOption changes the configuration of a started Redis server.
@@ -33,6 +36,21 @@ type RedisOption func(*RedisConfig)
 // "10mb".
 func WithRedisArgs(args ...string) RedisOption {
 	return func(c *RedisConfig) { c.Args = append(c.Args, args...) }
+}
+
+// WithRedisPassword starts the server with requirepass: the default user
+// needs password pw. The server is ready once it answers, NOAUTH included.
+func WithRedisPassword(pw string) RedisOption {
+	return func(c *RedisConfig) { c.Args, c.auth = append(c.Args, "--requirepass", pw), true }
+}
+
+// WithRedisUser adds an ACL user, rule as in an ACL SETUSER line ("alice on
+// >secret ~app:* +@all").
+func WithRedisUser(rule string) RedisOption {
+	return func(c *RedisConfig) {
+		c.Args = append(append(c.Args, "--user"), strings.Fields(rule)...)
+		c.auth = true
+	}
 }
 
 // RedisServer is a Redis server the test started (or an external one).
@@ -54,6 +72,10 @@ func Redis(t testing.TB, opts ...RedisOption) *RedisServer {
 	}
 	r := &RedisServer{s: service{t: t, name: "redis"}}
 	if addr := os.Getenv(EnvRedis); addr != "" {
+		if cfg.auth {
+			unavailable(t, "testenv: the external Redis %s (%s) cannot be given a password or ACL users", addr, EnvRedis)
+			return r
+		}
 		if len(cfg.Args) > 0 {
 			t.Logf("testenv: external Redis %s: options ignored", addr)
 		}
@@ -258,6 +280,9 @@ func waitClusterOK(addrs []string) error {
 func redisReady(addr string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		reply, err := redisDo(ctx, addr, "PING")
+		if err != nil && strings.Contains(err.Error(), ": NOAUTH ") {
+			return nil // up, and wanting a password (WithRedisPassword)
+		}
 		if err != nil {
 			return err
 		}
