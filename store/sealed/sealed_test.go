@@ -131,10 +131,15 @@ func boltHarness(mode string) conformance.HarnessMaker {
 // Truncate cuts one short. A record deleted whole (DropKey) is not
 // something sealing can detect, since it authenticates records one by one.
 func damageSealed(ctx context.Context, config string, k store.Key, kind conformance.DamageKind) error {
+	return damageThrough(ctx, func() (store.SessionStore, error) { return openSealedBolt(config) }, k, kind)
+}
+
+// damageThrough is damageSealed on the sealed store that open returns.
+func damageThrough(ctx context.Context, open func() (store.SessionStore, error), k store.Key, kind conformance.DamageKind) error {
 	if kind != conformance.FlipBytes && kind != conformance.Truncate {
 		return fmt.Errorf("%w: sealing authenticates each record, not which records a session holds", conformance.ErrCannotDamage)
 	}
-	s, err := openSealedBolt(config)
+	s, err := open()
 	if err != nil {
 		return err
 	}
