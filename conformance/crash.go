@@ -342,7 +342,7 @@ func (s *sess) crash() {
 	for g := 1; g <= gens; g++ {
 		final := g == gens
 		ch := s.startChild(exe, childSpec{
-			Config: childConfig, URL: p.URL(), ClientID: id, Out: out, In: in,
+			Config: childConfig, URL: s.url(p), ClientID: id, Out: out, In: in,
 			Gen: g, Count: perGen, Subscribe: !subscribed,
 		})
 		if !subscribed {
@@ -456,5 +456,5 @@ func (s *sess) crash() {
 	s.t.Logf("%d generations (%d killed); %d outbound messages delivered, %d completed; %d inbound, %d handled again after a crash (the furthest %d messages back in the killed process's handling)",
 		gens, len(killed), len(delivered), len(done), nIn, dups, widest)
 	s.checkAudit(aud)
-	s.expectNoState(s.open(), p.URL(), id)
+	s.expectNoState(s.open(), s.url(p), id)
 }

@@ -1,46 +1,72 @@
 // Package conformance is the shared test suite that every tether session
 // store runs, so that all backends keep one contract (see package store).
 //
-// # For backend authors
+// # For backend authors: the harness
 //
 // Write a HarnessMaker: a function that prepares fresh, empty storage for one
-// test and returns a Harness whose MakeStore opens a handle on it. Calling
+// check and returns a Harness whose MakeStore opens a handle on it. Calling
 // MakeStore again must open another handle on the same storage, so the suite
 // can check that data survives a reopen. Declare what the backend can do in
 // Capabilities; checks of capabilities a backend lacks are skipped by name.
-// Then call Run from a test and Bench from a benchmark:
+// For most backends HarnessFuncs is all the harness there is:
 //
 //	func newHarness(ctx context.Context, t testing.TB) (conformance.Harness, error) {
 //		path := filepath.Join(t.TempDir(), "sessions.db")
 //		return &conformance.HarnessFuncs{
-//			Make: func(ctx context.Context) (store.SessionStore, error) { return bolt.Open(path, nil) },
-//			Caps: conformance.Capabilities{Durable: true},
+//			Make:  func(ctx context.Context) (store.SessionStore, error) { return mystore.Open(path) },
+//			Caps:  conformance.Capabilities{Durable: true},
+//			Child: path, // what a child process needs to open the same storage
+//			Damage: func(ctx context.Context, k store.Key, kind conformance.DamageKind) error {
+//				return damageMyFile(path, k, kind) // optional: enables Damage/...
+//			},
 //		}, nil
 //	}
 //
-//	func TestConformance(t *testing.T)      { conformance.Run(t, newHarness) }
+//	func openChild(ctx context.Context, path string) (store.SessionStore, error) {
+//		return mystore.Open(path)
+//	}
+//
+//	func TestMain(m *testing.M)         { goleak.VerifyTestMain(m) }
+//	func TestConformance(t *testing.T) { conformance.Run(t, newHarness, conformance.Options{OpenChild: openChild}) }
+//	func TestSession(t *testing.T) {
+//		conformance.RunSession(t, newHarness, conformance.SessionOptions{OpenChild: openChild})
+//	}
 //	func BenchmarkConformance(b *testing.B) { conformance.Bench(b, newHarness) }
 //
-// Each check is a subtest with a stable name, so one can be run alone:
+// Step by step:
 //
-//	go test -race -run 'TestConformance/Store/OrderBySeq' ./store/bolt
-//
-// The checks are grouped as Store/... (the SessionStore contract), Lister/...
-// (store.Lister) and Owner/... (store.Owner). Every check gets its own
-// harness and runs under a deadline: its context expires first, so a store
-// that honours contexts fails with a clear error, and a watchdog ends the
-// test binary with every goroutine's stack if the check still does not
-// return, rather than letting it hang until go test's own timeout.
-//
-// A check that needs a capability the harness does not declare, or an
-// optional interface the store does not implement (store.Lister,
-// store.Owner), is skipped with a message naming what is missing. The
-// ownership checks need two handles at once (Capabilities.SharedHandles),
-// and the takeover check needs a harness that can cut a handle off from the
-// storage (Partitioner), so that a lease lapses while its holder still runs.
-//
-// Each check's time limit is 60s (three times that for the heavy ones); set
-// the environment variable named by TimeoutEnv to change it.
+//  1. Make opens a handle. Each check gets a fresh harness, so use
+//     t.TempDir, a fresh key prefix or a fresh database per call of the
+//     HarnessMaker.
+//  2. Caps.Durable: set it when the data outlives the handle and the
+//     process (files, servers). A Durable harness gets the Reopen/... and
+//     Damage/... checks and the checks that kill a process, and must let a
+//     child process in: Child (or a ChildHarness of your own) names the
+//     storage, and OpenChild (in Options for Run, in SessionOptions for
+//     RunSession) opens it in the child. Without them Store/KillAfterApply,
+//     Store/SyncOnApply and the session suite's Crash fail, saying so:
+//     they are not skipped.
+//  3. Caps.SharedHandles: set it when several handles may be open at once
+//     (several processes on one file, several clients of one server); the
+//     Owner/... checks need it. Caps.ServerDurability: set it when a server
+//     makes an Apply durable (Redis), not the process's own file writes.
+//     Caps.MaxPacketLen: the largest packet, if not store.MaxPacketLen.
+//  4. Damage (or a Harness implementing Damager) damages the storage behind
+//     the store's back, after the suite has closed every handle: Truncate
+//     cuts the storage short (a file cut inside its data, a value on a
+//     server shortened), FlipBytes changes bytes inside one record of the
+//     session, DropKey removes one piece of it (a row, a record's value
+//     without its index entry). Return ErrCannotDamage for a kind that does
+//     not apply. A helper that needs the backend's internals can live in a
+//     _test.go file of the backend's own package (see store/bolt,
+//     store/sqlite).
+//  5. The checks that kill or trace a process re-execute the test binary,
+//     which runs the test that called Run (or RunSession) again; there Run
+//     plays the child's role without calling the HarnessMaker. A test that
+//     starts a service before calling Run should skip that when IsChild
+//     reports true and pass a nil HarnessMaker.
+//  6. Shared backends that implement store.Owner also implement Partitioner
+//     on their harness, so that a lease can lapse while its holder runs.
 //
 // Run the suite with -race: several checks drive a store from many
 // goroutines at once, and the race detector is what makes a data race in a
@@ -48,11 +74,99 @@
 // suite closes every handle it opens and then the harness, so a goroutine
 // left behind belongs to the backend.
 //
+// # What a failing check means
+//
+// Each check is a subtest with a stable name, so one can be run alone:
+//
+//	go test -race -run 'TestConformance/Reopen/KeyIsolation' ./store/bolt
+//
+// Store/... checks the SessionStore contract on open handles:
+//
+//   - EmptyLoad, EmptyBatch: an unknown or emptied session loads as no
+//     records; an empty batch changes nothing.
+//   - OrderBySeq: Load returns records in Seq order whatever the write order
+//     (a failure: records kept in insertion, byte or string order).
+//   - PutReplaces, ReplaceInBatch, LaterOpWins, DeleteIdempotent: a Put
+//     replaces the whole record; ops of one batch apply in order; deleting
+//     what is absent is not an error.
+//   - Clear: drops one session and nothing else.
+//   - KeyIsolation: keys that naive joining or escaping confuses (("a:b",
+//     "c") and ("a", "b:c"), NUL bytes, invalid UTF-8...) stay apart.
+//   - RoundTrip, NotRetained: every field comes back exactly; the store
+//     keeps copies, not the caller's slices.
+//   - PacketIDs, LongQueue: 65,535 records, 200,000 queued records.
+//   - RecordSizes: empty, 1-byte, 255, 256, 65,535, 65,536 and 65,537-byte
+//     packets and the largest the backend accepts (a failure after a
+//     reopen, under Reopen/, is a length field too narrow on disk).
+//   - TooLarge, UnknownOpKind: a bad batch is refused whole
+//     (store.ErrTooLarge; an error) and applies nothing (a failure: a batch
+//     applied op by op).
+//   - ConcurrentOneKey, ConcurrentManyKeys: concurrent readers never see
+//     half a batch; concurrent writers lose nothing.
+//   - Reopen: what was written, deleted and cleared survives Close.
+//   - KillAfterApply: a child process applies batches and is killed with
+//     SIGKILL the moment Apply returns, or in the middle of a stream of
+//     Applies; the parent reopens and finds every acknowledged batch whole
+//     and the interrupted one whole or absent (a failure: write-behind
+//     buffering in the process, or a batch that is not one transaction).
+//   - SyncOnApply: a child applies batches under strace; each Apply must
+//     make a sync call (fsync, fdatasync, ...) after its last write and
+//     before it returns. A kill -9 cannot show a missing fsync, because
+//     the page cache outlives the process; a power cut or kernel crash
+//     would lose the data. It needs strace (Debian package strace) and
+//     ptrace permission; without strace it is skipped, or fails under
+//     TETHER_TEST_REQUIRE=1. Backends with Capabilities.ServerDurability
+//     skip it: their durability is the server's documented policy.
+//   - SharedHandles, Closed, ContextCancelled: handles see each other's
+//     writes; a closed store answers store.ErrClosed; a cancelled context
+//     is honoured and applies nothing.
+//
+// Reopen/<name> runs each Store/ check whose property must survive a
+// restart again, closing the handle and opening a new one before every
+// read (EmptyLoad, OrderBySeq, PutReplaces, ReplaceInBatch, LaterOpWins,
+// DeleteIdempotent, Clear, KeyIsolation, RoundTrip, PacketIDs,
+// RecordSizes, TooLarge, UnknownOpKind). A check that passes under Store/
+// and fails under Reopen/ points at the on-disk form: a key joined into a
+// name, a truncated length, a lost order.
+//
+// Damage/Truncate, Damage/FlipBytes and Damage/DropKey write a victim
+// session and two bystanders, close every handle, damage the victim's
+// storage and open it again. No call may panic (a failure names the call:
+// a decoder trusting a stored length), no damaged record may come back as
+// good, and FlipBytes must be reported by Load as a *store.CorruptError.
+// For FlipBytes and DropKey, Open succeeds, the bystanders load whole and
+// take writes, and Clear removes the victim. Truncate may take the sessions
+// that share the victim's file along, but only with an error.
+//
+// Lister/Sessions checks store.Lister; Owner/... checks store.Owner (the
+// lease, its fencing token, waiting, renewal and takeover after its TTL).
+//
+// # Time limits: progress, not totals
+//
+// Every check runs under a limit that is a silence, not a total: the check
+// fails once nothing has moved for 60s (three times that for the heavy
+// ones) — no store call returned, no packet crossed the fault proxy, no
+// message was handled, no child reported. A slow or loaded machine makes
+// the suite slow, not red. The check's context ends first, so a store that
+// honours contexts fails with a readable error ("no progress for 1m0s"); a
+// watchdog a little later ends the test binary with every goroutine's
+// stack if the check still does not return, rather than letting it hang
+// until go test's own timeout. Set the environment variable named by
+// TimeoutEnv to change the limit.
+//
 // Some checks are heavy on purpose: Store/LongQueue writes 200,000 records,
 // Store/PacketIDs 65,535, and Store/RecordSizes a record of
 // store.MaxPacketLen bytes. They write in batches of thousands of records,
-// so a backend that writes a batch in one transaction stays within seconds
-// (the SQLite backend, the slowest here, takes about 25s under -race).
+// so a backend that writes a batch in one transaction stays within seconds.
+//
+// # Environment
+//
+//   - TETHER_TEST_REQUIRE=1 (CI sets it) turns every skip for something
+//     missing on the machine — Mosquitto, Redis, strace — into a failure.
+//     Skips for a capability the backend does not declare stay skips.
+//   - TETHER_CONFORMANCE_TIMEOUT (TimeoutEnv): the progress limit of a check.
+//   - TETHER_SESSION_SEED (SeedEnv), TETHER_SESSION_SOAK (SoakEnv): replay
+//     the session suite's chaos with a seed; size its soak.
 //
 // # The session suite
 //
@@ -61,12 +175,6 @@
 // (conformance/faultproxy) to a real broker, cut at every packet of every
 // QoS 1 and QoS 2 exchange, restarted, crashed with kill -9, must lose no
 // message and deliver no QoS 2 message twice. A backend runs it with the
-// same HarnessMaker:
-//
-//	func TestSession(t *testing.T) {
-//		conformance.RunSession(t, newHarness, conformance.SessionOptions{})
-//	}
-//
-// See RunSession for the cases, the crash case's one remaining duplicate
-// window, and how a durable backend opts into the crash case.
+// same HarnessMaker and the same OpenChild, as above. See RunSession for
+// the cases and the crash case's one remaining duplicate window.
 package conformance

@@ -22,7 +22,8 @@ import (
 )
 
 // SessionOptions configures RunSession. The zero value runs every case
-// against Mosquitto and skips the crash cases.
+// against Mosquitto; a Durable harness also needs OpenChild, for the crash
+// case.
 type SessionOptions struct {
 	// Broker is the MQTT broker implementation the cases talk to. Nil
 	// means MosquittoBroker.
@@ -32,14 +33,18 @@ type SessionOptions struct {
 	// the crash cases possible: the suite re-executes the test binary,
 	// the child calls OpenChild with the configuration string, runs a
 	// client on the store and is killed with SIGKILL at random points.
-	// Nil skips the crash cases, as does a harness that is not Durable or
-	// does not implement ChildHarness.
+	// A harness that is not Durable skips the crash case; a Durable one
+	// without OpenChild or a ChildConfig fails it.
 	OpenChild func(ctx context.Context, config string) (store.SessionStore, error)
 	// SoakMessages is how many QoS 2 messages the chaos soak sends each
 	// way (with a cut for every 50). Zero means 1,000 under -short and
 	// 20,000 otherwise; the environment variable named by SoakEnv
 	// overrides both.
 	SoakMessages int
+	// WebSocket makes the cases' clients connect with ws:// URLs, through
+	// a WebSocket front that relays to the fault proxy (see websocket.go
+	// for why the proxy stays on the TCP side).
+	WebSocket bool
 }
 
 // BrokerImpl is an MQTT broker implementation the session cases can run
@@ -257,22 +262,24 @@ const sharedReceiveMax = 10
 //
 // # For backend authors
 //
-// A durable backend gets the crash case by giving RunSession an
-// OpenChild function and a harness that implements ChildHarness; the
-// child never calls the HarnessMaker, so a test that starts a service
-// before calling RunSession should skip that when IsSessionChild reports
-// true. For example:
+// A durable backend runs the crash case: its harness names the storage for
+// a child process (HarnessFuncs.Child, or a ChildHarness of its own) and
+// SessionOptions.OpenChild opens it there. A Durable harness without both
+// fails the Crash case, saying what is missing, rather than skipping it.
+// The child never calls the HarnessMaker, so a test that starts a service
+// before calling RunSession should skip that when IsChild reports true.
+// For example:
 //
 //	func TestSession(t *testing.T) {
-//		conformance.RunSession(t, newSessionHarness, conformance.SessionOptions{
+//		conformance.RunSession(t, newHarness, conformance.SessionOptions{
 //			OpenChild: func(_ context.Context, path string) (store.SessionStore, error) {
 //				return bolt.Open(path, nil)
 //			},
 //		})
 //	}
 //
-// where newSessionHarness returns a harness whose ChildConfig is the
-// file's path. SessionOptions.Broker picks another broker implementation
+// where newHarness returns a HarnessFuncs whose Child is the file's path.
+// SessionOptions.Broker picks another broker implementation
 // (MochiBroker). Run it under -race; -short keeps the soak and the crash
 // case small (about ten seconds per backend), the full run is much
 // longer. The matrix of results is printed by

@@ -126,7 +126,7 @@ func (s *sess) outboundCut(qos byte, cp cutPoint, newClient bool) {
 	p, aud := s.proxy()
 	st := s.open()
 	id := s.newID("out")
-	cfg := s.clientConfig(p.URL(), id, st, newClient)
+	cfg := s.clientConfig(s.url(p), id, st, newClient)
 	if cp.action == faultproxy.Blackhole {
 		// Only keep alive can find a black hole (MQTT-3.1.2-20).
 		cfg.KeepAlive = time.Second
@@ -143,7 +143,7 @@ func (s *sess) outboundCut(qos byte, cp cutPoint, newClient bool) {
 	if newClient {
 		_ = c.Close()
 		st = s.reopen(st)
-		cfg = s.clientConfig(p.URL(), id, st, false)
+		cfg = s.clientConfig(s.url(p), id, st, false)
 		c = s.start(cfg)
 	} else {
 		for i, tok := range toks {
@@ -163,7 +163,7 @@ func (s *sess) outboundCut(qos byte, cp cutPoint, newClient bool) {
 	}
 	_ = c.Close()
 	s.checkAudit(aud)
-	s.expectNoState(s.reopen(st), p.URL(), id)
+	s.expectNoState(s.reopen(st), s.url(p), id)
 }
 
 // inboundCut has a peer publish m1, m2, m3 at qos to the client under
@@ -179,8 +179,8 @@ func (s *sess) inboundCut(qos byte, cp cutPoint, newClient bool) {
 	p, aud := s.proxy()
 	st := s.open()
 	id := s.newID("in")
-	ws, w := s.watch(st, p.URL(), id)
-	cfg := s.clientConfig(p.URL(), id, ws, newClient)
+	ws, w := s.watch(st, s.url(p), id)
+	cfg := s.clientConfig(s.url(p), id, ws, newClient)
 	cfg.OnMessage = got.handler
 	c := s.start(cfg)
 	s.subscribe(c, topic)
@@ -196,9 +196,9 @@ func (s *sess) inboundCut(qos byte, cp cutPoint, newClient bool) {
 	if newClient {
 		_ = c.Close()
 		st = s.reopen(st)
-		ws, w = s.watch(st, p.URL(), id)
+		ws, w = s.watch(st, s.url(p), id)
 		mark = len(got.snapshot())
-		cfg = s.clientConfig(p.URL(), id, ws, false)
+		cfg = s.clientConfig(s.url(p), id, ws, false)
 		cfg.OnMessage = got.handler
 		c = s.start(cfg)
 	}
@@ -216,7 +216,7 @@ func (s *sess) inboundCut(qos byte, cp cutPoint, newClient bool) {
 	}
 	_ = c.Close()
 	s.checkAudit(aud)
-	s.expectNoState(s.reopen(st), p.URL(), id)
+	s.expectNoState(s.reopen(st), s.url(p), id)
 }
 
 // backlog stores more QoS 2 messages than the broker's Receive Maximum
@@ -235,7 +235,7 @@ func (s *sess) backlog(newClient bool) {
 	st := s.open()
 	id := s.newID("backlog")
 	lost := make(chan struct{})
-	cfg := s.clientConfig(p.URL(), id, st, newClient)
+	cfg := s.clientConfig(s.url(p), id, st, newClient)
 	var once sync.Once
 	cfg.OnConnectionLost = func(error) { once.Do(func() { close(lost) }) }
 	c := s.start(cfg)
@@ -254,7 +254,7 @@ func (s *sess) backlog(newClient bool) {
 		_ = c.Close()
 		st = s.reopen(st)
 		p.SetRefuse(false)
-		c = s.start(s.clientConfig(p.URL(), id, st, false))
+		c = s.start(s.clientConfig(s.url(p), id, st, false))
 	} else {
 		p.SetRefuse(false)
 	}
@@ -276,7 +276,7 @@ func (s *sess) backlog(newClient bool) {
 	}
 	_ = c.Close()
 	s.checkAudit(aud)
-	s.expectNoState(s.reopen(st), p.URL(), id)
+	s.expectNoState(s.reopen(st), s.url(p), id)
 }
 
 // sessionLost: the broker restarts without persistence while a QoS 2
@@ -295,7 +295,7 @@ func (s *sess) sessionLost(republish bool) {
 		republished bool
 	}
 	reports := make(chan report, 4)
-	cfg := s.clientConfig(p.URL(), id, st, false)
+	cfg := s.clientConfig(s.url(p), id, st, false)
 	cfg.RepublishLost = republish
 	cfg.OnSessionLost = func(lost []*client.Message, republished bool) {
 		reports <- report{lost, republished}
@@ -344,7 +344,7 @@ func (s *sess) sessionLost(republish bool) {
 	}
 	_ = c.Close()
 	s.checkAudit(aud)
-	s.expectNoState(s.reopen(st), p.URL(), id)
+	s.expectNoState(s.reopen(st), s.url(p), id)
 }
 
 // brokerRestart: a persistent broker restarts (cleanly) while the client
@@ -374,8 +374,8 @@ func (s *sess) brokerRestart() {
 	id := s.newID("restart")
 	got := s.newInbox()
 	conns := make(chan *client.ConnectInfo, 8)
-	ws, w := s.watch(st, p.URL(), id)
-	cfg := s.clientConfig(p.URL(), id, ws, false)
+	ws, w := s.watch(st, s.url(p), id)
+	cfg := s.clientConfig(s.url(p), id, ws, false)
 	cfg.OnMessage = got.handler
 	cfg.OnConnect = func(ci *client.ConnectInfo) { conns <- ci }
 	c := s.start(cfg)
@@ -421,5 +421,5 @@ func (s *sess) brokerRestart() {
 	s.waitInbound(w, 2)
 	_ = c.Close()
 	s.checkAudit(aud)
-	s.expectNoState(s.reopen(st), p.URL(), id)
+	s.expectNoState(s.reopen(st), s.url(p), id)
 }

@@ -21,10 +21,12 @@ import (
 // newRegressionSess returns a case environment on a fresh Mosquitto whose
 // max_inflight_messages is inflight.
 func newRegressionSess(t *testing.T, inflight int) *sess {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
+	// Like a case of RunSession: no progress for 30s fails, however long
+	// the test runs.
+	ctx, prog, stop := newProgress(context.Background(), 30*time.Second)
+	t.Cleanup(stop)
 	r := &sessRunner{impl: MosquittoBroker, root: t.Name()}
-	s := &sess{t: t, ctx: ctx, r: r, broker: MosquittoBroker.Start(t, BrokerConfig{ReceiveMaximum: inflight})}
+	s := &sess{t: t, ctx: ctx, prog: prog, r: r, broker: MosquittoBroker.Start(t, BrokerConfig{ReceiveMaximum: inflight})}
 	t.Cleanup(s.closeAll)
 	return s
 }
@@ -64,7 +66,7 @@ func TestSessionRegressionCrashWindowBeyondReceiveMaximum(t *testing.T) {
 	const recvMax, n = 10, 60
 	var mu sync.Mutex
 	handled, ahead := 0, 0
-	got := newInbox()
+	got := s.newInbox()
 	cfg := s.clientConfig(p.URL(), id, ws, false)
 	cfg.ReceiveMaximum = recvMax
 	cfg.OnMessage = func(m *client.Message) {

@@ -84,8 +84,8 @@ func (s *sess) soak() {
 	var dupMu sync.Mutex
 	conns := 0                    // connections made so far; guarded by dupMu
 	dups := map[string][]string{} // how each message was delivered: connection, packet id, DUP
-	ws, w := s.watch(st, p.URL(), id)
-	cfg := s.clientConfig(p.URL(), id, ws, false)
+	ws, w := s.watch(st, s.url(p), id)
+	cfg := s.clientConfig(s.url(p), id, ws, false)
 	cfg.OnConnect = func(*client.ConnectInfo) {
 		dupMu.Lock()
 		conns++
@@ -191,7 +191,7 @@ func (s *sess) soak() {
 	s.waitInbound(w, n)
 	_ = c.Close()
 	s.checkAudit(aud)
-	s.expectNoState(s.reopen(st), p.URL(), id)
+	s.expectNoState(s.reopen(st), s.url(p), id)
 }
 
 // firstDiff describes where got first departs from 0, 1, 2, ...
