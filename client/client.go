@@ -27,6 +27,7 @@ import (
 type Client struct {
 	cfg      Config
 	log      *slog.Logger
+	flood    *floodLog // rate-limited warnings a server can trigger at will
 	st       store.SessionStore
 	ownStore bool
 	servers  []server
@@ -78,6 +79,7 @@ type Client struct {
 	idFreed       chan struct{}       // closed when a packet identifier is freed
 	queued0       []*packets.Publish  // QoS 0 published while disconnected (QueueQoS0)
 	tokens0       []*Token            // their tokens
+	queued0Bytes  int                 // their size on the wire
 	recBufs       [][]byte            // record buffers free for reuse (guarded by mu)
 	cur           batch               // the group commit being accumulated
 
@@ -100,6 +102,18 @@ type limits struct {
 	shared        bool
 	sessionExpiry uint32
 }
+
+// Defaults of the resource bounds in Config; README's "Resource limits and
+// security" gives the worst-case memory they add up to.
+const (
+	DefaultMaximumPacketSize = 1 << 20  // Config.MaximumPacketSize
+	DefaultMaxInboundBytes   = 64 << 20 // Config.MaxInboundBytes
+	DefaultMaxWriteBuffer    = 4 << 20  // Config.MaxWriteBuffer
+
+	// protocolMaxPacket is the largest packet MQTT allows: a fixed header
+	// byte, four length bytes and 268,435,455 bytes.
+	protocolMaxPacket = 1 + 4 + 268435455
+)
 
 func defaultLimits() limits {
 	return limits{receiveMax: 65535, maxQoS: 2, retain: true, wildcard: true, subID: true, shared: true}
@@ -126,6 +140,7 @@ func New(cfg Config) (*Client, error) {
 		c.log = slog.New(discardHandler{})
 	}
 	c.log = c.log.With("client_id", cfg.ClientID)
+	c.flood = newFloodLog(c.log)
 	if c.st == nil {
 		c.st, c.ownStore = memory.New(), true
 	}
@@ -135,6 +150,18 @@ func New(cfg Config) (*Client, error) {
 	}
 	if c.cfg.MaxQueuedQoS0 <= 0 {
 		c.cfg.MaxQueuedQoS0 = 10000
+	}
+	if c.cfg.MaxInboundBytes <= 0 {
+		c.cfg.MaxInboundBytes = DefaultMaxInboundBytes
+	}
+	if c.cfg.MaxWriteBuffer <= 0 {
+		c.cfg.MaxWriteBuffer = DefaultMaxWriteBuffer
+	}
+	if c.cfg.WriteTimeout <= 0 {
+		c.cfg.WriteTimeout = 30 * time.Second
+	}
+	if c.cfg.MaximumPacketSize == 0 {
+		c.cfg.MaximumPacketSize = DefaultMaximumPacketSize
 	}
 	if c.cfg.ConnectTimeout <= 0 {
 		c.cfg.ConnectTimeout = 10 * time.Second
@@ -167,15 +194,6 @@ func New(cfg Config) (*Client, error) {
 	go c.deliv.run()
 	return c, nil
 }
-
-// discardHandler is a slog.Handler that drops everything: a nil
-// Config.Logger keeps the client silent.
-type discardHandler struct{}
-
-func (discardHandler) Enabled(context.Context, slog.Level) bool  { return false }
-func (discardHandler) Handle(context.Context, slog.Record) error { return nil }
-func (d discardHandler) WithAttrs([]slog.Attr) slog.Handler      { return d }
-func (d discardHandler) WithGroup(string) slog.Handler           { return d }
 
 // Connect starts the connection loop and waits for the first CONNACK. It
 // returns nil once connected; afterwards the client reconnects by itself
@@ -390,7 +408,7 @@ func (c *Client) connectOnce(stop chan struct{}, sv server) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	ca, err := c.handshake(ctx, cn, clean)
+	ca, err := c.handshake(ctx, cn, clean, sv)
 	if err != nil {
 		return nil, err
 	}
@@ -498,7 +516,7 @@ func (c *Client) failover(ctx context.Context, k store.Key) error {
 
 // handshake sends CONNECT and waits for CONNACK, running enhanced
 // authentication in between.
-func (c *Client) handshake(ctx context.Context, cn *conn, clean bool) (*packets.Connack, error) {
+func (c *Client) handshake(ctx context.Context, cn *conn, clean bool, sv server) (*packets.Connack, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = cn.nc.SetDeadline(dl)
 	}
@@ -520,12 +538,19 @@ func (c *Client) handshake(ctx context.Context, cn *conn, clean bool) (*packets.
 		p.Properties.ReceiveMaximum = c.recvMax
 	}
 	p.Properties.MaximumPacketSize = c.cfg.MaximumPacketSize
+	if c.cfg.MaximumPacketSize >= protocolMaxPacket {
+		p.Properties.MaximumPacketSize = 0 // the protocol's own limit: nothing to announce
+	}
 	p.Properties.TopicAliasMaximum = c.cfg.TopicAliasMaximum
 	if c.cfg.Username != "" {
 		p.Username, p.HasUsername = c.cfg.Username, true
 	}
 	if c.cfg.Password != nil {
 		p.Password, p.HasPassword = c.cfg.Password, true
+	}
+	if sv.hasUser { // mqtt://user:pass@host: the URL names this server's credentials
+		p.Username, p.HasUsername = sv.user, true
+		p.Password, p.HasPassword = sv.pass, sv.hasPass
 	}
 	if w := c.cfg.Will; w != nil {
 		p.Will = &packets.Will{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain, Properties: w.Properties}
@@ -546,7 +571,7 @@ func (c *Client) handshake(ctx context.Context, cn *conn, clean bool) (*packets.
 	if _, err := cn.nc.Write(b); err != nil {
 		return nil, fmt.Errorf("client: write CONNECT: %w", err)
 	}
-	cn.r = packets.NewReader(cn.nc, int(c.cfg.MaximumPacketSize))
+	cn.r = packets.NewReader(cn.nc, int(min(c.cfg.MaximumPacketSize, protocolMaxPacket)))
 	for {
 		pk, err := cn.r.Read()
 		if err != nil {
@@ -696,7 +721,7 @@ func (c *Client) established(cn *conn, ca *packets.Connack, clean bool, sv serve
 	for i, p := range c.queued0 {
 		c.emit(action{kind: aSendPublish, cn: cn, pub: p, tok: c.tokens0[i]})
 	}
-	c.queued0, c.tokens0 = nil, nil
+	c.queued0, c.tokens0, c.queued0Bytes = nil, nil, 0
 
 	cn.wg.Add(2)
 	go cn.readLoop()
@@ -721,10 +746,10 @@ func (c *Client) connectionLost(cn *conn) error {
 	for id, r := range c.requests {
 		delete(c.requests, id)
 		c.ids.clear(id)
-		r.finish(nil, fmt.Errorf("%w: %w", ErrConnectionLost, err))
+		r.finish(nil, wrap(ErrConnectionLost, err))
 	}
 	if cn.reauth != nil {
-		cn.reauth <- fmt.Errorf("%w: %w", ErrConnectionLost, err)
+		cn.reauth <- wrap(ErrConnectionLost, err)
 		cn.reauth = nil
 	}
 	for _, m := range c.msgs {
@@ -750,7 +775,7 @@ func (c *Client) connectionLost(cn *conn) error {
 		c.waitIdle()
 	}
 	if c.fatal != nil {
-		err = fmt.Errorf("%w: %w", c.fatal, err)
+		err = wrap(c.fatal, err)
 	}
 	c.log.Info("connection lost", "err", err)
 	return err
@@ -929,7 +954,7 @@ func (c *Client) shutdown() {
 	for _, t := range c.tokens0 {
 		t.complete(ErrClosed)
 	}
-	c.queued0, c.tokens0 = nil, nil
+	c.queued0, c.tokens0, c.queued0Bytes = nil, nil, 0
 	if c.idFreed != nil {
 		close(c.idFreed)
 		c.idFreed = nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/tethermq/tether/packets"
@@ -20,7 +21,10 @@ type Config struct {
 	// wss:// for MQTT over WebSocket (ports 80 and 443, path /mqtt by
 	// default). At least
 	// one is required. Each server has its own session in the store, since
-	// an MQTT session lives on one server.
+	// an MQTT session lives on one server. Credentials in a URL
+	// (mqtt://user:pass@host) are sent to that server in place of Username
+	// and Password; errors and logs show such URLs with the password
+	// hidden.
 	Servers []string
 
 	// ClientID names the session on the server and in the store. Required:
@@ -77,9 +81,11 @@ type Config struct {
 	// end the connection with 0x93.
 	StrictReceiveMaximum bool
 
-	// MaximumPacketSize is the largest packet the client accepts. Zero means
-	// no limit beyond the protocol's. A larger packet ends the connection
-	// with reason 0x95.
+	// MaximumPacketSize is the largest packet the client accepts, announced
+	// to the server in CONNECT (which then does not send larger ones). Zero
+	// means 1 MiB; math.MaxUint32 allows anything the protocol does (256
+	// MiB). A larger packet ends the connection with reason 0x95. It bounds
+	// what one packet from the server can make the client hold.
 	MaximumPacketSize uint32
 
 	// TopicAliasMaximum is the highest inbound topic alias the client
@@ -141,6 +147,29 @@ type Config struct {
 	// MaxQueuedQoS0 bounds the inbound QoS 0 messages waiting for OnMessage;
 	// beyond it they are dropped and logged. Zero means 10000.
 	MaxQueuedQoS0 int
+
+	// MaxInboundBytes bounds the inbound messages the client holds for the
+	// application (waiting for OnMessage, or for a free place under our
+	// Receive Maximum), counted in bytes of topic, payload and properties.
+	// Beyond it the client stops reading from the network until OnMessage
+	// catches up, so a slow handler slows the server down (TCP's own flow
+	// control) instead of growing memory. Keep alive does not end a
+	// connection for the time reading is paused. Zero means 64 MiB.
+	MaxInboundBytes int
+
+	// MaxWriteBuffer bounds the bytes waiting to be written to the network.
+	// A QoS 0 publish that finds it full fails with ErrBufferFull
+	// (Publish waits for room, within its context); QoS 0 messages queued
+	// while disconnected (QueueQoS0) count against it too. QoS 1 and 2
+	// messages are bounded by the server's Receive Maximum instead. When
+	// the acknowledgements and other packets the client must send find it
+	// full, the server is not reading: the connection ends with
+	// ErrServerNotReading. Zero means 4 MiB.
+	MaxWriteBuffer int
+
+	// WriteTimeout bounds each write to the network: a server that stops
+	// reading for that long loses the connection. Zero means 30s.
+	WriteTimeout time.Duration
 
 	// OnConnect is called after every successful CONNACK.
 	OnConnect func(*ConnectInfo)
@@ -264,6 +293,7 @@ type Message struct {
 	acked   bool
 	counted bool     // delivered, counted in its connection's pending
 	shadow  *Message // QoS 2: the copy a later connection brought while this one was handled
+	answer  bool     // QoS 2: only the PUBREC answering a repeat of a recorded message
 }
 
 // Ack acknowledges an inbound message when Config.ManualAck is set. Acks go
@@ -328,6 +358,13 @@ var (
 	// ErrInvalidMessage: the message cannot be published (bad QoS, empty
 	// or wildcard topic).
 	ErrInvalidMessage = errors.New("client: invalid message")
+	// ErrBufferFull: a QoS 0 message found the write buffer (or the queue
+	// of messages waiting for a connection) full; see
+	// Config.MaxWriteBuffer.
+	ErrBufferFull = errors.New("client: write buffer full")
+	// ErrServerNotReading ends a connection whose server lets the
+	// client's acknowledgements pile up past Config.MaxWriteBuffer.
+	ErrServerNotReading = errors.New("client: server is not reading: write buffer full")
 	// ErrNoAuthenticator: Reauthenticate without Config.Auth.
 	ErrNoAuthenticator = errors.New("client: no authenticator configured")
 )
@@ -344,6 +381,9 @@ type ReasonError struct {
 // Error describes the refusal.
 func (e *ReasonError) Error() string {
 	s := fmt.Sprintf("client: %s: %s (0x%02x)", typeName(e.Packet), e.Code, byte(e.Code))
+	if e.Packet == packets.DISCONNECT {
+		s = fmt.Sprintf("client: server sent DISCONNECT: %s (0x%02x)", e.Code, byte(e.Code))
+	}
 	if e.Reason != "" {
 		s += ": " + e.Reason
 	}
@@ -359,3 +399,28 @@ func typeName(t packets.Type) string {
 	}
 	return fmt.Sprintf("packet type %d", t)
 }
+
+// errClosedByServer is why a connection the server closed without a
+// DISCONNECT ended.
+var errClosedByServer = errors.New("closed by the server")
+
+// wrap returns an error matching both outer and cause (errors.Is, As)
+// whose text names each once: "client: connection lost: server sent
+// DISCONNECT: ..." rather than repeating the package prefix at every level.
+func wrap(outer, cause error) error {
+	if cause == nil {
+		return outer
+	}
+	if errors.Is(cause, outer) {
+		return cause
+	}
+	return &wrapped{outer: outer, cause: cause}
+}
+
+type wrapped struct{ outer, cause error }
+
+func (w *wrapped) Error() string {
+	return w.outer.Error() + ": " + strings.TrimPrefix(w.cause.Error(), "client: ")
+}
+
+func (w *wrapped) Unwrap() []error { return []error{w.outer, w.cause} }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,11 +32,14 @@ type conn struct {
 	wbuf     []byte
 	wclosing bool // a final DISCONNECT is queued: write it, then close
 	wclosed  bool
-	taken    uint64 // write buffers the writer has taken for the network
-	maxOut   uint32 // the server's Maximum Packet Size, 0 for none
+	taken    uint64        // write buffers the writer has taken for the network
+	wroom    chan struct{} // closed when the writer next takes the buffer
+	wlimit   int           // Config.MaxWriteBuffer
+	maxOut   uint32        // the server's Maximum Packet Size, 0 for none
 
 	lastWrite atomic.Int64 // unix nanoseconds
 	lastRead  atomic.Int64
+	paused    atomic.Bool // the reader waits for the application (Config.MaxInboundBytes)
 
 	closeOnce sync.Once
 	done      chan struct{} // closed when the connection is closed
@@ -56,6 +60,7 @@ type conn struct {
 	inq           []*Message        // inbound QoS>0 messages not yet acknowledged, in arrival order
 	pending       int               // delivered messages whose acknowledgement is not out yet
 	held          []*Message        // messages waiting for pending to drop below our Receive Maximum
+	heldBytes     int               // msgBytes of held
 	reauth        chan error        // a re-authentication in progress
 	overrunLogged bool              // the server exceeded our Receive Maximum (logged once)
 	keepAlive     time.Duration
@@ -67,10 +72,12 @@ const (
 	inQoS1    // delivered, PUBACK not yet sent
 	inQoS2    // delivered, PUBREC not yet sent
 	inQoS2Rec // PUBREC sent (or due), PUBCOMP not yet sent
+	inQoS2Ans // recorded, and a PUBREC for it waits in inq: repeats need no other
 )
 
 func newConn(c *Client, nc net.Conn) *conn {
-	cn := &conn{c: c, nc: nc, done: make(chan struct{}), readDone: make(chan struct{})}
+	cn := &conn{c: c, nc: nc, done: make(chan struct{}), readDone: make(chan struct{}),
+		wlimit: c.cfg.MaxWriteBuffer}
 	cn.wcond = sync.NewCond(&cn.wmu)
 	now := time.Now().UnixNano()
 	cn.lastRead.Store(now)
@@ -89,6 +96,15 @@ func (cn *conn) write(p packets.Packet) (uint64, bool) {
 		return 0, false
 	}
 	n := len(cn.wbuf)
+	if n >= cn.wlimit && p.Type() != packets.PUBLISH {
+		// QoS 1 and 2 PUBLISHes are bounded by the server's Receive
+		// Maximum and QoS 0 ones checked by bufferFull; what else piles
+		// up here (acknowledgements of a flood) says the server does not
+		// read what it asks for.
+		cn.wmu.Unlock()
+		cn.close(ErrServerNotReading)
+		return 0, false
+	}
 	b, err := packets.Append(cn.wbuf, p)
 	if err != nil {
 		cn.wmu.Unlock()
@@ -102,6 +118,28 @@ func (cn *conn) write(p packets.Packet) (uint64, bool) {
 	gen := cn.taken
 	cn.wmu.Unlock()
 	return gen, true
+}
+
+// bufferFull reports whether the write buffer holds Config.MaxWriteBuffer
+// bytes or more: a QoS 0 publish then fails with ErrBufferFull.
+func (cn *conn) bufferFull() bool {
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	return len(cn.wbuf) >= cn.wlimit
+}
+
+// room returns a channel closed when the writer next takes the buffer for
+// the network (or the connection ends).
+func (cn *conn) room() <-chan struct{} {
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	if cn.wroom == nil {
+		cn.wroom = make(chan struct{})
+		if cn.wclosed {
+			close(cn.wroom)
+		}
+	}
+	return cn.wroom
 }
 
 // handedOver reports whether the write buffer of generation gen was handed
@@ -133,11 +171,19 @@ func (cn *conn) writeLoop() {
 		}
 		buf := cn.wbuf
 		cn.taken++
+		if cn.wroom != nil {
+			close(cn.wroom)
+			cn.wroom = nil
+		}
 		if cap(spare) > 1<<20 {
 			spare = nil // do not keep a huge buffer after one large packet
 		}
 		cn.wbuf = spare[:0]
+		closing := cn.wclosing
 		cn.wmu.Unlock()
+		if !closing { // a final DISCONNECT keeps the shorter deadline shutdown set
+			_ = cn.nc.SetWriteDeadline(time.Now().Add(cn.c.cfg.WriteTimeout))
+		}
 		_, err := cn.nc.Write(buf)
 		spare = buf[:0]
 		if err != nil {
@@ -171,6 +217,10 @@ func (cn *conn) fail(err error, code packets.ReasonCode, sendDisconnect bool) {
 	if !sendDisconnect {
 		cn.close(err)
 		return
+	}
+	if code.IsError() {
+		cn.c.log.Warn("ending the connection with DISCONNECT", "reason_code", fmt.Sprintf("0x%02x", byte(code)),
+			"reason", code.String(), "err", err)
 	}
 	cn.shutdown(&packets.Disconnect{ReasonCode: code})
 }
@@ -221,6 +271,10 @@ func (cn *conn) close(err error) {
 		cn.wmu.Lock()
 		cn.wclosed = true
 		cn.wcond.Broadcast()
+		if cn.wroom != nil {
+			close(cn.wroom)
+			cn.wroom = nil
+		}
 		cn.wmu.Unlock()
 		close(cn.done)
 	})
@@ -269,7 +323,7 @@ func (cn *conn) readLoop() {
 				// ends the connection with the reason the codec names.
 				cn.fail(fmt.Errorf("client: bad packet from server: %w", err), packets.CodeOf(err), true)
 			case errors.Is(err, io.EOF):
-				cn.fail(fmt.Errorf("client: connection closed by server: %w", ErrConnectionLost), 0, false)
+				cn.fail(wrap(ErrConnectionLost, errClosedByServer), 0, false)
 			default:
 				cn.fail(fmt.Errorf("client: read: %w", err), 0, false)
 			}
@@ -284,6 +338,10 @@ func (cn *conn) readLoop() {
 				cn.fail(err, 0, false)
 			}
 			return
+		}
+		if p.Type() == packets.PUBLISH {
+			cn.c.throttle(cn)
+			cn.lastRead.Store(time.Now().UnixNano()) // a pause is not the server's silence
 		}
 	}
 }
@@ -316,6 +374,12 @@ func (cn *conn) keepAliveLoop() {
 		case <-t.C:
 		}
 		now := time.Now().UnixNano()
+		if cn.paused.Load() {
+			// We are not reading: the server's answer could not be seen.
+			pingSent = 0
+			t.Reset(tick)
+			continue
+		}
 		lr, lw := cn.lastRead.Load(), cn.lastWrite.Load()
 		if pingSent != 0 {
 			if lr >= pingSent {
@@ -341,14 +405,55 @@ type server struct {
 	host      string
 	tls       bool
 	path      string // WebSocket request path (with query); "" for MQTT over TCP or TLS
+
+	// Credentials from the URL (mqtt://user:pass@host), which take
+	// precedence over Config.Username and Config.Password for this server.
+	user    string
+	pass    []byte
+	hasUser bool
+	hasPass bool
+}
+
+// redactURL hides the password of a URL-like string, for errors and logs;
+// it works on strings url.Parse refuses too.
+func redactURL(s string) string {
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return s
+	}
+	rest := s[i+3:]
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	at := strings.LastIndex(rest[:end], "@")
+	if at < 0 {
+		return s
+	}
+	colon := strings.Index(rest[:at], ":")
+	if colon < 0 {
+		return s
+	}
+	return s[:i+3] + rest[:colon+1] + "xxxxx" + rest[at:]
 }
 
 func parseServer(s string) (server, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return server{}, fmt.Errorf("client: server %q: %w", s, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text repeats the URL, password included
+		}
+		return server{}, fmt.Errorf("client: server %q: %w", redactURL(s), err)
 	}
+	s = u.Redacted()
 	var sv server
+	if u.User != nil {
+		sv.user, sv.hasUser = u.User.Username(), true
+		if p, ok := u.User.Password(); ok {
+			sv.pass, sv.hasPass = []byte(p), true
+		}
+	}
 	port := ""
 	switch strings.ToLower(u.Scheme) {
 	case "mqtt", "tcp":
@@ -368,6 +473,9 @@ func parseServer(s string) (server, error) {
 		return server{}, fmt.Errorf("client: server %q: no host", s)
 	}
 	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return server{}, fmt.Errorf("client: server %q: port %s out of range 1-65535", s, p)
+		}
 		port = p
 	}
 	sv.addr = net.JoinHostPort(sv.host, port)

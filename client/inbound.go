@@ -40,7 +40,7 @@ func (c *Client) handlePacket(cn *conn, p packets.Packet) error {
 		}
 		err := &ReasonError{Packet: packets.DISCONNECT, Code: p.ReasonCode, Reason: p.Properties.ReasonString}
 		c.log.Warn("server disconnected", "reason", p.ReasonCode.String(), "reason_string", p.Properties.ReasonString)
-		return fmt.Errorf("client: server sent DISCONNECT: %w", err)
+		return err
 	case *packets.Auth:
 		return c.handleAuth(cn, p)
 	default:
@@ -77,8 +77,11 @@ func (c *Client) handlePublish(cn *conn, p *packets.Publish) error {
 	}
 	id := p.PacketID
 	switch cn.inState[id] {
-	case inQoS1, inQoS2:
-		return nil // a repeat while the application still holds it
+	case inQoS1, inQoS2, inQoS2Ans:
+		// A repeat while the application still holds it, or while the
+		// PUBREC that answers it waits its turn: one answer is enough, and
+		// nothing is queued per repeat, so a server cannot grow the queue.
+		return nil
 	case inQoS2Rec:
 		if p.QoS == 2 {
 			c.answerRecorded(cn, id)
@@ -136,7 +139,8 @@ func (c *Client) handlePublish(cn *conn, p *packets.Publish) error {
 // behind the acknowledgements of messages that arrived before it
 // (MQTT-4.6.0-3). mu held.
 func (c *Client) answerRecorded(cn *conn, id uint16) {
-	cn.inq = append(cn.inq, &Message{QoS: 2, PacketID: id, c: c, cn: cn, acked: true})
+	cn.inState[id] = inQoS2Ans
+	cn.inq = append(cn.inq, &Message{QoS: 2, PacketID: id, c: c, cn: cn, acked: true, answer: true})
 	c.drainAcks(cn)
 }
 
@@ -149,6 +153,7 @@ func (c *Client) answerRecorded(cn *conn, id uint16) {
 func (c *Client) deliver(cn *conn, m *Message) {
 	if cn.pending >= int(c.recvMax) {
 		cn.held = append(cn.held, m)
+		cn.heldBytes += msgBytes(m)
 		return
 	}
 	c.push(cn, m)
@@ -175,6 +180,7 @@ func (c *Client) inboundDone(cn *conn) {
 		m := cn.held[0]
 		cn.held[0] = nil
 		cn.held = cn.held[1:]
+		cn.heldBytes -= msgBytes(m)
 		c.push(cn, m)
 	}
 }
@@ -184,7 +190,11 @@ func (c *Client) inboundDone(cn *conn) {
 // message with this identifier for a duplicate. mu held.
 func (c *Client) handlePubrel(cn *conn, p *packets.Ack) {
 	id := p.PacketID
-	if cn.inState[id] == inQoS2Rec {
+	if st := cn.inState[id]; st == inQoS2Rec || st == inQoS2Ans {
+		// With inQoS2Ans the server releases a message whose PUBREC still
+		// waits in inq (a server that resends PUBLISH and PUBREL together
+		// after a reconnection): that PUBREC is dropped when its turn
+		// comes, and never records the message again.
 		cn.inState[id] = inNone
 		cn.inCount--
 	}
@@ -265,6 +275,9 @@ func (c *Client) sendInboundAck(cn *conn, m *Message) {
 		cn.inCount--
 		c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBACK, id: id}) // MQTT-4.3.2-4
 	} else {
+		if m.answer && cn.inState[id] != inQoS2Ans {
+			return // its exchange ended before this answer's turn (handlePubrel)
+		}
 		c.recordInbound(id)
 		cn.inState[id] = inQoS2Rec
 		c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBREC, id: id}) // MQTT-4.3.3-8
@@ -328,7 +341,9 @@ type delivery struct {
 	c      *Client
 	mu     sync.Mutex
 	q      []*Message
-	n0     int // QoS 0 messages in q
+	n0     int           // QoS 0 messages in q
+	bytes  int           // estimated memory of the messages in q
+	room   chan struct{} // closed when a message leaves q; nil when nobody waits
 	wake   chan struct{}
 	quit   chan struct{}
 	exited chan struct{}
@@ -348,12 +363,13 @@ func (d *delivery) push(m *Message) {
 	if m.QoS == 0 {
 		if d.n0 >= d.c.cfg.MaxQueuedQoS0 {
 			d.mu.Unlock()
-			d.c.log.Warn("inbound QoS 0 message dropped: delivery queue full", "topic", m.Topic)
+			d.c.flood.warn("inbound QoS 0 message dropped: delivery queue full", "topic", m.Topic)
 			return
 		}
 		d.n0++
 	}
 	d.q = append(d.q, m)
+	d.bytes += msgBytes(m)
 	d.mu.Unlock()
 	select {
 	case d.wake <- struct{}{}:
@@ -369,7 +385,11 @@ func (d *delivery) stop() {
 		return
 	}
 	d.closed = true
-	d.q = nil
+	d.q, d.bytes = nil, 0
+	if d.room != nil {
+		close(d.room)
+		d.room = nil
+	}
 	d.mu.Unlock()
 	close(d.quit)
 	<-d.exited
@@ -393,8 +413,13 @@ func (d *delivery) run() {
 			if m.QoS == 0 {
 				d.n0--
 			}
+			d.bytes -= msgBytes(m)
 			if len(d.q) == 0 {
 				d.q = nil
+			}
+			if d.room != nil {
+				close(d.room)
+				d.room = nil
 			}
 		}
 		d.mu.Unlock()
@@ -418,6 +443,54 @@ func (d *delivery) run() {
 		}
 		if m.cn != nil && (!d.c.cfg.ManualAck || d.c.cfg.OnMessage == nil) {
 			_ = m.ack()
+		}
+	}
+}
+
+// waitRoom returns nil when the queue holds fewer than limit bytes, and
+// otherwise a channel closed when a message next leaves it.
+func (d *delivery) waitRoom(limit int) <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || d.bytes < limit {
+		return nil
+	}
+	if d.room == nil {
+		d.room = make(chan struct{})
+	}
+	return d.room
+}
+
+// msgBytes estimates the memory an inbound message holds: its strings and
+// byte slices, and the structures around them.
+func msgBytes(m *Message) int {
+	pr := &m.Properties
+	n := 256 + len(m.Topic) + len(m.Payload) + len(pr.ResponseTopic) + len(pr.CorrelationData) +
+		len(pr.ContentType) + 4*len(pr.SubscriptionIdentifier)
+	for _, u := range pr.User {
+		n += 32 + len(u.Key) + len(u.Value)
+	}
+	return n
+}
+
+// throttle pauses the reader of cn while the inbound messages held for the
+// application exceed Config.MaxInboundBytes: the server then meets TCP's
+// flow control instead of growing the client's memory.
+func (c *Client) throttle(cn *conn) {
+	for {
+		c.mu.Lock()
+		limit := c.cfg.MaxInboundBytes - cn.heldBytes
+		c.mu.Unlock()
+		room := c.deliv.waitRoom(max(limit, 0))
+		if room == nil {
+			return
+		}
+		cn.paused.Store(true)
+		select {
+		case <-room:
+			cn.paused.Store(false)
+		case <-cn.done:
+			return
 		}
 	}
 }

@@ -1,10 +1,14 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -211,5 +215,441 @@ func TestPublishesOnDyingConnectionNotLost(t *testing.T) {
 			}
 			t.Logf("first connection carried %d, second %d", len(first), len(second))
 		})
+	}
+}
+
+// recordedSession seeds st with a live session of url/id whose inbound
+// QoS 2 message ids are recorded (PUBREC sent, PUBREL awaited).
+func recordedSession(t *testing.T, st store.SessionStore, url, id string, ids ...uint16) {
+	t.Helper()
+	m := meta{expiry: 3600, lastConnected: time.Now()}
+	recs := []store.Record{{Seq: store.MetaSeq, Dir: store.Meta, Packet: m.encode()}}
+	for i, pid := range ids {
+		recs = append(recs, store.Record{Seq: uint64(i + 1), Dir: store.Inbound, ID: pid, Packet: inboundMarker})
+	}
+	seed(t, st, url, id, recs...)
+}
+
+// TestRepeatedQoS2ResendsBounded: a server that repeats a recorded QoS 2
+// PUBLISH while an earlier message is still with the application gets one
+// PUBREC for it, in its turn (MQTT-4.3.3-10, MQTT-4.6.0-3), and the client
+// queues nothing per repeat: 20,000 repeats used to queue 20,000 answers.
+func TestRepeatedQoS2ResendsBounded(t *testing.T) {
+	const repeats = 20000
+	recs := make(chan []uint16, 1)
+	url := scriptedServer(t, func(p *peer) {
+		p.accept(&packets.Connack{SessionPresent: true})
+		p.send(&packets.Publish{Topic: "a", QoS: 2, PacketID: 1, Payload: []byte("held")})
+		var buf []byte
+		for range repeats {
+			buf, _ = packets.Append(buf, &packets.Publish{Topic: "a", QoS: 2, PacketID: 5, Dup: true})
+		}
+		buf, _ = packets.Append(buf, &packets.Publish{Topic: "marker"})
+		p.nc.Write(buf)
+		var got []uint16
+		for len(got) < 2 {
+			a, ok := p.expect(packets.PUBREC).(*packets.Ack)
+			if !ok {
+				break
+			}
+			got = append(got, a.PacketID)
+		}
+		// Anything more than the two answers would come before this.
+		p.send(&packets.Publish{Topic: "marker2"})
+		for {
+			pk, err := p.r.Read()
+			if err != nil {
+				break
+			}
+			if a, ok := pk.(*packets.Ack); ok && a.Kind == packets.PUBREC {
+				got = append(got, a.PacketID)
+			}
+		}
+		recs <- got
+	})
+	st := memory.New()
+	id := uniqueID(t)
+	recordedSession(t, st, url, id, 5)
+	held := make(chan *Message, 1)
+	marker := make(chan string, 2)
+	c, _ := peerClient(t, url, Config{ClientID: id, Store: st, SessionExpiry: time.Hour, ManualAck: true,
+		OnMessage: func(m *Message) {
+			switch m.Topic {
+			case "a":
+				held <- m
+			default:
+				marker <- m.Topic
+			}
+		}})
+	m := <-held
+	select {
+	case <-marker:
+	case <-time.After(10 * time.Second):
+		t.Fatal("marker not delivered")
+	}
+	c.mu.Lock()
+	queued := len(c.conn.inq)
+	c.mu.Unlock()
+	if queued > 2 {
+		t.Fatalf("%d acknowledgements queued for 2 messages", queued)
+	}
+	if err := m.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-marker:
+	case <-time.After(10 * time.Second):
+		t.Fatal("second marker not delivered")
+	}
+	c.Close()
+	if got := <-recs; len(got) != 2 || got[0] != 1 || got[1] != 5 {
+		t.Fatalf("PUBRECs %v, want [1 5]", got)
+	}
+}
+
+// TestPubrelBeforeQueuedAnswer: a server that repeats a recorded QoS 2
+// PUBLISH and then releases it while that repeat's PUBREC still waits
+// behind a message with the application: the release deletes the record,
+// and the late PUBREC must not record the message again, or the next
+// message with that identifier would be taken for a repeat and lost.
+func TestPubrelBeforeQueuedAnswer(t *testing.T) {
+	finished := make(chan struct{})
+	url := scriptedServer(t, func(p *peer) {
+		p.accept(&packets.Connack{SessionPresent: true})
+		p.send(&packets.Publish{Topic: "a", QoS: 2, PacketID: 1, Payload: []byte("held")})
+		p.send(&packets.Publish{Topic: "a", QoS: 2, PacketID: 5, Dup: true})
+		p.send(&packets.Ack{Kind: packets.PUBREL, PacketID: 5})
+		p.expect(packets.PUBCOMP)
+		p.expect(packets.PUBREC) // id 1, once the application acknowledges it
+		p.send(&packets.Ack{Kind: packets.PUBREL, PacketID: 1})
+		p.expect(packets.PUBCOMP)
+		// A new message reusing identifier 5 must be delivered.
+		p.send(&packets.Publish{Topic: "a", QoS: 2, PacketID: 5, Payload: []byte("new")})
+		p.expect(packets.PUBREC)
+		p.send(&packets.Ack{Kind: packets.PUBREL, PacketID: 5})
+		p.expect(packets.PUBCOMP)
+		close(finished)
+		p.expect(packets.DISCONNECT)
+	})
+	st := memory.New()
+	id := uniqueID(t)
+	recordedSession(t, st, url, id, 5)
+	got := make(chan *Message, 4)
+	c, _ := peerClient(t, url, Config{ClientID: id, Store: st, SessionExpiry: time.Hour, ManualAck: true,
+		OnMessage: func(m *Message) { got <- m }})
+	first := <-got
+	eventually(t, 5*time.Second, "PUBREL handled", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		_, ok := c.inQoS2[5]
+		return !ok
+	})
+	if err := first.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if string(m.Payload) != "new" {
+			t.Fatalf("got %q", m.Payload)
+		}
+		m.Ack()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new message with identifier 5 was not delivered")
+	}
+	select {
+	case <-finished:
+	case <-time.After(5 * time.Second):
+		t.Fatal("exchange of the new message not finished")
+	}
+}
+
+// silentServer accepts one connection, answers CONNACK, then reads nothing
+// more: the client's writes pile up in the kernel and then in the client.
+func silentServer(t *testing.T, ca *packets.Connack, after func(p *peer)) string {
+	stop := make(chan struct{})
+	url := scriptedServer(t, func(p *peer) {
+		p.accept(ca)
+		if tc, ok := p.nc.(interface{ SetReadBuffer(int) error }); ok {
+			tc.SetReadBuffer(4096)
+		}
+		p.nc.SetDeadline(time.Now().Add(time.Minute))
+		if after != nil {
+			after(p)
+		}
+		<-stop // never drains the client's writes
+	})
+	t.Cleanup(func() { close(stop) }) // runs before the server's own cleanup
+	return url
+}
+
+// TestStalledServerBoundsQoS0: against a server that stopped reading, QoS 0
+// publishes fail with ErrBufferFull once Config.MaxWriteBuffer bytes wait,
+// Publish waits for room within its context, and WriteTimeout ends the
+// connection. 368,532 QoS 0 publishes used to all return nil into an
+// unbounded buffer.
+func TestStalledServerBoundsQoS0(t *testing.T) {
+	const limit = 256 << 10
+	url := silentServer(t, &packets.Connack{}, nil)
+	lost := make(chan error, 1)
+	c, err := New(Config{Servers: []string{url}, ClientID: uniqueID(t), MaxWriteBuffer: limit,
+		WriteTimeout: time.Second, KeepAlive: -1, OnConnectionLost: func(err error) { lost <- err },
+		ReconnectBackoff: Backoff{Min: time.Minute, Max: time.Minute}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Connect(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 1024)
+	full := 0
+	for range 100000 {
+		err := c.PublishAsync(&Message{Topic: "t", Payload: payload}).Err()
+		if errors.Is(err, ErrBufferFull) {
+			full++
+			c.mu.Lock()
+			cn := c.conn
+			c.mu.Unlock()
+			if cn == nil {
+				break
+			}
+			cn.wmu.Lock()
+			n := len(cn.wbuf)
+			cn.wmu.Unlock()
+			if n > limit+2048 {
+				t.Fatalf("%d bytes buffered, limit %d", n, limit)
+			}
+			break
+		} else if err != nil {
+			t.Logf("publish: %v", err)
+			break // the connection ended (write timeout)
+		}
+	}
+	if full == 0 {
+		t.Fatal("100,000 QoS 0 publishes of 1 KiB to a server that reads nothing never found the buffer full")
+	}
+	// Publish waits for room; once the kernel's buffers are full too, it
+	// waits until its deadline.
+	waited := false
+	for range 100000 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		err := c.Publish(ctx, &Message{Topic: "t", Payload: payload})
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			waited = true
+			break
+		}
+		if err != nil {
+			t.Logf("publish: %v", err)
+			break // the connection ended (write timeout)
+		}
+	}
+	if !waited {
+		t.Fatal("Publish never waited for room in the write buffer")
+	}
+	select {
+	case err := <-lost:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("connection lost with %v, want the write deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WriteTimeout did not end the connection to a server that reads nothing")
+	}
+}
+
+// TestFloodingServerNotReading: a server that floods PUBREL for unknown
+// identifiers and never reads the PUBCOMPs loses the connection with
+// ErrServerNotReading once they fill Config.MaxWriteBuffer; they used to
+// grow the client to hundreds of megabytes with keep alive content.
+func TestFloodingServerNotReading(t *testing.T) {
+	url := silentServer(t, &packets.Connack{}, func(p *peer) {
+		var buf []byte
+		for id := uint16(1); id < 4096; id++ {
+			buf, _ = packets.Append(buf, &packets.Ack{Kind: packets.PUBREL, PacketID: id})
+		}
+		p.nc.SetWriteDeadline(time.Now().Add(2 * time.Minute))
+		for {
+			if _, err := p.nc.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	lost := make(chan error, 1)
+	c, err := New(Config{Servers: []string{url}, ClientID: uniqueID(t), MaxWriteBuffer: 64 << 10,
+		WriteTimeout: time.Minute, OnConnectionLost: func(err error) { lost <- err },
+		ReconnectBackoff: Backoff{Min: time.Minute, Max: time.Minute}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Connect(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-lost:
+		if !errors.Is(err, ErrServerNotReading) {
+			t.Fatalf("connection lost with %v, want ErrServerNotReading", err)
+		}
+	case <-time.After(90 * time.Second): // the kernel's socket buffers fill first: megabytes of PUBCOMPs
+		t.Fatal("the flood did not end the connection")
+	}
+}
+
+// TestSlowHandlerPausesReading: inbound messages held for a blocked handler
+// stop at Config.MaxInboundBytes (the reader pauses; the server meets TCP
+// flow control), keep alive does not end the paused connection, and every
+// message is delivered once the handler goes on: none is dropped.
+func TestSlowHandlerPausesReading(t *testing.T) {
+	const limit = 1 << 20
+	const n = 200
+	payload := make([]byte, 32<<10) // 200 × 32 KiB = 6.4 MiB sent
+	url := scriptedServer(t, func(p *peer) {
+		p.accept(&packets.Connack{})
+		p.nc.SetDeadline(time.Now().Add(time.Minute))
+		for i := range n {
+			p.send(&packets.Publish{Topic: "slow", Payload: payload, Properties: packets.Properties{
+				User: []packets.UserProperty{{Key: "i", Value: fmt.Sprint(i)}}}})
+		}
+		p.expect(packets.DISCONNECT)
+	})
+	release := make(chan struct{})
+	var got atomic.Int64
+	c, lost := peerClient(t, url, Config{MaxInboundBytes: limit, KeepAlive: time.Second, MaxQueuedQoS0: 1 << 20,
+		OnMessage: func(*Message) {
+			<-release
+			got.Add(1)
+		}})
+	peak := 0
+	deadline := time.Now().Add(3 * time.Second) // three keep alive periods
+	for time.Now().Before(deadline) {
+		c.deliv.mu.Lock()
+		peak = max(peak, c.deliv.bytes)
+		c.deliv.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if peak > limit+len(payload)+1024 {
+		t.Fatalf("%d bytes held for the handler, limit %d", peak, limit)
+	}
+	if peak < limit/2 {
+		t.Fatalf("only %d bytes held: the test did not fill the queue", peak)
+	}
+	select {
+	case err := <-lost:
+		t.Fatalf("connection lost while reading was paused: %v", err)
+	default:
+	}
+	close(release)
+	eventually(t, 20*time.Second, "every message delivered", func() bool { return got.Load() == n })
+}
+
+// TestServerURLs: credentials in a server URL are sent to that server and
+// never shown in errors; ports out of range are refused by New.
+func TestServerURLs(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"mqtt://127.0.0.1:99999", "port 99999 out of range"},
+		{"mqtt://127.0.0.1:0", "port 0 out of range"},
+		{"mqtt://user:s3cret@127.0.0.1:99999", "port 99999 out of range"},
+		{"mqtt://user:s3cret@127.0.0.1:x y", ""},
+		{"bogus://user:s3cret@127.0.0.1", "unsupported scheme"},
+	} {
+		_, err := New(Config{Servers: []string{tc.url}, ClientID: "x"})
+		if err == nil {
+			t.Errorf("%s: accepted", tc.url)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v", tc.url, err)
+		}
+	}
+	got := make(chan *packets.Connect, 1)
+	url := scriptedServer(t, func(p *peer) {
+		got <- p.accept(&packets.Connack{})
+		p.expect(packets.DISCONNECT)
+	})
+	url = strings.Replace(url, "mqtt://", "mqtt://alice:s3cret@", 1)
+	peerClient(t, url, Config{Username: "config-user"})
+	c := <-got
+	if c.Username != "alice" || string(c.Password) != "s3cret" {
+		t.Fatalf("CONNECT carried %q/%q, want the URL's credentials", c.Username, c.Password)
+	}
+}
+
+// TestErrorTexts: an error chain names each level once, and a protocol
+// violation the client answers with DISCONNECT is logged at WARN with the
+// reason code it sent.
+func TestErrorTexts(t *testing.T) {
+	url := scriptedServer(t, func(p *peer) {
+		p.accept(&packets.Connack{})
+		p.send(&packets.Disconnect{ReasonCode: packets.SessionTakenOver})
+	}, func(p *peer) {
+		p.accept(&packets.Connack{})
+		p.send(&packets.Publish{Topic: "a", Properties: packets.Properties{TopicAlias: 9}})
+		p.expect(packets.DISCONNECT)
+	})
+	var logs strings.Builder
+	var logMu sync.Mutex
+	lost := make(chan error, 4)
+	start(t, Config{Servers: []string{url}, ClientID: uniqueID(t), TopicAliasMaximum: 2,
+		ReconnectBackoff: Backoff{Min: time.Millisecond, Max: time.Millisecond},
+		OnConnectionLost: func(err error) { lost <- err },
+		Logger: slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) {
+			logMu.Lock()
+			defer logMu.Unlock()
+			return logs.Write(b)
+		}), nil))})
+	err := waitLost(t, lost)
+	var re *ReasonError
+	if !errors.As(err, &re) || re.Code != packets.SessionTakenOver {
+		t.Fatalf("first loss: %v", err)
+	}
+	if s := err.Error(); strings.Count(s, "client:") != 1 || !strings.Contains(s, "server sent DISCONNECT") {
+		t.Errorf("error text %q", s)
+	}
+	err = waitLost(t, lost)
+	if s := err.Error(); strings.Count(s, "client:") != 1 || !strings.Contains(s, "topic alias") {
+		t.Errorf("error text %q", s)
+	}
+	eventually(t, 5*time.Second, "WARN log with the reason code", func() bool {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "reason_code=0x94")
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// TestFloodedWarningsRateLimited: a server that sends thousands of
+// acknowledgements for unknown identifiers gets a few log lines, not one
+// each.
+func TestFloodedWarningsRateLimited(t *testing.T) {
+	const n = 5000
+	url := scriptedServer(t, func(p *peer) {
+		p.accept(&packets.Connack{})
+		var buf []byte
+		for i := range n {
+			buf, _ = packets.Append(buf, &packets.Ack{Kind: packets.PUBACK, PacketID: uint16(1 + i%1000)})
+		}
+		buf, _ = packets.Append(buf, &packets.Publish{Topic: "marker"})
+		p.nc.Write(buf)
+		p.expect(packets.DISCONNECT)
+	})
+	var lines atomic.Int64
+	marker := make(chan struct{}, 1)
+	peerClient(t, url, Config{OnMessage: func(*Message) { marker <- struct{}{} },
+		Logger: slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) {
+			if strings.Contains(string(b), "unknown packet identifier") {
+				lines.Add(1)
+			}
+			return len(b), nil
+		}), nil))})
+	select {
+	case <-marker:
+	case <-time.After(10 * time.Second):
+		t.Fatal("marker not delivered")
+	}
+	if got := lines.Load(); got < 1 || got > 5 {
+		t.Fatalf("%d log lines for %d unknown PUBACKs", got, n)
 	}
 }

@@ -64,14 +64,35 @@ func (t *Token) complete(err error) {
 // sends it, in order, on reconnection.
 //
 // A negative acknowledgement is returned as a *ReasonError.
+//
+// A QoS 0 message that finds the write buffer full (Config.MaxWriteBuffer)
+// waits for room, within ctx.
 func (c *Client) Publish(ctx context.Context, m *Message) error {
-	if err := ctx.Err(); err != nil {
-		return err
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := c.PublishAsync(m).Wait(ctx)
+		if !errors.Is(err, ErrBufferFull) {
+			return err
+		}
+		c.mu.Lock()
+		cn := c.conn
+		c.mu.Unlock()
+		if cn == nil {
+			return err // the offline queue is full: nothing will drain it soon
+		}
+		select {
+		case <-cn.room():
+		case <-cn.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	return c.PublishAsync(m).Wait(ctx)
 }
 
-// PublishAsync publishes m as Publish does, without waiting: the Token
+// PublishAsync publishes m as Publish does, without waiting (a QoS 0
+// message that finds the write buffer full fails with ErrBufferFull): the Token
 // tells when the exchange has completed. Messages are sent in the order of
 // the PublishAsync calls, pipelined up to the server's Receive Maximum. m
 // is not retained: it may be reused once PublishAsync returns, but its
@@ -95,8 +116,14 @@ func (c *Client) PublishAsync(m *Message) *Token {
 		case cn != nil && cn.ready:
 			c.emit(action{kind: aSendPublish, cn: cn, pub: p, tok: t})
 		case c.cfg.QueueQoS0:
+			n, _ := packets.Size(p)
+			if len(c.queued0) > 0 && c.queued0Bytes+n > c.cfg.MaxWriteBuffer {
+				t.complete(ErrBufferFull)
+				return t
+			}
 			c.queued0 = append(c.queued0, p)
 			c.tokens0 = append(c.tokens0, t)
+			c.queued0Bytes += n
 		default:
 			t.complete(ErrNotConnected)
 		}
@@ -312,7 +339,7 @@ func (c *Client) finishRequest(pid uint16, kind packets.Type, codes []packets.Re
 	defer c.mu.Unlock()
 	r := c.requests[pid]
 	if r == nil || r.kind+1 != kind {
-		c.log.Warn("acknowledgement for unknown packet identifier", "type", typeName(kind), "id", pid)
+		c.flood.warn("acknowledgement for unknown packet identifier", "type", typeName(kind), "id", pid)
 		return
 	}
 	delete(c.requests, pid)

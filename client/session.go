@@ -288,6 +288,10 @@ func (c *Client) runAction(a *action) {
 			}
 			return
 		}
+		if a.cn.bufferFull() {
+			a.tok.complete(ErrBufferFull)
+			return
+		}
 		p := &a.cn.scratch
 		*p = *a.pub
 		if a.cn.maxOut != 0 {
@@ -535,7 +539,7 @@ func (c *Client) handleOutboundAck(cn *conn, a *packets.Ack) error {
 	switch a.Kind {
 	case packets.PUBACK:
 		if m == nil || m.qos != 1 || !m.onWire {
-			c.log.Warn("PUBACK for unknown packet identifier", "id", a.PacketID)
+			c.flood.warn("PUBACK for unknown packet identifier", "id", a.PacketID)
 			return nil
 		}
 		c.finishOut(m, ackErr(a)) // MQTT-4.4.0-2: an error code also ends it
@@ -565,7 +569,7 @@ func (c *Client) handleOutboundAck(cn *conn, a *packets.Ack) error {
 		c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBREL, id: m.id}) // MQTT-4.3.3-4
 	case packets.PUBCOMP:
 		if m == nil || !m.pubrel {
-			c.log.Warn("PUBCOMP for unknown packet identifier", "id", a.PacketID)
+			c.flood.warn("PUBCOMP for unknown packet identifier", "id", a.PacketID)
 			return nil
 		}
 		c.finishOut(m, nil)
