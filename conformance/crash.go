@@ -163,7 +163,9 @@ func (s *sess) startChild(exe string, spec childSpec) *child {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	cmd := exec.Command(exe, "-test.run="+childPattern(s.r.root), "-test.count=1", "-test.timeout=5m")
+	// No time limit of the child's own: the parent kills a child that
+	// stops making progress (its events are the case's progress).
+	cmd := exec.Command(exe, "-test.run="+childPattern(s.r.root), "-test.count=1", "-test.timeout=0")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(raw))
 	ch := &child{gen: spec.Gen, cmd: cmd, events: s.newInbox(), read: make(chan struct{}), stderr: new(bytes.Buffer)}
 	cmd.Stderr = ch.stderr
