@@ -177,17 +177,19 @@ func (c *Client) loadRecord(r store.Record, old map[uint64]*outMsg) error {
 // properties a client never sends. Publish checks it before a message is
 // stored; loading checks it again, since a store may hand back anything.
 func validOutbound(topic string, pr *packets.Properties) error {
+	if err := packets.ValidTopicName(topic); err != nil {
+		return fmt.Errorf("topic %q: %w", topic, err)
+	}
 	switch {
-	case topic == "":
-		return errors.New("empty topic")
-	case strings.ContainsAny(topic, "+#"):
-		return fmt.Errorf("wildcard in topic %q", topic)
 	case len(pr.SubscriptionIdentifier) > 0: // MQTT-3.3.4-6
 		return errors.New("subscription identifier in an outbound PUBLISH")
 	case pr.TopicAlias != 0:
 		return errors.New("topic aliases are assigned by the client (Config.OutboundTopicAliases)")
-	case strings.ContainsAny(pr.ResponseTopic, "+#"): // MQTT-3.3.2-14
-		return fmt.Errorf("wildcard in response topic %q", pr.ResponseTopic)
+	}
+	if pr.ResponseTopic != "" || pr.Has(packets.PropResponseTopic) {
+		if err := packets.ValidTopicName(pr.ResponseTopic); err != nil { // MQTT-3.3.2-14
+			return fmt.Errorf("response topic %q: %w", pr.ResponseTopic, err)
+		}
 	}
 	return nil
 }

@@ -653,3 +653,97 @@ func TestFloodedWarningsRateLimited(t *testing.T) {
 		t.Fatalf("%d log lines for %d unknown PUBACKs", got, n)
 	}
 }
+
+// TestMosquittoReceiveMaximumOverrun documents why a server exceeding our
+// Receive Maximum is tolerated by default: Mosquitto 2.0.11 ignores the
+// client's Receive Maximum for live traffic too, not only when it resends
+// a session's backlog (measured here: with Receive Maximum 10 and QoS 1
+// only, dozens of unacknowledged PUBLISHes at once). A client enforcing
+// MQTT-3.3.4-7 with 0x93 would be disconnected in a loop by Debian's
+// broker. The default keeps the connection, and the overrun costs nothing
+// unbounded: handled messages awaiting their acknowledgement stay within
+// the Receive Maximum (back-pressure, the crash window), held messages
+// within MaxInboundBytes (the reader pauses), and 65,535 unacknowledged
+// messages still end the connection with 0x93.
+func TestMosquittoReceiveMaximumOverrun(t *testing.T) {
+	const recvMax, n = 10, 300
+	b := broker(t)
+	col := newCollector()
+	lost := make(chan error, 8)
+	s := start(t, Config{Servers: []string{b.URL()}, ClientID: uniqueID(t), ReceiveMaximum: recvMax,
+		OnMessage: col.handle, OnConnectionLost: func(err error) { lost <- err }})
+	if _, err := s.Subscribe(ctxT(t, 5*time.Second), Subscription{Filter: "rm/#", SubscribeOptions: subOpts(2)}); err != nil {
+		t.Fatal(err)
+	}
+	pub := start(t, Config{Servers: []string{b.URL()}, ClientID: uniqueID(t)})
+	for i := range n {
+		pub.PublishAsync(&Message{Topic: "rm/live", QoS: byte(1 + i%2), Payload: []byte(fmt.Sprint(i))})
+	}
+	col.waitFor(t, n, 30*time.Second)
+	s.mu.Lock()
+	overrun := s.conn != nil && s.conn.overrunLogged
+	s.mu.Unlock()
+	t.Logf("server exceeded Receive Maximum %d: %v", recvMax, overrun)
+	select {
+	case err := <-lost:
+		t.Fatalf("connection lost: %v", err)
+	default:
+	}
+}
+
+// TestInvalidFiltersRefusedLocally: a filter the server would answer by
+// dropping the connection (0x81 from Mosquitto) is refused before anything
+// is sent (MQTT-4.7.1-1, MQTT-4.7.1-2, MQTT-4.8.2-1, MQTT-4.8.2-2), and so is
+// a Response Topic with a wildcard (MQTT-3.3.2-14); the connection stays.
+func TestInvalidFiltersRefusedLocally(t *testing.T) {
+	b := broker(t)
+	lost := make(chan error, 4)
+	c := start(t, Config{Servers: []string{b.URL()}, ClientID: uniqueID(t), OnConnectionLost: func(err error) { lost <- err }})
+	for _, f := range []string{"a/#/b", "a+", "#/a", "", "$share//a", "$share/g+/a", "$share/g"} {
+		if _, err := c.Subscribe(ctxT(t, 5*time.Second), Subscription{Filter: f}); !errors.Is(err, packets.ErrInvalidTopicFilter) {
+			t.Errorf("subscribe %q: %v", f, err)
+		}
+		if _, err := c.Unsubscribe(ctxT(t, 5*time.Second), f); !errors.Is(err, packets.ErrInvalidTopicFilter) {
+			t.Errorf("unsubscribe %q: %v", f, err)
+		}
+	}
+	m := &Message{Topic: "t", QoS: 1, Properties: packets.Properties{ResponseTopic: "replies/#"}}
+	if err := c.Publish(ctxT(t, 5*time.Second), m); !errors.Is(err, ErrInvalidMessage) {
+		t.Errorf("response topic with a wildcard: %v", err)
+	}
+	if _, err := c.Subscribe(ctxT(t, 5*time.Second), Subscription{Filter: "$share/g/a/+"}); err != nil {
+		t.Errorf("valid shared filter: %v", err)
+	}
+	select {
+	case err := <-lost:
+		t.Fatalf("connection lost: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestTopicAliasZeroFromServer: a PUBLISH carrying Topic Alias 0 is
+// answered with DISCONNECT 0x94 Topic Alias invalid (MQTT-3.3.2-8 from the
+// server's side), and the error says so.
+func TestTopicAliasZeroFromServer(t *testing.T) {
+	got := make(chan packets.ReasonCode, 1)
+	url := scriptedServer(t, func(p *peer) {
+		p.accept(&packets.Connack{})
+		p.nc.Write([]byte{0x30, 0x07, 0x00, 0x01, 't', 0x03, 0x23, 0x00, 0x00})
+		if d, ok := p.expect(packets.DISCONNECT).(*packets.Disconnect); ok {
+			got <- d.ReasonCode
+		}
+	})
+	_, lost := peerClient(t, url, Config{TopicAliasMaximum: 5})
+	err := waitLost(t, lost)
+	if !strings.Contains(err.Error(), "topic alias") {
+		t.Errorf("error %q does not say topic alias", err)
+	}
+	select {
+	case code := <-got:
+		if code != packets.TopicAliasInvalid {
+			t.Fatalf("DISCONNECT %v, want 0x94", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no DISCONNECT")
+	}
+}

@@ -235,6 +235,11 @@ func (c *Client) Subscribe(ctx context.Context, subs ...Subscription) ([]packets
 	if id != 0 {
 		p.Properties.SubscriptionIdentifier = []uint32{id}
 	}
+	for _, s := range subs {
+		if err := packets.ValidTopicFilter(s.Filter); err != nil {
+			return nil, fmt.Errorf("client: subscribe %q: %w", s.Filter, err)
+		}
+	}
 	r := &request{kind: packets.SUBSCRIBE, subs: subs, done: make(chan struct{})}
 	check := func() error {
 		for _, s := range subs {
@@ -259,6 +264,11 @@ func (c *Client) Subscribe(ctx context.Context, subs ...Subscription) ([]packets
 func (c *Client) Unsubscribe(ctx context.Context, filters ...string) ([]packets.ReasonCode, error) {
 	if len(filters) == 0 {
 		return nil, errors.New("client: unsubscribe: no filters")
+	}
+	for _, f := range filters {
+		if err := packets.ValidTopicFilter(f); err != nil {
+			return nil, fmt.Errorf("client: unsubscribe %q: %w", f, err)
+		}
 	}
 	p := &packets.Unsubscribe{Filters: filters}
 	r := &request{kind: packets.UNSUBSCRIBE, filters: filters, done: make(chan struct{})}
