@@ -33,3 +33,11 @@ func TestSessionMochi(t *testing.T) {
 	}
 	conformance.RunSession(t, newHarness, conformance.SessionOptions{Broker: conformance.MochiBroker})
 }
+
+// TestSessionWebSocket runs the session suite with the clients connected
+// over MQTT over WebSocket (ws://): a WebSocket front relays to the fault
+// proxy, so every cut still falls at an exact packet (conformance's
+// websocket.go explains the arrangement).
+func TestSessionWebSocket(t *testing.T) {
+	conformance.RunSession(t, newHarness, conformance.SessionOptions{WebSocket: true})
+}
