@@ -64,6 +64,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	neturl "net/url"
 	"strings"
 	"sync"
 	"time"
@@ -122,6 +124,19 @@ type Options struct {
 	// WaitTimeout bounds the wait for replicas. Keep it below the client's
 	// ReadTimeout. Default 1s.
 	WaitTimeout time.Duration
+	// Logger receives, at Warn, the lines go-redis logs during this
+	// store's calls (chiefly "failed to dial" while Redis is down), at
+	// most one line of a kind per LogInterval, with the number held back
+	// in attribute held_back. Nil drops them. go-redis's logger is
+	// process-wide: the first New or Open installs one that routes each
+	// line about a failed dial of a store's client to that store (New
+	// adds a hook to the client to see its dials) and writes every other
+	// line to stderr, as go-redis does; an application that calls
+	// goredis.SetLogger afterwards replaces it.
+	Logger *slog.Logger
+	// LogInterval is the least time between two lines of one kind passed
+	// to Logger. Default DefaultLogInterval (10s).
+	LogInterval time.Duration
 }
 
 // Store is a session store in Redis. It is safe for concurrent use. Create
@@ -137,6 +152,8 @@ type Store struct {
 	// pageRecords and pageBytes size Load's pages: loadPageRecords and
 	// loadPageBytes, smaller in tests.
 	pageRecords, pageBytes int
+
+	logs logLimiter // go-redis's lines about this store's calls
 
 	mu      sync.Mutex
 	closed  bool                 // guarded by mu
@@ -163,7 +180,7 @@ func New(rdb goredis.UniversalClient, opts *Options) (*Store, error) {
 	if strings.ContainsAny(o.Prefix, "{}") {
 		return nil, fmt.Errorf("redis: prefix %q holds a brace, which would break the cluster hash tag", o.Prefix)
 	}
-	if o.LeaseTTL < 0 || o.WaitTimeout < 0 || o.WaitReplicas < 0 {
+	if o.LeaseTTL < 0 || o.WaitTimeout < 0 || o.WaitReplicas < 0 || o.LogInterval < 0 {
 		return nil, errors.New("redis: negative option")
 	}
 	if o.LeaseTTL == 0 {
@@ -172,9 +189,13 @@ func New(rdb goredis.UniversalClient, opts *Options) (*Store, error) {
 	if o.WaitTimeout == 0 {
 		o.WaitTimeout = DefaultWaitTimeout
 	}
+	if o.LogInterval == 0 {
+		o.LogInterval = DefaultLogInterval
+	}
+	installLogRouter()
 	var id [16]byte
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails
-	return &Store{
+	s := &Store{
 		rdb:      rdb,
 		prefix:   o.Prefix,
 		ttl:      o.LeaseTTL,
@@ -182,11 +203,15 @@ func New(rdb goredis.UniversalClient, opts *Options) (*Store, error) {
 		waitFor:  o.WaitTimeout,
 		holder:   hex.EncodeToString(id[:]),
 
+		logs: logLimiter{log: o.Logger, interval: o.LogInterval, kinds: make(map[string]*logKind)},
+
 		pageRecords: loadPageRecords,
 		pageBytes:   loadPageBytes,
 		leases:      make(map[store.Key]*lease),
 		pending:     make(map[store.Key]bool),
-	}, nil
+	}
+	rdb.AddHook(dialHook{s})
+	return s, nil
 }
 
 // Open connects to the Redis server named by url (redis://, rediss:// or
@@ -197,7 +222,9 @@ func New(rdb goredis.UniversalClient, opts *Options) (*Store, error) {
 func Open(url string, opts *Options) (*Store, error) {
 	o, err := goredis.ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("redis: open: %w", err)
+		// Neither the URL nor the parser's message (which may quote it)
+		// reaches the error with its password.
+		return nil, fmt.Errorf("redis: open %s: %w", redactURL(url), redactErr(url, err))
 	}
 	o.ContextTimeoutEnabled = true
 	rdb := goredis.NewClient(o)
@@ -208,6 +235,52 @@ func Open(url string, opts *Options) (*Store, error) {
 	}
 	s.owned = true
 	return s, nil
+}
+
+// urlPassword returns the password of a URL's userinfo, as written (which
+// may be percent-encoded), without relying on the URL being well formed.
+func urlPassword(raw string) string {
+	rest := raw
+	if i := strings.Index(rest, "://"); i >= 0 {
+		rest = rest[i+3:]
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	at := strings.LastIndexByte(rest, '@')
+	if at < 0 {
+		return ""
+	}
+	user := rest[:at]
+	if i := strings.IndexByte(user, ':'); i >= 0 {
+		return user[i+1:]
+	}
+	return ""
+}
+
+// redactURL returns raw with the password of its userinfo replaced.
+func redactURL(raw string) string {
+	pw := urlPassword(raw)
+	if pw == "" {
+		return raw
+	}
+	return strings.ReplaceAll(raw, pw, "xxxxx")
+}
+
+// redactErr returns err's message with every form of raw's password
+// replaced; the cause is not kept, since its own message holds it.
+func redactErr(raw string, err error) error {
+	msg := err.Error()
+	if pw := urlPassword(raw); pw != "" {
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		if dec, derr := neturl.PathUnescape(pw); derr == nil && dec != "" {
+			msg = strings.ReplaceAll(msg, dec, "xxxxx")
+		}
+		if dec, derr := neturl.QueryUnescape(pw); derr == nil && dec != "" {
+			msg = strings.ReplaceAll(msg, dec, "xxxxx")
+		}
+	}
+	return errors.New(msg)
 }
 
 // Client returns the client the store uses.
@@ -233,10 +306,44 @@ func (s *Store) fenceArgs(k store.Key) (string, string, *lease, error) {
 	return "", s.holder + ":", nil, nil
 }
 
+// ErrRefused is returned (wrapped) when Redis refuses the store's request
+// for a reason that waiting will not cure: a wrong user name or password
+// (WRONGPASS), no credentials where the server wants them (NOAUTH), an ACL
+// that denies a command or key the store needs (NOPERM), or a database
+// index the server does not have. It does not match store.ErrUnavailable:
+// retrying cannot succeed until the configuration changes.
+var ErrRefused = errors.New("redis: refused by the server")
+
+// refusal returns why Redis refused err for good, or "" when err is no
+// such refusal.
+func refusal(err error) string {
+	var rerr goredis.Error
+	if !errors.As(err, &rerr) {
+		return ""
+	}
+	msg := rerr.Error()
+	switch {
+	case strings.HasPrefix(msg, "WRONGPASS"):
+		return "wrong user name or password"
+	case strings.HasPrefix(msg, "NOAUTH"), strings.Contains(msg, "unauthenticated"):
+		// An unauthenticated connection may not even send a long
+		// request: "Protocol error: unauthenticated multibulk length".
+		return "the server requires a password and none was given"
+	case strings.HasPrefix(msg, "NOPERM"), strings.Contains(msg, "can't access at least one of the keys"):
+		return "the ACL user lacks a permission the store needs (scripts, SCAN and every key under the store's prefix)"
+	case strings.Contains(msg, "DB index is out of range"), strings.Contains(msg, "invalid DB index"):
+		return "the server has no database of the index the client selects"
+	}
+	return ""
+}
+
 // fail turns an error from Redis into the store's error for op on k.
 func (s *Store) fail(ctx context.Context, op string, k store.Key, err error) error {
 	if s.isClosed() {
 		return fmt.Errorf("redis: %s %s: %w", op, k, store.ErrClosed)
+	}
+	if why := refusal(err); why != "" {
+		return fmt.Errorf("redis: %s %s: %w: %s: %w", op, k, ErrRefused, why, err)
 	}
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 		return fmt.Errorf("redis: %s %s: %w: %w (%w)", op, k, store.ErrUnavailable, err, cerr)
@@ -517,6 +624,9 @@ func (s *Store) Sessions(ctx context.Context) ([]store.Key, error) {
 		if s.isClosed() {
 			return nil, fmt.Errorf("redis: sessions: %w", store.ErrClosed)
 		}
+		if why := refusal(err); why != "" {
+			return nil, fmt.Errorf("redis: sessions: %w: %s: %w", ErrRefused, why, err)
+		}
 		return nil, fmt.Errorf("redis: sessions: %w: %w", store.ErrUnavailable, err)
 	}
 	keys := make([]store.Key, 0, len(seen))
@@ -593,6 +703,7 @@ func (s *Store) Close() error {
 		}()
 	}
 	wg.Wait()
+	forgetDialFailures(s)
 	if s.owned {
 		if err := s.rdb.Close(); err != nil {
 			return fmt.Errorf("redis: close: %w", err)
