@@ -52,6 +52,14 @@
 // server that is down fails after its retries, under two seconds; a
 // context deadline cuts that short.
 //
+// A refusal that waiting cannot cure (a wrong password, no password where
+// one is required, an ACL denying a command or key the store needs, a
+// database index the server lacks) fails at once with an error wrapping
+// ErrRefused and saying which, not store.ErrUnavailable. go-redis's own
+// "failed to dial" lines about a store's client go to Options.Logger,
+// rate-limited, instead of stderr. Open names its URL in errors with the
+// password replaced by "xxxxx".
+//
 // go-redis retries a command after a network error, so a batch whose reply
 // was lost may run twice. A batch is idempotent (puts and deletes by seq,
 // the same fencing check), so this is harmless as long as one writer at a
