@@ -106,6 +106,10 @@ func TestBrokenChild(t *testing.T) {
 		conformance.Run(t, newSharedHarnessWith(bug))
 		return
 	}
+	if bug == "session-nochild" {
+		conformance.RunSession(t, newFileHarness("nochild"), conformance.SessionOptions{})
+		return
+	}
 	if fileBug, ok := strings.CutPrefix(bug, "file-"); ok {
 		conformance.Run(t, newFileHarness(fileBug), fileOptions(fileBug))
 		return
@@ -141,6 +145,9 @@ func TestBroken(t *testing.T) {
 		{"file-len16", "Reopen/RecordSizes", "(seq 4) has a 0-byte Packet"},
 		{"file-trustlen", "Damage/Truncate", "panicked on damaged storage"},
 		{"file-nofsync", "Store/SyncOnApply", "no fsync/fdatasync before it returned"},
+		// A Durable harness that gives a child no way in fails loudly.
+		{"file-nochild", "Store/KillAfterApply", "gives a child process no way to open its storage"},
+		{"session-nochild", "Crash", "gives a child process no way to open its storage"},
 	} {
 		t.Run(c.bug+"/"+c.check, func(t *testing.T) {
 			cmd := exec.Command(exe, "-test.run=^TestBrokenChild$/^"+strings.ReplaceAll(c.check, "/", "$/^")+"$", "-test.v")

@@ -33,6 +33,7 @@ import (
 //	          truncated after a reopen.
 //	trustlen: the decoder trusts the stored length, so a torn file panics.
 //	nofsync:  nothing is synced before Apply returns.
+//	nochild:  (a harness bug) a Durable harness with no ChildConfig.
 type fileStore struct {
 	dir string
 	bug string
@@ -320,10 +321,14 @@ func damageFile(dir string, k store.Key, kind conformance.DamageKind) error {
 func newFileHarness(bug string) conformance.HarnessMaker {
 	return func(ctx context.Context, t testing.TB) (conformance.Harness, error) {
 		dir := t.TempDir()
+		child := dir
+		if bug == "nochild" {
+			child = "" // a Durable harness that forgot to let a child in
+		}
 		return &conformance.HarnessFuncs{
 			Make:  func(context.Context) (store.SessionStore, error) { return openFileStore(dir, bug) },
 			Caps:  conformance.Capabilities{Durable: true},
-			Child: dir,
+			Child: child,
 			Damage: func(_ context.Context, k store.Key, kind conformance.DamageKind) error {
 				// The keyjoin bug names files otherwise; its damage is not
 				// what it is tested for.
