@@ -1,11 +1,13 @@
 package sealed
 
 import (
+	"crypto/cipher"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/tethermq/tether/store"
 )
@@ -57,9 +59,38 @@ var (
 )
 
 // ring is a checked Keyring ready for use.
+//
+// XAES-256-GCM derives a key from the first half of each nonce, which costs
+// two AES blocks and a new AES and GCM setup per record. A store therefore
+// seals with one random first half (a salt) for up to saltUses records and
+// a random second half per record, and caches the derived ciphers it meets
+// when opening: records written by one handle share a salt. Every nonce
+// stays random, so no two records share one however processes are copied
+// or restored, and no derived key serves more records than a random 96-bit
+// GCM nonce allows.
 type ring struct {
 	current uint32
 	keys    map[uint32]*xaes
+
+	mu     sync.Mutex // guards the fields below
+	salt   [12]byte   // first half of the nonces sealed now
+	writer cipher.AEAD
+	uses   uint64 // records left to seal under salt
+	cache  map[derivation]cipher.AEAD
+}
+
+// saltUses is how many records a store seals under one salt: well below
+// the 2^32 messages that one AES-GCM key may take under random nonces.
+const saltUses = 1 << 30
+
+// cacheMax bounds the derived ciphers a store keeps for opening; past it,
+// the cache starts again.
+const cacheMax = 256
+
+// derivation names one derived key: the master key's id and the salt.
+type derivation struct {
+	id   uint32
+	salt [12]byte
 }
 
 func newRing(kr Keyring) (*ring, error) {
@@ -71,7 +102,7 @@ func newRing(kr Keyring) (*ring, error) {
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	r := &ring{current: kr.Current, keys: make(map[uint32]*xaes, len(kr.Keys))}
+	r := &ring{current: kr.Current, keys: make(map[uint32]*xaes, len(kr.Keys)), cache: make(map[derivation]cipher.AEAD)}
 	for _, id := range ids {
 		k := kr.Keys[id]
 		if len(k) != KeyLen {
@@ -110,14 +141,68 @@ func aad(header []byte, k store.Key, r store.Record) []byte {
 //
 //	format (1) | key id (4, big-endian) | nonce (24) | ciphertext and tag
 func (g *ring) seal(k store.Key, r store.Record) ([]byte, error) {
+	aead, salt, err := g.sealer()
+	if err != nil {
+		return nil, err
+	}
 	out := make([]byte, headerLen, headerLen+len(r.Packet)+xaesTagLen)
 	out[0] = formatV1
 	binary.BigEndian.PutUint32(out[1:], g.current)
 	nonce := out[5:headerLen]
-	if _, err := rand.Read(nonce); err != nil {
+	copy(nonce, salt[:])
+	if _, err := rand.Read(nonce[12:]); err != nil {
 		return nil, fmt.Errorf("sealed: nonce: %w", err)
 	}
-	return g.keys[g.current].seal(out, nonce, r.Packet, aad(out, k, r))
+	return aead.Seal(out, nonce[12:], r.Packet, aad(out, k, r)), nil
+}
+
+// sealer returns the cipher to seal the next record with, and its salt,
+// drawing a new salt when the current one is used up.
+func (g *ring) sealer() (cipher.AEAD, [12]byte, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.uses == 0 {
+		var salt [12]byte
+		if _, err := rand.Read(salt[:]); err != nil {
+			return nil, salt, fmt.Errorf("sealed: nonce: %w", err)
+		}
+		aead, err := g.keys[g.current].aead(salt[:])
+		if err != nil {
+			return nil, salt, fmt.Errorf("sealed: %w", err)
+		}
+		g.salt, g.writer, g.uses = salt, aead, saltUses
+		g.remember(derivation{g.current, salt}, aead)
+	}
+	g.uses--
+	return g.writer, g.salt, nil
+}
+
+// remember caches a derived cipher. g.mu held.
+func (g *ring) remember(d derivation, aead cipher.AEAD) {
+	if len(g.cache) >= cacheMax {
+		clear(g.cache)
+	}
+	g.cache[d] = aead
+}
+
+// opener returns the cipher that opens records of key x (id) sealed under
+// salt.
+func (g *ring) opener(id uint32, x *xaes, salt []byte) (cipher.AEAD, error) {
+	d := derivation{id: id, salt: [12]byte(salt)}
+	g.mu.Lock()
+	aead := g.cache[d]
+	g.mu.Unlock()
+	if aead != nil {
+		return aead, nil
+	}
+	aead, err := x.aead(salt)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	g.remember(d, aead)
+	g.mu.Unlock()
+	return aead, nil
 }
 
 // open returns the Packet that r (as the inner store holds it) seals for
@@ -135,8 +220,12 @@ func (g *ring) open(k store.Key, r store.Record) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: seq %d names key %d", ErrUnknownKey, r.Seq, id)
 	}
-	body := b[headerLen:]
-	p, err := x.open(body[:0], b[5:headerLen], body, aad(b, k, r))
+	nonce, body := b[5:headerLen], b[headerLen:]
+	aead, err := g.opener(id, x, nonce[:12])
+	if err != nil {
+		return nil, fmt.Errorf("sealed: %w", err)
+	}
+	p, err := aead.Open(body[:0], nonce[12:], body, aad(b, k, r))
 	if err != nil {
 		return nil, fmt.Errorf("%w: seq %d under key %d", ErrAuth, r.Seq, id)
 	}

@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/tethermq/tether/store"
 )
@@ -30,7 +31,14 @@ const HiddenServer = "tether-sealed:1"
 type namer struct {
 	mac   []byte       // HMAC-SHA256 key of the synthetic IV
 	block cipher.Block // AES-256 for the CTR encryption
+
+	mu    sync.Mutex // guards names
+	names map[store.Key]store.Key
 }
+
+// namesMax bounds the names a namer remembers (a client maps the same Key
+// on every call); past it, the cache starts again.
+const namesMax = 1024
 
 const (
 	sivLen     = 16
@@ -54,7 +62,7 @@ func newNamer(secret []byte) (*namer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sealed: NameKey: %w", err)
 	}
-	return &namer{mac: mac, block: b}, nil
+	return &namer{mac: mac, block: b, names: make(map[store.Key]store.Key)}, nil
 }
 
 // plainName encodes k unambiguously (lengths first), padded with zeros to a
@@ -104,6 +112,24 @@ func (n *namer) siv(plain []byte) []byte {
 
 // hide returns the inner store's Key of session k.
 func (n *namer) hide(k store.Key) store.Key {
+	n.mu.Lock()
+	h, ok := n.names[k]
+	n.mu.Unlock()
+	if ok {
+		return h
+	}
+	h = n.compute(k)
+	n.mu.Lock()
+	if len(n.names) >= namesMax {
+		clear(n.names)
+	}
+	n.names[k] = h
+	n.mu.Unlock()
+	return h
+}
+
+// compute is hide without the cache.
+func (n *namer) compute(k store.Key) store.Key {
 	plain := plainName(k)
 	out := make([]byte, sivLen+len(plain))
 	copy(out, n.siv(plain))

@@ -42,7 +42,7 @@ func TestNamesRoundTrip(t *testing.T) {
 		if len(k.ClientID) > 4 && strings.Contains(h.ClientID, k.ClientID) || len(k.Server) > 4 && strings.Contains(h.ClientID, k.Server) {
 			t.Errorf("hide(%v) = %v shows the Key", k, h)
 		}
-		if again := n.hide(k); again != h {
+		if again := n.compute(k); again != h {
 			t.Errorf("hide(%v) is not deterministic: %v then %v", k, h, again)
 		}
 		if other, dup := seen[h]; dup {
