@@ -1,0 +1,20 @@
+package sealed_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/tethermq/tether/conformance"
+	"github.com/tethermq/tether/store"
+)
+
+// TestSession runs the end-to-end session suite (a real client against
+// Mosquitto, with cuts at every packet, session loss, a chaos soak and
+// kill -9 crashes of a child process) on a sealed bolt store with hidden
+// Keys: the client's own records (Meta included) go through sealing and
+// hidden names and come back intact across every reconnect and crash.
+func TestSession(t *testing.T) {
+	conformance.RunSession(t, boltHarness("HiddenKeys"), conformance.SessionOptions{
+		OpenChild: func(_ context.Context, config string) (store.SessionStore, error) { return openSealedBolt(config) },
+	})
+}
