@@ -32,6 +32,7 @@ type Client struct {
 	ownStore bool
 	servers  []server
 	recvMax  uint16
+	window   int // Config.CrashWindow, at most recvMax
 	storeCtx context.Context // cancelled by Close: bounds store calls
 	cancel   context.CancelFunc
 
@@ -79,9 +80,10 @@ type Client struct {
 	idFreed       chan struct{}       // closed when a packet identifier is freed
 	queued0       []*packets.Publish  // QoS 0 published while disconnected (QueueQoS0)
 	tokens0       []*Token            // their tokens
-	queued0Bytes  int                 // their size on the wire
 	recBufs       [][]byte            // record buffers free for reuse (guarded by mu)
 	cur           batch               // the group commit being accumulated
+	queuedBytes   int                 // pubCost of msgs and queued0 (Config.MaxQueuedBytes)
+	queueRoom     chan struct{}       // closed when a queued message leaves; nil when nobody waits
 
 	corrupt         *store.CorruptError // records the last load left out
 	corruptIDs      []uint16            // packet identifiers those records hold, kept reserved
@@ -109,6 +111,7 @@ const (
 	DefaultMaximumPacketSize = 1 << 20  // Config.MaximumPacketSize
 	DefaultMaxInboundBytes   = 64 << 20 // Config.MaxInboundBytes
 	DefaultMaxWriteBuffer    = 4 << 20  // Config.MaxWriteBuffer
+	DefaultCrashWindow       = 32       // Config.CrashWindow
 
 	// protocolMaxPacket is the largest packet MQTT allows: a fixed header
 	// byte, four length bytes and 268,435,455 bytes.
@@ -148,11 +151,22 @@ func New(cfg Config) (*Client, error) {
 	if c.recvMax == 0 {
 		c.recvMax = 1024
 	}
+	c.window = c.cfg.CrashWindow
+	if c.window <= 0 {
+		c.window = DefaultCrashWindow
+	}
+	c.window = min(c.window, int(c.recvMax))
 	if c.cfg.MaxQueuedQoS0 <= 0 {
 		c.cfg.MaxQueuedQoS0 = 10000
 	}
 	if c.cfg.MaxInboundBytes <= 0 {
 		c.cfg.MaxInboundBytes = DefaultMaxInboundBytes
+	}
+	if c.cfg.MaxQueued <= 0 {
+		c.cfg.MaxQueued = DefaultMaxQueued
+	}
+	if c.cfg.MaxQueuedBytes <= 0 {
+		c.cfg.MaxQueuedBytes = DefaultMaxQueuedBytes
 	}
 	if c.cfg.MaxWriteBuffer <= 0 {
 		c.cfg.MaxWriteBuffer = DefaultMaxWriteBuffer
@@ -480,26 +494,26 @@ func (c *Client) failover(ctx context.Context, k store.Key) error {
 		if m.pubrel {
 			m.done = true
 			m.tok.complete(nil)
-			delete(c.msgs, m.seq)
+			c.untrack(m)
 			continue
 		}
 		if m.pub == nil {
 			continue
 		}
 		dels = append(dels, store.Delete(m.seq))
-		delete(c.msgs, m.seq)
+		c.untrack(m)
 		moved = append(moved, m)
 	}
 	if err := c.loadSession(ctx, k); err != nil {
 		for _, m := range moved {
-			c.msgs[m.seq] = m
+			c.track(m)
 		}
 		return err
 	}
 	for _, m := range moved {
 		nm := &outMsg{seq: c.nextSeq, qos: m.qos, pub: m.pub, tok: m.tok}
 		c.nextSeq++
-		c.msgs[nm.seq] = nm
+		c.track(nm)
 		c.putRecord(nm)
 	}
 	c.waitIdle()
@@ -721,7 +735,7 @@ func (c *Client) established(cn *conn, ca *packets.Connack, clean bool, sv serve
 	for i, p := range c.queued0 {
 		c.emit(action{kind: aSendPublish, cn: cn, pub: p, tok: c.tokens0[i]})
 	}
-	c.queued0, c.tokens0, c.queued0Bytes = nil, nil, 0
+	c.dropQueued0()
 
 	cn.wg.Add(2)
 	go cn.readLoop()
@@ -806,6 +820,7 @@ func (c *Client) setFatal(err error) {
 	for _, m := range c.msgs {
 		m.tok.complete(err)
 	}
+	c.wakeQueue()
 	if c.loopStop != nil {
 		select {
 		case <-c.loopStop:
@@ -954,7 +969,7 @@ func (c *Client) shutdown() {
 	for _, t := range c.tokens0 {
 		t.complete(ErrClosed)
 	}
-	c.queued0, c.tokens0, c.queued0Bytes = nil, nil, 0
+	c.dropQueued0()
 	if c.idFreed != nil {
 		close(c.idFreed)
 		c.idFreed = nil

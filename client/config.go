@@ -70,6 +70,16 @@ type Config struct {
 	// unacknowledged towards this client at once. Zero means 1024.
 	ReceiveMaximum uint16
 
+	// CrashWindow bounds the inbound QoS 1 and 2 messages handed to
+	// OnMessage whose acknowledgement is not out yet — for QoS 2, whose
+	// inbound record is not yet durable. Those are the messages a crash of
+	// the process can deliver to the application a second time; while the
+	// window is full, later messages wait (without disconnecting) until
+	// earlier acknowledgements are out. With ManualAck it is also how many
+	// messages the application can hold unacknowledged at once. Zero means
+	// 32; it is at most ReceiveMaximum.
+	CrashWindow int
+
 	// StrictReceiveMaximum disconnects, with reason 0x93, a server that
 	// sends more unacknowledged QoS 1 and 2 messages than ReceiveMaximum.
 	// It is off by default because Mosquitto 2.0 (2.0.11 at least) exceeds
@@ -157,10 +167,22 @@ type Config struct {
 	// connection for the time reading is paused. Zero means 64 MiB.
 	MaxInboundBytes int
 
+	// MaxQueued and MaxQueuedBytes bound the outbound messages the client
+	// holds: QoS 1 and 2 messages not yet completed (queued, in flight, or
+	// awaiting PUBCOMP, including a stored backlog) and QoS 0 messages
+	// waiting for a connection (QueueQoS0). Bytes count topic, payload and
+	// properties. A publish that finds the queue full waits for room
+	// (PublishAsync without a limit, Publish and PublishStored within their
+	// context), or fails with ErrQueueFull when FailWhenQueueFull is set.
+	// Zero means 100,000 messages and 256 MiB.
+	MaxQueued         int
+	MaxQueuedBytes    int
+	FailWhenQueueFull bool
+
 	// MaxWriteBuffer bounds the bytes waiting to be written to the network.
 	// A QoS 0 publish that finds it full fails with ErrBufferFull
 	// (Publish waits for room, within its context); QoS 0 messages queued
-	// while disconnected (QueueQoS0) count against it too. QoS 1 and 2
+	// while disconnected count against MaxQueuedBytes instead. QoS 1 and 2
 	// messages are bounded by the server's Receive Maximum instead. When
 	// the acknowledgements and other packets the client must send find it
 	// full, the server is not reading: the connection ends with
@@ -358,6 +380,10 @@ var (
 	// ErrInvalidMessage: the message cannot be published (bad QoS, empty
 	// or wildcard topic).
 	ErrInvalidMessage = errors.New("client: invalid message")
+	// ErrQueueFull: the queue of unfinished messages is full
+	// (Config.MaxQueued, MaxQueuedBytes) and Config.FailWhenQueueFull is
+	// set, or the context ended while waiting for room.
+	ErrQueueFull = errors.New("client: publish queue full")
 	// ErrBufferFull: a QoS 0 message found the write buffer (or the queue
 	// of messages waiting for a connection) full; see
 	// Config.MaxWriteBuffer.

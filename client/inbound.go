@@ -145,13 +145,12 @@ func (c *Client) answerRecorded(cn *conn, id uint16) {
 }
 
 // deliver hands an inbound QoS 1 or 2 message to the application, unless
-// Receive Maximum delivered messages still wait for their acknowledgement to
-// be durable and sent. A server that exceeds our Receive Maximum (tolerated
-// unless Config.StrictReceiveMaximum) then waits: so no more than Receive
-// Maximum handled messages can be delivered again after a crash, whatever
-// the server does. mu held.
+// Config.CrashWindow delivered messages still wait for their
+// acknowledgement to be durable and sent. Later messages then wait, however
+// many the server sends: so no more than CrashWindow handled messages can
+// be delivered again after a crash. mu held.
 func (c *Client) deliver(cn *conn, m *Message) {
-	if cn.pending >= int(c.recvMax) {
+	if cn.pending >= c.window {
 		cn.held = append(cn.held, m)
 		cn.heldBytes += msgBytes(m)
 		return
@@ -176,7 +175,7 @@ func (c *Client) push(cn *conn, m *Message) {
 // mu held.
 func (c *Client) inboundDone(cn *conn) {
 	cn.pending--
-	for len(cn.held) > 0 && cn.pending < int(c.recvMax) && cn == c.conn && !cn.isClosed() {
+	for len(cn.held) > 0 && cn.pending < c.window && cn == c.conn && !cn.isClosed() {
 		m := cn.held[0]
 		cn.held[0] = nil
 		cn.held = cn.held[1:]

@@ -46,6 +46,7 @@ func (c *Client) loadSession(ctx context.Context, k store.Key) error {
 	old := c.msgs
 	c.key = k
 	c.msgs = make(map[uint64]*outMsg, len(recs))
+	c.queuedBytes = 0
 	c.byID = make(map[uint16]*outMsg)
 	c.inQoS2 = make(map[uint16]uint64)
 	if k != c.loadedKey {
@@ -164,7 +165,7 @@ func (c *Client) loadRecord(r store.Record, old map[uint64]*outMsg) error {
 		}
 		o.done = true
 	}
-	c.msgs[r.Seq] = m
+	c.track(m)
 	if m.id != 0 {
 		c.byID[m.id] = m
 		c.ids.set(m.id)

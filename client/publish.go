@@ -5,53 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 
 	"github.com/tethermq/tether/packets"
 )
-
-// Token follows one asynchronous publish.
-type Token struct {
-	done  chan struct{}
-	state atomic.Bool
-	err   error
-}
-
-func newToken() *Token { return &Token{done: make(chan struct{})} }
-
-// Done is closed when the publish has completed: acknowledged (QoS 1 and
-// 2), queued on the connection (QoS 0), or failed.
-func (t *Token) Done() <-chan struct{} { return t.done }
-
-// Err returns the outcome once Done is closed: nil, a *ReasonError for a
-// negative acknowledgement, or another error. Before that it returns nil.
-func (t *Token) Err() error {
-	select {
-	case <-t.done:
-		return t.err
-	default:
-		return nil
-	}
-}
-
-// Wait waits for the publish to complete or ctx to end, and returns Err or
-// ctx's error. The publish itself goes on when ctx ends first.
-func (t *Token) Wait(ctx context.Context) error {
-	select {
-	case <-t.done:
-		return t.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (t *Token) complete(err error) {
-	if t == nil || !t.state.CompareAndSwap(false, true) {
-		return
-	}
-	t.err = err
-	close(t.done)
-}
 
 // Publish publishes m and waits until the exchange completes: PUBACK for
 // QoS 1, PUBCOMP for QoS 2; for QoS 0, until the packet is queued on the
@@ -66,13 +22,14 @@ func (t *Token) complete(err error) {
 // A negative acknowledgement is returned as a *ReasonError.
 //
 // A QoS 0 message that finds the write buffer full (Config.MaxWriteBuffer)
-// waits for room, within ctx.
+// waits for room, within ctx; so does a message that finds the queue full
+// (Config.MaxQueued, MaxQueuedBytes) unless Config.FailWhenQueueFull.
 func (c *Client) Publish(ctx context.Context, m *Message) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		err := c.PublishAsync(m).Wait(ctx)
+		err := c.publish(ctx, m).Wait(ctx)
 		if !errors.Is(err, ErrBufferFull) {
 			return err
 		}
@@ -91,13 +48,36 @@ func (c *Client) Publish(ctx context.Context, m *Message) error {
 	}
 }
 
-// PublishAsync publishes m as Publish does, without waiting (a QoS 0
-// message that finds the write buffer full fails with ErrBufferFull): the Token
-// tells when the exchange has completed. Messages are sent in the order of
+// PublishAsync publishes m as Publish does, without waiting for the
+// exchange: the Token tells when it has completed, and when the message is
+// durable in the store (Token.Stored). Messages are sent in the order of
 // the PublishAsync calls, pipelined up to the server's Receive Maximum. m
 // is not retained: it may be reused once PublishAsync returns, but its
 // Payload must not be changed until the Token is done.
+//
+// When the queue of unfinished messages is full (Config.MaxQueued,
+// MaxQueuedBytes) PublishAsync waits for room, or fails the Token with
+// ErrQueueFull under Config.FailWhenQueueFull; a QoS 0 message that finds
+// the write buffer full fails with ErrBufferFull.
 func (c *Client) PublishAsync(m *Message) *Token {
+	return c.publish(context.Background(), m)
+}
+
+// PublishStored publishes m as PublishAsync does and waits, within ctx,
+// until the message is durable in the store: from then on the library
+// delivers it whatever happens to the process, so an application may mark
+// its own copy (an outbox row) as handed over. It returns the Token, which
+// completes when the exchange does. A QoS 0 message is never stored:
+// PublishStored then waits for it to be queued on the connection. When ctx
+// ends first, the message may still be stored and sent; the returned Token
+// tells.
+func (c *Client) PublishStored(ctx context.Context, m *Message) (*Token, error) {
+	t := c.publish(ctx, m)
+	return t, t.WaitStored(ctx)
+}
+
+// publish is PublishAsync, waiting within ctx for room in a full queue.
+func (c *Client) publish(ctx context.Context, m *Message) *Token {
 	t := newToken()
 	p, err := c.newPublish(m)
 	if err != nil {
@@ -110,20 +90,19 @@ func (c *Client) PublishAsync(m *Message) *Token {
 		t.complete(err)
 		return t
 	}
+	if err := c.waitQueueRoom(ctx, p); err != nil {
+		t.complete(err)
+		return t
+	}
 	cn := c.conn
 	if p.QoS == 0 {
 		switch {
 		case cn != nil && cn.ready:
 			c.emit(action{kind: aSendPublish, cn: cn, pub: p, tok: t})
 		case c.cfg.QueueQoS0:
-			n, _ := packets.Size(p)
-			if len(c.queued0) > 0 && c.queued0Bytes+n > c.cfg.MaxWriteBuffer {
-				t.complete(ErrBufferFull)
-				return t
-			}
 			c.queued0 = append(c.queued0, p)
 			c.tokens0 = append(c.tokens0, t)
-			c.queued0Bytes += n
+			c.queuedBytes += pubCost(p)
 		default:
 			t.complete(ErrNotConnected)
 		}
@@ -139,7 +118,7 @@ func (c *Client) PublishAsync(m *Message) *Token {
 	}
 	om := &outMsg{seq: c.nextSeq, qos: p.QoS, pub: p, tok: t}
 	c.nextSeq++
-	c.msgs[om.seq] = om
+	c.track(om)
 	if cn != nil && cn.ready {
 		c.waiting = append(c.waiting, om)
 		c.pump()

@@ -12,13 +12,17 @@ import (
 
 // worstCaseInbound is README's bound on what a server can make one client
 // hold through its inbound side: the messages queued for the handler, the
-// delivered messages awaiting their acknowledgement (at most our Receive
-// Maximum), one packet being read and decoded, and both write buffers (one
-// being written, one filling).
+// delivered messages awaiting their acknowledgement (at most CrashWindow),
+// one packet being read and decoded, and both write buffers (one being
+// written, one filling), plus the fixed structures of a connection.
 func worstCaseInbound(cfg Config) int {
 	mps := int(cfg.MaximumPacketSize)
-	return cfg.MaxInboundBytes + int(cfg.ReceiveMaximum)*mps + 2*mps + 2*cfg.MaxWriteBuffer
+	return cfg.MaxInboundBytes + cfg.CrashWindow*mps + 2*mps + 2*cfg.MaxWriteBuffer + fixedPerConnection
 }
+
+// fixedPerConnection is README's allowance for a connection's own
+// structures (packet identifier states, alias tables, buffers).
+const fixedPerConnection = 1 << 20
 
 // TestHostileServerMemoryBound drives a server that floods large QoS 0 and
 // QoS 1 messages, each with as many User Properties as the decoder allows,
@@ -26,7 +30,7 @@ func worstCaseInbound(cfg Config) int {
 // within worstCaseInbound, and every message is delivered in the end.
 func TestHostileServerMemoryBound(t *testing.T) {
 	const n = 300
-	cfg := Config{MaximumPacketSize: 256 << 10, MaxInboundBytes: 4 << 20, ReceiveMaximum: 8,
+	cfg := Config{MaximumPacketSize: 256 << 10, MaxInboundBytes: 4 << 20, ReceiveMaximum: 64, CrashWindow: 8,
 		MaxWriteBuffer: 256 << 10, MaxQueuedQoS0: n}
 	props := packets.Properties{}
 	for range packets.DefaultUserProperties {

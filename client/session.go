@@ -185,6 +185,7 @@ func (c *Client) committer() {
 				for i := range b.msgs {
 					b.msgs[i].stored = true
 					b.msgs[i].putQueued = false
+					b.msgs[i].tok.markStored()
 				}
 				for i := range b.acts {
 					c.runAction(&b.acts[i])
@@ -233,7 +234,7 @@ func (c *Client) commitFailed(b *batch, err error) {
 		}
 		failed[m.seq] = true
 		m.done = true
-		delete(c.msgs, m.seq)
+		c.untrack(m)
 		undo = append(undo, store.Delete(m.seq))
 		if m.id != 0 {
 			delete(c.byID, m.id)
@@ -455,7 +456,7 @@ func (c *Client) putRecord(m *outMsg) bool {
 		// panic and never send it without its record.
 		c.log.Error("encode stored publish", "seq", m.seq, "err", err)
 		m.done = true
-		delete(c.msgs, m.seq)
+		c.untrack(m)
 		c.addOp(store.Delete(m.seq)) // an earlier record of it, if any
 		if m.id != 0 {
 			delete(c.byID, m.id)
@@ -484,7 +485,7 @@ func (c *Client) finishOut(m *outMsg, err error) {
 // its quota given back and its token completed. mu held.
 func (c *Client) retire(m *outMsg, err error) {
 	m.done = true
-	delete(c.msgs, m.seq)
+	c.untrack(m)
 	if m.onWire {
 		m.onWire = false
 		if c.quota < int(c.lim.receiveMax) {
@@ -650,7 +651,7 @@ func (c *Client) discardSession() []*Message {
 		}
 		if m.pubrel {
 			m.done = true
-			delete(c.msgs, m.seq)
+			c.untrack(m)
 			c.addOp(store.Delete(m.seq))
 			m.tok.complete(nil)
 			continue
@@ -665,7 +666,7 @@ func (c *Client) discardSession() []*Message {
 			continue
 		}
 		m.done = true
-		delete(c.msgs, m.seq)
+		c.untrack(m)
 		c.addOp(store.Delete(m.seq))
 		m.tok.complete(ErrSessionLost)
 	}
