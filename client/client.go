@@ -32,7 +32,7 @@ type Client struct {
 	ownStore bool
 	servers  []server
 	recvMax  uint16
-	window   int // Config.CrashWindow, at most recvMax
+	window   int             // Config.CrashWindow, at most recvMax
 	storeCtx context.Context // cancelled by Close: bounds store calls
 	cancel   context.CancelFunc
 

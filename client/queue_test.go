@@ -44,7 +44,9 @@ func TestQueueBounded(t *testing.T) {
 			}
 			waiter := make(chan error, 1)
 			if !fail {
-				go func() { waiter <- c.Publish(ctxT(t, 10*time.Second), &Message{Topic: "q/a", QoS: 1, Payload: []byte("10")}) }()
+				go func() {
+					waiter <- c.Publish(ctxT(t, 10*time.Second), &Message{Topic: "q/a", QoS: 1, Payload: []byte("10")})
+				}()
 			}
 			if err := c.Connect(ctxT(t, 5*time.Second)); err != nil {
 				t.Fatal(err)
