@@ -511,7 +511,7 @@ func (c *Client) failover(ctx context.Context, k store.Key) error {
 		return err
 	}
 	for _, m := range moved {
-		nm := &outMsg{seq: c.nextSeq, qos: m.qos, pub: m.pub, tok: m.tok}
+		nm := &outMsg{seq: c.nextSeq, qos: m.qos, pub: m.pub, tok: m.tok, ref: m.ref}
 		c.nextSeq++
 		c.track(nm)
 		c.putRecord(nm)

@@ -298,6 +298,14 @@ type ConnectInfo struct {
 
 // Message is an MQTT application message, outbound or inbound.
 type Message struct {
+	// Ref is the application's own name for an outbound QoS 1 or 2 message
+	// (an outbox row's key, say). It is never sent: it is kept in the store
+	// with the message, through its PUBREL stage too, and reported by
+	// Client.Pending and Config.OnSessionLost, so that an application
+	// resuming after a crash can tell which of its messages the library
+	// still holds.
+	Ref string
+
 	Topic      string
 	Payload    []byte
 	QoS        byte

@@ -131,7 +131,12 @@ func (c *Client) loadRecord(r store.Record, old map[uint64]*outMsg) error {
 		return errors.New("outbound record at the meta sequence number")
 	}
 	m := &outMsg{seq: r.Seq, id: r.ID, stored: true, sent: r.ID != 0}
-	p, err := packets.Decode(r.Packet, 0)
+	pkt, ref, err := splitRef(r.Packet)
+	if err != nil {
+		return err
+	}
+	m.ref = ref
+	p, err := packets.Decode(pkt, 0)
 	if err != nil {
 		return err
 	}

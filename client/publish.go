@@ -116,7 +116,7 @@ func (c *Client) publish(ctx context.Context, m *Message) *Token {
 			return t
 		}
 	}
-	om := &outMsg{seq: c.nextSeq, qos: p.QoS, pub: p, tok: t}
+	om := &outMsg{seq: c.nextSeq, qos: p.QoS, pub: p, tok: t, ref: m.Ref}
 	c.nextSeq++
 	c.track(om)
 	if cn != nil && cn.ready {

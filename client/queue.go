@@ -31,8 +31,10 @@ func pubCost(p *packets.Publish) int {
 // track adds m to the session's outbound messages. mu held.
 func (c *Client) track(m *outMsg) {
 	c.msgs[m.seq] = m
-	c.queuedBytes += pubCost(m.pub)
+	c.queuedBytes += msgCost(m)
 }
+
+func msgCost(m *outMsg) int { return pubCost(m.pub) + len(m.ref) }
 
 // untrack removes m from the session's outbound messages and wakes
 // publishers waiting for room in the queue. mu held.
@@ -41,7 +43,7 @@ func (c *Client) untrack(m *outMsg) {
 		return
 	}
 	delete(c.msgs, m.seq)
-	c.queuedBytes -= pubCost(m.pub)
+	c.queuedBytes -= msgCost(m)
 	c.wakeQueue()
 }
 

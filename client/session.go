@@ -32,6 +32,7 @@ type outMsg struct {
 	wgen      uint64           // the write buffer generation it went into on wcn
 	sentPrev  bool             // sent, as it was before that write
 	pub       *packets.Publish // full topic, never an alias; nil for loaded PUBRELs
+	ref       string           // Message.Ref, kept in the record
 	tok       *Token
 }
 
@@ -451,6 +452,7 @@ func (c *Client) putRecord(m *outMsg) bool {
 		buf, c.recBufs = c.recBufs[n-1], c.recBufs[:n-1]
 	}
 	b, err := packets.Append(buf, &p)
+	b = appendRef(b, m.ref)
 	if err != nil {
 		// Validated at Publish, so this is a bug; fail the message, never
 		// panic and never send it without its record.
@@ -565,6 +567,7 @@ func (c *Client) handleOutboundAck(cn *conn, a *packets.Ack) error {
 				buf, c.recBufs = c.recBufs[n-1], c.recBufs[:n-1]
 			}
 			b, _ := packets.Append(buf, &rel)
+			b = appendRef(b, m.ref) // the message stays identifiable (Client.Pending)
 			c.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
 		}
 		c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBREL, id: m.id}) // MQTT-4.3.3-4
@@ -657,7 +660,7 @@ func (c *Client) discardSession() []*Message {
 			continue
 		}
 		if m.pub != nil {
-			lost = append(lost, &Message{Topic: m.pub.Topic, Payload: m.pub.Payload, QoS: m.pub.QoS,
+			lost = append(lost, &Message{Ref: m.ref, Topic: m.pub.Topic, Payload: m.pub.Payload, QoS: m.pub.QoS,
 				Retain: m.pub.Retain, Properties: m.pub.Properties})
 		}
 		if c.cfg.RepublishLost && m.pub != nil {
