@@ -145,6 +145,7 @@ func TestBroken(t *testing.T) {
 		{"file-len16", "Reopen/RecordSizes", "(seq 4) has a 0-byte Packet"},
 		{"file-trustlen", "Damage/Truncate", "panicked on damaged storage"},
 		{"file-nofsync", "Store/SyncOnApply", "no fsync/fdatasync before it returned"},
+		{"file-writebehind", "Store/KillAfterApply", "each acknowledged by Apply, and a SIGKILL at once"},
 		// A Durable harness that gives a child no way in fails loudly.
 		{"file-nochild", "Store/KillAfterApply", "gives a child process no way to open its storage"},
 		{"session-nochild", "Crash", "gives a child process no way to open its storage"},

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tethermq/tether/conformance"
 	"github.com/tethermq/tether/store"
@@ -33,6 +34,8 @@ import (
 //	          truncated after a reopen.
 //	trustlen: the decoder trusts the stored length, so a torn file panics.
 //	nofsync:  nothing is synced before Apply returns.
+//	writebehind: Apply returns before its data is written; a kill right
+//	          after loses it (only a process kill shows it).
 //	nochild:  (a harness bug) a Durable harness with no ChildConfig.
 type fileStore struct {
 	dir string
@@ -220,10 +223,22 @@ func (s *fileStore) Apply(ctx context.Context, k store.Key, ops ...store.Op) err
 			delete(next, op.Record.Seq)
 		}
 	}
+	prev := s.cache[k]
+	s.cache[k] = next
+	if s.bug == "writebehind" {
+		// Acknowledged at once, written a little later.
+		go func() {
+			time.Sleep(100 * time.Millisecond) // the write-behind delay, not a wait for an event
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			_ = s.write(k, next)
+		}()
+		return nil
+	}
 	if err := s.write(k, next); err != nil {
+		s.cache[k] = prev
 		return err
 	}
-	s.cache[k] = next
 	return nil
 }
 
