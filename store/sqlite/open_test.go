@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -141,4 +142,52 @@ func TestOpenConcurrentProcesses(t *testing.T) {
 			t.Fatalf("race-%d.db: sessions %v, %v; want %d", i, keys, err, procs)
 		}
 	}
+}
+
+// TestOpenWaitsForLock: Open of a new file that another connection holds
+// locked waits for it within the busy timeout, and fails with
+// store.ErrLocked only past it.
+func TestOpenWaitsForLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "locked.db")
+	conn, err := rawDB(t, path).Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	// Past a short busy timeout: ErrLocked.
+	if s, err := sqlite.Open(path, &sqlite.Options{BusyTimeout: 200 * time.Millisecond}); !errors.Is(err, store.ErrLocked) {
+		if s != nil {
+			_ = s.Close()
+		}
+		t.Fatalf("Open of a locked file past its busy timeout returned %v, want store.ErrLocked", err)
+	}
+	// Within a long one: it waits, and succeeds once the lock goes.
+	type result struct {
+		s   *sqlite.Store
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		s, err := sqlite.Open(path, &sqlite.Options{BusyTimeout: time.Minute})
+		got <- result{s, err}
+	}()
+	select {
+	case r := <-got:
+		if r.s != nil {
+			_ = r.s.Close()
+		}
+		t.Fatalf("Open returned (%v) while the file was locked", r.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if _, err := conn.ExecContext(context.Background(), "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil {
+		t.Fatalf("Open after the lock went: %v", r.err)
+	}
+	_ = r.s.Close()
 }

@@ -463,6 +463,9 @@ func (s *Store) retryBusy(ctx context.Context, fn func() error) error {
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
+			if errors.Is(err, store.ErrLocked) {
+				return err // an inner retry said so already
+			}
 			return fmt.Errorf("%w: database busy for over %v: %w", store.ErrLocked, s.busyTimeout, err)
 		}
 		t := time.NewTimer(pause)
