@@ -3,12 +3,15 @@ package sealed_test
 import (
 	"context"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/tethermq/tether/conformance"
+	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/store"
 	"github.com/tethermq/tether/store/bolt"
 	"github.com/tethermq/tether/store/memory"
+	"github.com/tethermq/tether/store/redis"
 	"github.com/tethermq/tether/store/sealed"
 )
 
@@ -25,6 +28,9 @@ func BenchmarkOverhead(b *testing.B) {
 		{"Bolt", func(tb testing.TB) (store.SessionStore, error) {
 			return bolt.Open(filepath.Join(tb.TempDir(), "bench.db"), nil)
 		}},
+		{"Redis", func(tb testing.TB) (store.SessionStore, error) {
+			return redis.Open("redis://"+redisAddr(tb), &redis.Options{Prefix: "bench-" + randomHex(6)})
+		}},
 	}
 	variants := []struct {
 		name string
@@ -36,6 +42,8 @@ func BenchmarkOverhead(b *testing.B) {
 			return sealed.New(s, opts(testKey(1000)))
 		}},
 	}
+	benchTop = b
+	benchRedisOnce = sync.Once{}
 	for _, be := range backends {
 		b.Run(be.name, func(b *testing.B) {
 			for _, v := range variants {
@@ -54,6 +62,23 @@ func BenchmarkOverhead(b *testing.B) {
 		})
 	}
 }
+
+// redisAddr starts one Redis server for the benchmarks and returns its
+// address.
+func redisAddr(tb testing.TB) string {
+	benchRedisOnce.Do(func() {
+		// The server outlives the benchmark that started it: testenv ties
+		// it to that benchmark's cleanup, so start it on the top-level one.
+		benchRedis = testenv.Redis(benchTop).Addr()
+	})
+	return benchRedis
+}
+
+var (
+	benchTop       testing.TB
+	benchRedisOnce sync.Once
+	benchRedis     string
+)
 
 // BenchmarkSeal measures sealing and opening one 100-byte record alone.
 func BenchmarkSeal(b *testing.B) {
