@@ -201,12 +201,21 @@ func New(cfg Config) (*Client, error) {
 	c.nextSeq = 1
 	c.firstConn = true
 	c.lim = defaultLimits()
-	c.key = store.Key{Server: c.servers[0].canonical, ClientID: cfg.ClientID}
+	c.key = c.keyFor(c.servers[0])
 	c.deliv = newDelivery(c)
 	c.wg.Add(2)
 	go c.committer()
 	go c.deliv.run()
 	return c, nil
+}
+
+// keyFor returns the store key of the session on sv: one per server, or
+// one for the whole cluster (Config.Cluster).
+func (c *Client) keyFor(sv server) store.Key {
+	if c.cfg.Cluster != "" {
+		return store.Key{Server: "cluster:" + c.cfg.Cluster, ClientID: c.cfg.ClientID}
+	}
+	return store.Key{Server: sv.canonical, ClientID: c.cfg.ClientID}
 }
 
 // Connect starts the connection loop and waits for the first CONNACK. It
@@ -399,7 +408,7 @@ func (c *Client) connectOnce(stop chan struct{}, sv server) (*conn, error) {
 		case <-ctx.Done():
 		}
 	}()
-	k := store.Key{Server: sv.canonical, ClientID: c.cfg.ClientID}
+	k := c.keyFor(sv)
 	if err := c.acquireLease(ctx, k); err != nil {
 		return nil, err
 	}

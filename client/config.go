@@ -27,6 +27,19 @@ type Config struct {
 	// hidden.
 	Servers []string
 
+	// Cluster, when set, names one session for every server in Servers:
+	// they are the nodes of one clustered broker that shares sessions
+	// between its nodes (EMQX, HiveMQ, VerneMQ and the like). Failing over
+	// from one node to another then continues the session — PUBRELs and
+	// DUP resends with their original packet identifiers, inbound records
+	// — instead of moving unfinished messages to a new session as new
+	// messages (which is right for independent brokers, and would
+	// duplicate QoS 2 messages and strand PUBRELs in a cluster). The store
+	// keys the session by "cluster:" + Cluster and the ClientID. A node
+	// that answers Session Present 0 has lost the session, as any server
+	// can (Config.OnSessionLost).
+	Cluster string
+
 	// ClientID names the session on the server and in the store. Required:
 	// a session that survives reconnects needs a stable name.
 	ClientID string
