@@ -3,19 +3,24 @@
 //
 // Usage:
 //
-//	tether demo [flags]                         run the zero-setup demo
-//	tether pub -broker URL -topic T [flags] MSG publish one message
-//	tether sub -broker URL -topic F [flags]     print messages as they arrive
-//	tether sessions -store SPEC [list|clear]    inspect or clear stored sessions
+//	tether pub -t TOPIC -m MSG [options]   publish, as mosquitto_pub
+//	tether sub -t FILTER [options]         print messages, as mosquitto_sub
+//	tether sessions list|show|clear --store SPEC
+//	tether demo [options]                  the zero-setup demo
 //
-// A store is named by a SPEC: "memory", "bolt:PATH", "sqlite:PATH" or a
-// redis:// URL. Run a command with -h for its flags.
+// pub and sub take mosquitto_pub's and mosquitto_sub's options (-h is the
+// host; --help prints help), plus --store for a session that survives the
+// process. A store is named by a SPEC: "memory", "bolt:PATH",
+// "sqlite:PATH" or a redis:// URL.
+//
+// Exit codes: 0 done; 1 failed; 2 bad command line; 3 no connection to the
+// broker; 4 connection refused by the broker; 5 publish or subscription
+// refused by the broker; 27 sub -W ran out of time.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -32,39 +37,49 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "tether:", err)
-		}
-		os.Exit(1)
+		printError(os.Stderr, err)
 	}
+	os.Exit(exitCode(err))
 }
 
-const usage = `usage: tether COMMAND [flags]
+// printError writes err for a person: secrets redacted, terminal
+// controls (from a server's Reason String, say) escaped.
+func printError(w io.Writer, err error) {
+	msg := (&redactor{}).redact(err.Error())
+	if errors.Is(err, errUsage) {
+		msg = strings.TrimPrefix(msg, errUsage.Error()+": ")
+	}
+	fmt.Fprintln(w, "tether:", escapeTerminal([]byte(msg), false))
+}
+
+const usage = `usage: tether COMMAND [options]
 
 commands:
-  demo      run the zero-setup demo: QoS 2 messages through cut connections and a crash
-  pub       publish one message
-  sub       subscribe and print messages
-  sessions  list or clear the sessions in a store
+  pub       publish (mosquitto_pub's options; -h is the host, --help the help)
+  sub       subscribe and print messages (mosquitto_sub's options)
+  sessions  list, show or clear the sessions in a store
+  demo      the zero-setup demo: QoS 2 messages through cut connections and a crash
 
 A store is "memory", "bolt:PATH", "sqlite:PATH" or a redis:// URL.
+Exit codes: 0 done, 1 failed, 2 bad command line, 3 no connection,
+4 connection refused, 5 publish or subscription refused, 27 sub -W timed out.
 `
 
 // run dispatches one command line; main is a thin shell around it so tests
 // can drive every command.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return flag.ErrHelp
+		return &exitError{code: exitUsage}
 	}
 	switch args[0] {
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "pub":
-		return runPub(ctx, args[1:], stdout, stderr)
+		return runPub(ctx, args[1:], stdin, stdout, stderr)
 	case "sub":
 		return runSub(ctx, args[1:], stdout, stderr)
 	case "sessions":
@@ -74,7 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
+	return usageErrorf("unknown command %q", args[0])
 }
 
 // openStore opens the store a SPEC names.
