@@ -44,6 +44,8 @@
 //   - Owner: a lease per Key with a fencing token, for backends shared by
 //     several processes. While one handle holds the lease, writes from any
 //     other handle to that Key fail with ErrSessionTaken.
+//   - Transactor: run the application's own code inside the transaction
+//     of a batch, so that its writes and the session's commit together.
 package store
 
 import (
@@ -198,6 +200,22 @@ type Owner interface {
 	// it, Acquire waits until the lease is free (bounded by ctx) if
 	// opts.Wait is set, and otherwise fails at once with ErrSessionTaken.
 	Acquire(ctx context.Context, k Key, opts LeaseOptions) (Lease, error)
+}
+
+// Transactor is implemented by stores whose backend has transactions the
+// application can write to as well (bolt, sqlite). The client uses it for
+// transactional handlers: the application's writes for an inbound message
+// and the message's inbound record commit together, so the message
+// reaches the application's data exactly once across crashes.
+type Transactor interface {
+	// ApplyTx applies ops to session k as Apply does, in one transaction
+	// with fn, which runs first, inside it, and gets the backend's
+	// transaction handle (documented by the backend: a *bbolt.Tx, a
+	// *sql.Conn inside BEGIN IMMEDIATE). When fn returns an error the
+	// transaction is rolled back, nothing is applied, and ApplyTx returns
+	// an error for which errors.Is(err, fn's error) holds. Durable on
+	// return, as Apply.
+	ApplyTx(ctx context.Context, k Key, fn func(tx any) error, ops ...Op) error
 }
 
 // LeaseOptions tune Owner.Acquire.

@@ -37,6 +37,7 @@ import (
 )
 
 var (
+	_ store.Transactor   = (*Store)(nil)
 	_ store.SessionStore = (*Store)(nil)
 	_ store.Lister       = (*Store)(nil)
 )
@@ -425,7 +426,23 @@ func (s *Store) Load(ctx context.Context, k store.Key) ([]store.Record, error) {
 // Apply applies ops to session k as one transaction, synced to disk before
 // it returns.
 func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
-	end, err := s.begin(ctx, "apply")
+	return s.apply(ctx, "apply", k, nil, ops)
+}
+
+// DB returns the database the store keeps its sessions in, so an
+// application using transactional handlers (ApplyTx) can read its own
+// buckets. The store's own bucket is not the application's to change.
+func (s *Store) DB() *bbolt.DB { return s.db }
+
+// ApplyTx applies ops to session k in one transaction with fn, which runs
+// first and gets the *bbolt.Tx (store.Transactor): the application may
+// read and write its own buckets through it, but not the store's.
+func (s *Store) ApplyTx(ctx context.Context, k store.Key, fn func(tx any) error, ops ...store.Op) error {
+	return s.apply(ctx, "apply", k, fn, ops)
+}
+
+func (s *Store) apply(ctx context.Context, what string, k store.Key, fn func(tx any) error, ops []store.Op) error {
+	end, err := s.begin(ctx, what)
 	if err != nil {
 		return err
 	}
@@ -433,12 +450,17 @@ func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
 	if err := store.Validate(s.maxPacket, ops); err != nil {
 		return fmt.Errorf("bolt: apply %s: %w", k, err)
 	}
-	if len(ops) == 0 {
+	if len(ops) == 0 && fn == nil {
 		return nil
 	}
 	name, full := bucketName(k)
 	err = protect(func() error {
 		return s.db.Update(func(tx *bbolt.Tx) error {
+			if fn != nil {
+				if err := fn(tx); err != nil {
+					return err
+				}
+			}
 			all, err := sessions(tx)
 			if err != nil {
 				return err

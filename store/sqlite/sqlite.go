@@ -63,6 +63,7 @@ var (
 	_ store.SessionStore = (*Store)(nil)
 	_ store.Lister       = (*Store)(nil)
 	_ store.Owner        = (*Store)(nil)
+	_ store.Transactor   = (*Store)(nil)
 )
 
 // DefaultBusyTimeout is how long a write waits for another connection or
@@ -596,6 +597,24 @@ func (s *Store) load(ctx context.Context, k store.Key) (recs []store.Record, bad
 // Apply applies ops to session k as one transaction, on disk before it
 // returns.
 func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
+	return s.apply(ctx, k, nil, ops)
+}
+
+// DB returns the database the store keeps its sessions in, so an
+// application using transactional handlers (ApplyTx) can query its own
+// tables.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// ApplyTx applies ops to session k in one transaction with fn, which runs
+// first and gets the *sql.Conn the transaction (BEGIN IMMEDIATE) runs on
+// (store.Transactor): the application's statements on it commit or roll
+// back with the batch. It must not end the transaction itself, and should
+// leave the store's tether_* tables alone.
+func (s *Store) ApplyTx(ctx context.Context, k store.Key, fn func(tx any) error, ops ...store.Op) error {
+	return s.apply(ctx, k, fn, ops)
+}
+
+func (s *Store) apply(ctx context.Context, k store.Key, fn func(tx any) error, ops []store.Op) error {
 	end, err := s.begin(ctx, "apply")
 	if err != nil {
 		return err
@@ -604,7 +623,7 @@ func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
 	if err := store.Validate(s.maxPacket, ops); err != nil {
 		return fmt.Errorf("sqlite: apply %s: %w", k, err)
 	}
-	if len(ops) == 0 {
+	if len(ops) == 0 && fn == nil {
 		return nil
 	}
 	l := s.heldLease(k)
@@ -615,6 +634,11 @@ func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
 	err = s.write(ctx, func(conn *sql.Conn) error {
 		if err := s.fence(ctx, conn, k, l); err != nil {
 			return err
+		}
+		if fn != nil {
+			if err := fn(conn); err != nil {
+				return err
+			}
 		}
 		// A statement of chunk rows is parsed once per batch and run for
 		// every full chunk: parsing costs more than it looks, under the
