@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -371,24 +370,4 @@ func TestCLIWebSocketAndMutualTLS(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "client certificate") {
 		t.Fatalf("missing key: exit %d\n%s", code, errs)
 	}
-}
-
-// child starts the test binary as the tether command.
-func child(t *testing.T, args ...string) *exec.Cmd {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), cliChildEnv+"=1")
-	return cmd
-}
-
-func fmtLines(from, to int) string {
-	var sb strings.Builder
-	for i := from; i < to; i++ {
-		fmt.Fprintf(&sb, "%d\n", i)
-	}
-	return sb.String()
 }
