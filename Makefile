@@ -21,8 +21,10 @@ lint:
 unit:
 	go test -race -timeout 12m ./...
 
+# The command is built into bin/ with progress shown (the first build takes
+# minutes), so that a second make demo starts at once.
 demo: setup
-	go run ./cmd/tether demo
+	@bash scripts/demo.sh
 
 bench: setup
 	go test -run '^$$' -bench . -benchmem ./...

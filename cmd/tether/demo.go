@@ -66,7 +66,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func demo(ctx context.Context, dc demoConfig, out io.Writer) error {
 	start := time.Now()
 	rng := rand.New(rand.NewPCG(dc.seed, dc.seed^0x7e7e))
-	dir, err := os.MkdirTemp("", "tether-demo-")
+	dir, err := makeDemoDir()
 	if err != nil {
 		return err
 	}

@@ -182,10 +182,10 @@ func TestPubLinesKilledResumes(t *testing.T) {
 	if out, err := second.CombinedOutput(); err != nil {
 		t.Fatalf("second pub: %v\n%s", err, out)
 	}
-	got := col.waitCount(t, 300)
+	col.waitCount(t, 300)
 	time.Sleep(300 * time.Millisecond) // a duplicate would come now
 	col.mu.Lock()
-	got = append([]string(nil), col.got...)
+	got := append([]string(nil), col.got...)
 	col.mu.Unlock()
 	if want := strings.Fields(fmtLines(0, 300)); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("received %d messages, want 0..299 once each in order: %v", len(got), got)
