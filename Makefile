@@ -4,12 +4,12 @@
 GOBIN := $(shell go env GOPATH)/bin
 export PATH := $(PATH):/usr/sbin:$(GOBIN)
 
-.PHONY: setup test vet lint unit demo bench fuzz matrix matrix-full
+.PHONY: setup test vet lint unit consumer demo bench fuzz matrix matrix-full
 
 setup:
 	@bash scripts/setup.sh
 
-test: setup vet lint unit
+test: setup vet lint unit consumer
 
 vet:
 	go vet ./...
@@ -20,6 +20,11 @@ lint:
 
 unit:
 	go test -race -timeout 12m ./...
+
+# The module graph an application importing client and one store gets:
+# no test-only package in its build; go.sum and graph sizes printed.
+consumer:
+	@bash scripts/consumer-check.sh
 
 # The command is built into bin/ with progress shown (the first build takes
 # minutes), so that a second make demo starts at once.
