@@ -2,13 +2,16 @@ package client
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -16,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -284,5 +288,64 @@ func TestMutualTLSFiles(t *testing.T) {
 	}
 	if err := CheckTLSFiles(good); err != nil {
 		t.Errorf("CheckTLSFiles: %v", err)
+	}
+}
+
+// TestSecureWebSocket connects over wss:// with the TLS file options: a
+// TLS WebSocket endpoint (Mosquitto's websockets listener is plain here)
+// relays the MQTT bytes to Mosquitto, and the client must verify it with
+// TLSCAFile and TLSServerName, then run a QoS 2 exchange through it.
+func TestSecureWebSocket(t *testing.T) {
+	p := newTestPKI(t)
+	b := broker(t)
+	cert, err := tls.LoadX509KeyPair(p.serverCert, p.serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var relays sync.WaitGroup
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		relays.Add(1)
+		defer relays.Done()
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"mqtt"}})
+		if err != nil {
+			return
+		}
+		nc := websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
+		defer nc.Close()
+		up, err := net.Dial("tcp", b.Addr())
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		go func() { _, _ = io.Copy(nc, up); nc.Close() }()
+		_, _ = io.Copy(up, nc)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	defer func() { srv.CloseClientConnections(); srv.Close(); relays.Wait() }()
+	url := "wss://" + srv.Listener.Addr().String() + "/mqtt"
+
+	col := subscriber(t, b.URL(), "wss/#")
+	c := start(t, Config{Servers: []string{url}, ClientID: uniqueID(t), TLSCAFile: p.ca, TLSServerName: "broker.test"})
+	if !strings.HasPrefix(c.key.Server, "wss://127.0.0.1:") {
+		t.Errorf("session key server %q", c.key.Server)
+	}
+	if err := c.Publish(ctxT(t, 10*time.Second), &Message{Topic: "wss/x", QoS: 2, Payload: []byte("secure")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := col.waitFor(t, 1, 10*time.Second); string(got[0].Payload) != "secure" {
+		t.Fatalf("got %q", got[0].Payload)
+	}
+	c.Close()
+
+	// Without the CA the server's certificate is not trusted.
+	d, err := New(Config{Servers: []string{url}, ClientID: uniqueID(t), ReconnectBackoff: Backoff{Min: time.Minute, Max: time.Minute}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var uerr x509.UnknownAuthorityError
+	if err := d.Connect(ctxT(t, 3*time.Second)); !errors.As(err, &uerr) {
+		t.Fatalf("wss without the CA: %v, want an unknown authority error", err)
 	}
 }

@@ -246,6 +246,11 @@ func TestPubUnreachableBroker(t *testing.T) {
 	if d := time.Since(start); d > 20*time.Second {
 		t.Errorf("gave up after %s with --timeout 3", d)
 	}
+	// A store URL's password is not printed either.
+	_, errs, code = tether(t, ctx, "", "sessions", "list", "--store", "redis://:r3dispw@"+addr)
+	if code == 0 || strings.Contains(errs, "r3dispw") {
+		t.Errorf("sessions list on an unreachable Redis: exit %d\n%s", code, errs)
+	}
 }
 
 func TestPasswordFromEnvironmentAndFile(t *testing.T) {
