@@ -39,46 +39,11 @@ type Store struct {
 
 var _ store.SessionStore = (*Store)(nil)
 
-// The combinations New may return, one per set of capabilities of the inner
-// store, so that a type assertion on the result answers as it would on the
-// inner store: a wrapper that hid Owner would silently turn off fencing, and
-// one that claimed Lister over a store without it would fail at run time.
-type (
-	listerStore      struct{ *Store }
-	ownerStore       struct{ *Store }
-	listerOwnerStore struct{ *Store }
-)
-
-var (
-	_ store.Lister = listerStore{}
-	_ store.Owner  = ownerStore{}
-	_ store.Lister = listerOwnerStore{}
-	_ store.Owner  = listerOwnerStore{}
-)
-
-// Sessions lists the inner store's sessions.
-func (s listerStore) Sessions(ctx context.Context) ([]store.Key, error) { return s.sessions(ctx) }
-
-// Acquire takes the inner store's lease on the session.
-func (s ownerStore) Acquire(ctx context.Context, k store.Key, o store.LeaseOptions) (store.Lease, error) {
-	return s.acquire(ctx, k, o)
-}
-
-// Sessions lists the inner store's sessions.
-func (s listerOwnerStore) Sessions(ctx context.Context) ([]store.Key, error) {
-	return s.sessions(ctx)
-}
-
-// Acquire takes the inner store's lease on the session.
-func (s listerOwnerStore) Acquire(ctx context.Context, k store.Key, o store.LeaseOptions) (store.Lease, error) {
-	return s.acquire(ctx, k, o)
-}
-
 // New returns a store that seals every record it writes to inner and opens
-// every record it reads from it. The result implements store.Lister when
-// inner does, and store.Owner when inner does, each passed through to inner;
-// it also has the methods of *Store (MaxPacketLen, Inner, InnerKey). Closing it closes
-// inner.
+// every record it reads from it. The result implements each of the optional
+// interfaces of package store (Lister, Owner, Transactor) exactly when inner
+// does, passed through to inner; it also has the methods of *Store
+// (MaxPacketLen, Inner, InnerKey). Closing it closes inner.
 func New(inner store.SessionStore, opts Options) (store.SessionStore, error) {
 	if inner == nil {
 		return nil, errors.New("sealed: nil inner store")
@@ -103,17 +68,7 @@ func New(inner store.SessionStore, opts Options) (store.SessionStore, error) {
 	if s.maxPacket = innerMax - Overhead; s.maxPacket < 1 {
 		return nil, fmt.Errorf("sealed: the inner store's packet limit %d leaves no room for the %d bytes of sealing", innerMax, Overhead)
 	}
-	_, lister := inner.(store.Lister)
-	_, owner := inner.(store.Owner)
-	switch {
-	case lister && owner:
-		return listerOwnerStore{s}, nil
-	case lister:
-		return listerStore{s}, nil
-	case owner:
-		return ownerStore{s}, nil
-	}
-	return s, nil
+	return withCapabilities(s), nil
 }
 
 // MaxPacketLen returns the largest Packet the store accepts: the inner
@@ -198,21 +153,42 @@ func addCause(causes []error, err error) []error {
 // to k and to the record's Seq, Dir and ID, and applies the batch to the
 // inner store as one batch.
 func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
+	sealed, err := s.seal(k, ops)
+	if err != nil {
+		return err
+	}
+	return s.inner.Apply(ctx, s.name(k), sealed...)
+}
+
+// seal checks a batch as a backend would, against the sealed limit, and
+// returns it with every put's Packet sealed for session k.
+func (s *Store) seal(k store.Key, ops []store.Op) ([]store.Op, error) {
 	if err := store.Validate(s.maxPacket, ops); err != nil {
-		return fmt.Errorf("sealed: apply %s: %w", k, err)
+		return nil, fmt.Errorf("sealed: apply %s: %w", k, err)
 	}
 	sealed := make([]store.Op, len(ops))
 	for i, op := range ops {
 		if op.Kind == store.OpPut {
 			p, err := s.ring.seal(k, op.Record)
 			if err != nil {
-				return fmt.Errorf("sealed: apply %s: %w", k, err)
+				return nil, fmt.Errorf("sealed: apply %s: %w", k, err)
 			}
 			op.Record.Packet = p
 		}
 		sealed[i] = op
 	}
-	return s.inner.Apply(ctx, s.name(k), sealed...)
+	return sealed, nil
+}
+
+// applyTx is Apply inside the inner store's transaction with fn. Only the
+// batch is sealed: what fn writes through the transaction is the
+// application's own, stored as it writes it.
+func (s *Store) applyTx(ctx context.Context, k store.Key, fn func(tx any) error, ops []store.Op) error {
+	sealed, err := s.seal(k, ops)
+	if err != nil {
+		return err
+	}
+	return s.inner.(store.Transactor).ApplyTx(ctx, s.name(k), fn, sealed...)
 }
 
 // Clear removes every record of session k from the inner store.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 
 	"github.com/tethermq/tether/conformance"
@@ -583,45 +584,144 @@ func flipInFile(t *testing.T, path string) {
 	}
 }
 
-// TestCapabilities: the wrapper implements Lister and Owner exactly when
-// its inner store does.
+// TestCapabilities: the wrapper implements each optional interface of
+// package store exactly when its inner store does, for every combination.
 func TestCapabilities(t *testing.T) {
-	type plain struct{ store.SessionStore } // hides the memory store's Lister
-	for _, c := range []struct {
-		name          string
-		inner         store.SessionStore
-		lister, owner bool
-	}{
-		{"memory", memory.New(), true, false},
-		{"plain", plain{memory.New()}, false, false},
-		{"owner", ownerOnly{plain{memory.New()}}, false, true},
-		{"both", listerOwner{memory.New()}, true, true},
+	base := func() store.SessionStore { return plain{memory.New()} }
+	for _, inner := range []store.SessionStore{
+		base(), cL{base(), nil}, cO{base(), nil}, cT{base(), nil},
+		cLO{base(), nil, nil}, cLT{base(), nil, nil}, cOT{base(), nil, nil}, cLOT{base(), nil, nil, nil},
+		memory.New(),
 	} {
-		s := mustNew(t, c.inner, opts(nil))
-		_, l := s.(store.Lister)
-		_, o := s.(store.Owner)
-		if l != c.lister || o != c.owner {
-			t.Errorf("%s: Lister %v, Owner %v; want %v, %v", c.name, l, o, c.lister, c.owner)
+		s := mustNew(t, inner, opts(nil))
+		for _, c := range []struct {
+			name string
+			has  func(any) bool
+		}{
+			{"Lister", func(v any) bool { _, ok := v.(store.Lister); return ok }},
+			{"Owner", func(v any) bool { _, ok := v.(store.Owner); return ok }},
+			{"Transactor", func(v any) bool { _, ok := v.(store.Transactor); return ok }},
+		} {
+			if got, want := c.has(s), c.has(inner); got != want {
+				t.Errorf("inner %T: the sealed store implements %s: %v, want %v", inner, c.name, got, want)
+			}
 		}
 		if _, ok := s.(interface{ MaxPacketLen() int }); !ok {
-			t.Errorf("%s: no MaxPacketLen", c.name)
+			t.Errorf("inner %T: no MaxPacketLen", inner)
 		}
 		_ = s.Close()
 	}
 }
 
-// ownerOnly and listerOwner give a store the Owner method set, to check the
-// wrapper's method sets; their Acquire is never called.
-type ownerOnly struct{ store.SessionStore }
+// Stores with every combination of the optional interfaces, for
+// TestCapabilities; their optional methods are never called.
+type (
+	plain struct{ store.SessionStore } // hides the memory store's Lister
+	cL    struct {
+		store.SessionStore
+		store.Lister
+	}
+	cO struct {
+		store.SessionStore
+		store.Owner
+	}
+	cT struct {
+		store.SessionStore
+		store.Transactor
+	}
+	cLO struct {
+		store.SessionStore
+		store.Lister
+		store.Owner
+	}
+	cLT struct {
+		store.SessionStore
+		store.Lister
+		store.Transactor
+	}
+	cOT struct {
+		store.SessionStore
+		store.Owner
+		store.Transactor
+	}
+	cLOT struct {
+		store.SessionStore
+		store.Lister
+		store.Owner
+		store.Transactor
+	}
+)
 
-func (ownerOnly) Acquire(context.Context, store.Key, store.LeaseOptions) (store.Lease, error) {
-	return nil, errors.New("not called")
-}
-
-type listerOwner struct{ *memory.Store }
-
-func (listerOwner) Acquire(context.Context, store.Key, store.LeaseOptions) (store.Lease, error) {
-	return nil, errors.New("not called")
+// TestApplyTx: over bolt (a store.Transactor) the sealed store runs the
+// application's code in the batch's transaction: the records are sealed,
+// the application's own writes are committed with them, and an error from
+// fn applies neither.
+func TestApplyTx(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			ctx := context.Background()
+			inner, err := bolt.Open(filepath.Join(t.TempDir(), "s.db"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := mustNew(t, inner, opts(m.nameKey))
+			defer s.Close()
+			tr, ok := s.(store.Transactor)
+			if !ok {
+				t.Fatal("the sealed bolt store is not a store.Transactor")
+			}
+			write := func(v string) func(any) error {
+				return func(tx any) error {
+					b, err := tx.(*bbolt.Tx).CreateBucketIfNotExists([]byte("app"))
+					if err != nil {
+						return err
+					}
+					return b.Put([]byte("k"), []byte(v))
+				}
+			}
+			put := store.Put(store.Record{Seq: 1, Dir: store.Inbound, ID: 5, Packet: []byte("inbound marker")})
+			boom := errors.New("boom")
+			err = tr.ApplyTx(ctx, keyA, func(tx any) error {
+				if err := write("rolled back")(tx); err != nil {
+					return err
+				}
+				return boom
+			}, put)
+			if !errors.Is(err, boom) {
+				t.Fatalf("ApplyTx with a failing fn returned %v, want boom", err)
+			}
+			if recs := load(t, s, keyA); len(recs) != 0 {
+				t.Fatalf("the batch was applied although fn failed: %v", recs)
+			}
+			if err := tr.ApplyTx(ctx, keyA, write("committed"), put); err != nil {
+				t.Fatal(err)
+			}
+			expectRecords(t, load(t, s, keyA), []store.Record{put.Record})
+			raw, err := inner.Load(ctx, innerKey(t, s, keyA, m.nameKey != nil))
+			if err != nil || len(raw) != 1 {
+				t.Fatalf("inner Load = %v, %v", raw, err)
+			}
+			if _, ok := sealed.KeyID(raw[0].Packet); !ok || bytes.Contains(raw[0].Packet, []byte("marker")) {
+				t.Errorf("the record ApplyTx wrote is not sealed: %q", raw[0].Packet)
+			}
+			err = inner.DB().View(func(tx *bbolt.Tx) error {
+				if v := tx.Bucket([]byte("app")).Get([]byte("k")); string(v) != "committed" {
+					t.Errorf("the application's value is %q, want committed", v)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A batch over the sealed limit applies nothing and runs no fn.
+			ran := false
+			big := store.Put(store.Record{Seq: 2, Dir: store.Outbound, ID: 2, Packet: make([]byte, store.MaxPacketLen)})
+			err = tr.ApplyTx(ctx, keyA, func(any) error { ran = true; return nil }, big)
+			if !errors.Is(err, store.ErrTooLarge) || ran {
+				t.Errorf("ApplyTx of a too large batch: %v (fn ran: %v), want store.ErrTooLarge", err, ran)
+			}
+		})
+	}
 }
 
 func TestMaxPacketLen(t *testing.T) {
