@@ -69,7 +69,7 @@ func (o *connOpts) register(s *optionSet) {
 	s.str("I", "id-prefix", "PREFIX", "client identifier PREFIX followed by a unique suffix", &o.idPrefix)
 	s.int("k", "keepalive", "SECS", "keep alive interval in seconds (0: off)", &o.keepAlive, 0, 65535)
 	s.flag("c", "disable-clean-session", "keep the session after disconnecting, on the broker and in the store (expiry from -x, else 1 day)", &o.noClean)
-	s.add("x", "session-expiry", "SECS", "session expiry interval in seconds or as a duration (1h)", func(v string) error {
+	s.add("x", "session-expiry,expiry", "SECS", "session expiry interval in seconds or as a duration (1h)", func(v string) error {
 		d, err := parseSeconds(v)
 		o.expiry, o.expirySet = d, true
 		return err
