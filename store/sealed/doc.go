@@ -44,9 +44,11 @@
 // it. To rotate, add a new key, make it Current, and keep the old one as
 // long as records sealed with it may remain: the tether client rewrites a
 // record whenever its exchange advances, but a message queued while offline
-// keeps its first form until it is sent. KeyID tells which key sealed a
-// record of the inner store, for an audit before a key is dropped; a record
-// whose key was dropped is reported corrupt, not lost in silence.
+// keeps its first form until it is sent. Store.Reseal rewrites a session's
+// records under the current key (while no client drives it), after which
+// the old key can go; KeyID tells which key sealed a record of the inner
+// store, for an audit. A record whose key was dropped is reported corrupt,
+// not lost in silence.
 //
 // # The session Key
 //

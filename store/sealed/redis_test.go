@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -262,4 +263,39 @@ func dumpRedis(t *testing.T, admin *goredis.Client, prefix string) []byte {
 		t.Fatal(err)
 	}
 	return out.Bytes()
+}
+
+// TestResealRedis: over a store.Owner, Reseal takes the session's lease, so
+// it refuses to run while a client (another handle) holds it, and runs once
+// the lease is released.
+func TestResealRedis(t *testing.T) {
+	addr, _ := redisServer(t)
+	ctx := context.Background()
+	prefix := "reseal-" + randomHex(6)
+	openWith := func(kr sealed.Keyring) store.SessionStore {
+		inner, err := redis.Open("redis://"+addr, &redis.Options{Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := mustNew(t, inner, sealed.Options{Keyring: kr})
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	holder := openWith(ring(1, 1))
+	apply(t, holder, keyA, store.Put(rec(1, "one")))
+	l, err := holder.(store.Owner).Acquire(ctx, keyA, store.LeaseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := openWith(ring(2, 1, 2))
+	if n, err := rotated.(resealer).Reseal(ctx, keyA); !errors.Is(err, store.ErrSessionTaken) || n != 0 {
+		t.Fatalf("Reseal while another handle holds the lease = %d, %v; want store.ErrSessionTaken", n, err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rotated.(resealer).Reseal(ctx, keyA); n != 1 || err != nil {
+		t.Fatalf("Reseal = %d, %v; want 1 record rewritten", n, err)
+	}
+	expectRecords(t, load(t, openWith(ring(2, 2)), keyA), []store.Record{rec(1, "one")})
 }

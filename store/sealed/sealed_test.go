@@ -779,3 +779,60 @@ func TestKeyringCopied(t *testing.T) {
 	delete(kr.Keys, 1)
 	expectRecords(t, load(t, s, keyA), []store.Record{rec(1, "x")})
 }
+
+type resealer interface {
+	Reseal(ctx context.Context, k store.Key) (int, error)
+}
+
+// TestReseal retires key 1: Reseal rewrites the records key 1 sealed under
+// key 2, leaves those already under key 2 alone, reports (and keeps) one
+// it cannot open, and a keyring without key 1 then reads the session.
+func TestReseal(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			ctx := context.Background()
+			inner := memory.New()
+			old := mustNew(t, inner, sealed.Options{Keyring: ring(1, 1), NameKey: m.nameKey})
+			apply(t, old, keyA, store.Put(rec(1, "one")), store.Put(rec(2, "two")), store.Put(store.Record{Seq: 0, Dir: store.Meta, Packet: []byte("meta")}))
+			stray := mustNew(t, inner, sealed.Options{Keyring: ring(5, 5), NameKey: m.nameKey})
+			apply(t, stray, keyA, store.Put(rec(4, "under a key nobody has")))
+			rotated := mustNew(t, inner, sealed.Options{Keyring: ring(2, 1, 2), NameKey: m.nameKey})
+			apply(t, rotated, keyA, store.Put(rec(3, "three")))
+			ik := innerKey(t, rotated, keyA, m.nameKey != nil)
+			before, err := inner.Load(ctx, ik)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			n, err := rotated.(resealer).Reseal(ctx, keyA)
+			if n != 3 {
+				t.Errorf("Reseal rewrote %d records, want 3", n)
+			}
+			var ce *store.CorruptError
+			if !errors.As(err, &ce) || !slices.Equal(ce.Seqs, []uint64{4}) || !errors.Is(err, sealed.ErrUnknownKey) {
+				t.Errorf("Reseal returned %v, want seq 4 reported with ErrUnknownKey", err)
+			}
+			after, err := inner.Load(ctx, ik)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, r := range after {
+				id, _ := sealed.KeyID(r.Packet)
+				switch {
+				case r.Seq == 4 && (id != 5 || !bytes.Equal(r.Packet, before[i].Packet)):
+					t.Errorf("the record Reseal could not open was changed")
+				case r.Seq == 3 && !bytes.Equal(r.Packet, before[i].Packet):
+					t.Errorf("a record already under the current key was rewritten")
+				case r.Seq != 4 && id != 2:
+					t.Errorf("seq %d is under key %d after Reseal, want 2", r.Seq, id)
+				}
+			}
+			retired := mustNew(t, inner, sealed.Options{Keyring: ring(2, 2), NameKey: m.nameKey})
+			expectCorrupt(t, retired, keyA, sealed.ErrUnknownKey, []uint64{4},
+				store.Record{Seq: 0, Dir: store.Meta, Packet: []byte("meta")}, rec(1, "one"), rec(2, "two"), rec(3, "three"))
+			if n, err := retired.(resealer).Reseal(ctx, keyB); n != 0 || err != nil {
+				t.Errorf("Reseal of an empty session = %d, %v", n, err)
+			}
+		})
+	}
+}
