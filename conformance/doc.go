@@ -144,10 +144,12 @@
 // # Time limits: progress, not totals
 //
 // Every check runs under a limit that is a silence, not a total: the check
-// fails once nothing has moved for 60s (three times that for the heavy
-// ones) — no store call returned, no packet crossed the fault proxy, no
-// message was handled, no child reported. A slow or loaded machine makes
-// the suite slow, not red. The check's context ends first, so a store that
+// fails once nothing new has happened for 60s (three times that for the
+// heavy store checks): no store call returned; in the session suite, no
+// message was delivered for the first time, no inbound record of the
+// client changed, no child process reported something new. Packets alone
+// are not progress, so a client stuck reconnecting and resending in a loop
+// still fails. A slow or loaded machine makes the suite slow, not red. The check's context ends first, so a store that
 // honours contexts fails with a readable error ("no progress for 1m0s"); a
 // watchdog a little later ends the test binary with every goroutine's
 // stack if the check still does not return, rather than letting it hang

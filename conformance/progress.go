@@ -3,7 +3,6 @@ package conformance
 import (
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,14 +13,11 @@ import (
 // but a silence: the check's context ends when nothing has moved for idle,
 // so that a slow machine makes a check slow, never red, while a store or
 // client that is stuck still fails within idle. Progress is noted by the
-// check's own steps (note) and read from counters it registers (poll), such
-// as the packets a fault proxy has forwarded.
+// check's own steps: a store call returning, a message delivered for the
+// first time, a new event of a child process.
 type progress struct {
-	idle  time.Duration
-	last  atomic.Int64 // UnixNano of the last progress
-	mu    sync.Mutex   // guards polls and seen
-	polls []func() uint64
-	seen  []uint64
+	idle time.Duration
+	last atomic.Int64 // UnixNano of the last progress
 }
 
 // newProgress returns a context that is cancelled, with a cause saying so,
@@ -59,24 +55,8 @@ func newProgress(parent context.Context, idle time.Duration) (context.Context, *
 // note records progress now.
 func (p *progress) note() { p.last.Store(time.Now().UnixNano()) }
 
-// poll registers a counter that moves while the check makes progress.
-func (p *progress) poll(f func() uint64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.polls = append(p.polls, f)
-	p.seen = append(p.seen, f())
-}
-
-// silence returns how long nothing has moved, after reading the counters.
+// silence returns how long nothing has moved.
 func (p *progress) silence() time.Duration {
-	p.mu.Lock()
-	for i, f := range p.polls {
-		if v := f(); v != p.seen[i] {
-			p.seen[i] = v
-			p.note()
-		}
-	}
-	p.mu.Unlock()
 	return time.Since(time.Unix(0, p.last.Load()))
 }
 

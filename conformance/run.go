@@ -28,8 +28,9 @@ const (
 // ("2m"), replaces the time limit of one check (60s; heavy checks get three
 // times as much), for slow machines or for a quicker verdict on a store
 // that hangs. The limit is how long a check may go without progress (an
-// operation of the store returning, a packet crossing the fault proxy, a
-// message delivered), not how long it may run.
+// operation of the store returning; in the session suite, a message
+// delivered for the first time, a change to the client's inbound records,
+// a new event of a child process), not how long it may run.
 const TimeoutEnv = "TETHER_CONFORMANCE_TIMEOUT"
 
 // checkTimeout returns the time limit of a check.

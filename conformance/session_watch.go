@@ -19,7 +19,7 @@ type watched struct {
 	live    map[uint64]struct{}  // inbound records in the store, by Seq
 	puts    int                  // inbound records put since the start
 	changed chan struct{}        // closed and replaced after every write
-	onWrite func(live, puts int) // called after every write, if set
+	onWrite func(live, puts int) // called after every write, under mu, if set
 }
 
 type watchedOwner struct {
@@ -42,7 +42,15 @@ type watchedOwnerLister struct {
 // interfaces, and returns the wrapper and the watcher.
 func (s *sess) watch(st store.SessionStore, url, id string) (store.SessionStore, *watched) {
 	s.t.Helper()
-	return watchStore(st, s.sessionRecords(st, store.Key{Server: url, ClientID: id}), func(int, int) { s.note() })
+	// A write counts as progress when it changes the inbound records (one
+	// put or completed); a client rewriting the same state does not.
+	lastLive, lastPuts := -1, -1
+	return watchStore(st, s.sessionRecords(st, store.Key{Server: url, ClientID: id}), func(live, puts int) {
+		if live != lastLive || puts != lastPuts {
+			lastLive, lastPuts = live, puts
+			s.note()
+		}
+	})
 }
 
 // watchStore wraps st, whose session holds recs, keeping its optional
@@ -74,11 +82,10 @@ func (w *watched) Apply(ctx context.Context, k store.Key, ops ...store.Op) error
 	err := w.SessionStore.Apply(ctx, k, ops...)
 	w.mu.Lock()
 	defer func() {
-		live, puts := len(w.live), w.puts
-		w.mu.Unlock()
 		if w.onWrite != nil {
-			w.onWrite(live, puts)
+			w.onWrite(len(w.live), w.puts)
 		}
+		w.mu.Unlock()
 	}()
 	if err == nil {
 		for _, op := range ops {

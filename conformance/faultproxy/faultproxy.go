@@ -44,7 +44,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tethermq/tether/packets"
@@ -155,16 +154,7 @@ type Proxy struct {
 	accepted int
 	closed   bool
 	auditor  *Auditor // set by Audit; audits the connections accepted after
-
-	// moved counts the packets read from either side other than PINGREQ
-	// and PINGRESP: what Packets reports.
-	moved atomic.Uint64
 }
-
-// Packets returns how many packets the proxy has read from clients and
-// the target so far, keep-alive pings left out. A test polls it as a sign
-// of progress: a count that no longer moves means the exchange is stuck.
-func (p *Proxy) Packets() uint64 { return p.moved.Load() }
 
 // dialTimeout bounds the connection to the target for each accepted
 // connection.
@@ -496,9 +486,6 @@ func (c *conn) forward(dir Direction, r *bufio.Reader, dst net.Conn) {
 		pkt, typ, err := readPacket(r, buf)
 		if err != nil {
 			return
-		}
-		if typ != packets.PINGREQ && typ != packets.PINGRESP {
-			c.p.moved.Add(1)
 		}
 		if dir == ClientToServer {
 			// What the client sent, whatever becomes of it.

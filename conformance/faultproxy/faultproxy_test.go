@@ -407,29 +407,3 @@ func TestStrings(t *testing.T) {
 		}
 	}
 }
-
-// TestPacketsCountsProgress: Packets counts what crosses the proxy both
-// ways, keep-alive pings left out, so that a test can tell an exchange
-// that moves from a connection that only keeps itself alive.
-func TestPacketsCountsProgress(t *testing.T) {
-	_, p := setup(t)
-	if n := p.Packets(); n != 0 {
-		t.Fatalf("Packets() = %d before any connection, want 0", n)
-	}
-	c := dial(t, p.Addr())
-	c.connect("counted")
-	c.mustSend(publish(3, "counted", "x"))
-	c.expectPuback(3)
-	// CONNECT, CONNACK, PUBLISH, PUBACK; each was read by the proxy
-	// before the client could see the answer.
-	if n := p.Packets(); n != 4 {
-		t.Fatalf("Packets() = %d after CONNECT, CONNACK, PUBLISH, PUBACK, want 4", n)
-	}
-	c.mustSend(&packets.Pingreq{})
-	if _, ok := c.mustRead().(*packets.Pingresp); !ok {
-		t.Fatal("no PINGRESP")
-	}
-	if n := p.Packets(); n != 4 {
-		t.Fatalf("Packets() = %d after a PINGREQ and its PINGRESP, want still 4", n)
-	}
-}
