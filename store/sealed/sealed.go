@@ -28,8 +28,10 @@ type Options struct {
 }
 
 // Store is the sealed view of an inner store. New returns it behind
-// store.SessionStore, together with whichever of store.Lister and
-// store.Owner the inner store implements.
+// store.SessionStore, together with whichever of store.Lister, store.Owner
+// and store.Transactor the inner store implements; its own methods (Inner,
+// InnerKey, MaxPacketLen, Reseal) are reached with a type assertion to an
+// interface that names them.
 type Store struct {
 	inner     store.SessionStore
 	ring      *ring
