@@ -131,6 +131,14 @@ func New(cfg Config) (*Client, error) {
 	if len(cfg.Servers) == 0 {
 		return nil, errors.New("client: Config.Servers is empty")
 	}
+	if cfg.OnMessageTx != nil {
+		if _, ok := cfg.Store.(store.Transactor); !ok {
+			return nil, errors.New("client: Config.OnMessageTx needs a Store that implements store.Transactor (bolt, sqlite)")
+		}
+		if cfg.OnMessage != nil || cfg.ManualAck {
+			return nil, errors.New("client: Config.OnMessageTx excludes OnMessage and ManualAck")
+		}
+	}
 	c := &Client{cfg: cfg, log: cfg.Logger, st: cfg.Store}
 	for _, s := range cfg.Servers {
 		sv, err := parseServer(s)

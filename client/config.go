@@ -161,6 +161,23 @@ type Config struct {
 	// OnMessage returns.
 	ManualAck bool
 
+	// OnMessageTx, instead of OnMessage, handles each inbound message inside
+	// a transaction of the store, which must implement store.Transactor
+	// (store/bolt: a *bbolt.Tx; store/sqlite: the *sql.Conn of a BEGIN
+	// IMMEDIATE transaction): the application's writes through tx and, for
+	// QoS 2, the message's inbound record commit together. A QoS 2 message
+	// then reaches the application's data exactly once, across crashes of
+	// the process included: a crash before the commit rolls both back and
+	// the server's redelivery runs the handler again; after it, the
+	// redelivery is only answered. QoS 1 messages are at least once, as
+	// ever (their acknowledgement follows the commit); QoS 0 at most once.
+	// An error (or a panic) from the handler rolls the transaction back
+	// and refuses the message: PUBACK or PUBREC with reason 0x80, after
+	// which the server does not send it again. A store error drops the
+	// connection so the server redelivers. Messages are handled one at a
+	// time, in order. Not with ManualAck or OnMessage.
+	OnMessageTx func(m *Message, tx any) error
+
 	// OnMessage receives every inbound message, one at a time and in order,
 	// on a goroutine of its own: a handler that blocks delays later messages
 	// but never keep alive or the acknowledgements of earlier ones. Nil
@@ -334,9 +351,10 @@ type Message struct {
 	c       *Client
 	cn      *conn
 	acked   bool
-	counted bool     // delivered, counted in its connection's pending
-	shadow  *Message // QoS 2: the copy a later connection brought while this one was handled
-	answer  bool     // QoS 2: only the PUBREC answering a repeat of a recorded message
+	counted bool               // delivered, counted in its connection's pending
+	shadow  *Message           // QoS 2: the copy a later connection brought while this one was handled
+	answer  bool               // QoS 2: only the PUBREC answering a repeat of a recorded message
+	reason  packets.ReasonCode // an error code when the application refused the message
 }
 
 // Ack acknowledges an inbound message when Config.ManualAck is set. Acks go

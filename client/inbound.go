@@ -272,7 +272,13 @@ func (c *Client) sendInboundAck(cn *conn, m *Message) {
 	if m.QoS == 1 {
 		cn.inState[id] = inNone
 		cn.inCount--
-		c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBACK, id: id}) // MQTT-4.3.2-4
+		c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBACK, id: id, code: m.reason}) // MQTT-4.3.2-4
+	} else if m.reason.IsError() {
+		// Refused by the application: nothing recorded, and the
+		// identifier is free for a new message (MQTT-4.3.3-9).
+		cn.inState[id] = inNone
+		cn.inCount--
+		c.emit(action{kind: aSendAck, cn: cn, pkt: packets.PUBREC, id: id, code: m.reason})
 	} else {
 		if m.answer && cn.inState[id] != inQoS2Ans {
 			return // its exchange ended before this answer's turn (handlePubrel)
@@ -437,6 +443,10 @@ func (d *delivery) run() {
 			// session and answers the redelivery.)
 			continue
 		}
+		if d.c.cfg.OnMessageTx != nil {
+			d.c.deliverTx(m)
+			continue
+		}
 		if h := d.c.cfg.OnMessage; h != nil {
 			h(m)
 		}
@@ -491,5 +501,93 @@ func (c *Client) throttle(cn *conn) {
 		case <-cn.done:
 			return
 		}
+	}
+}
+
+// deliverTx runs Config.OnMessageTx for m inside the store transaction that
+// also writes m's inbound record (QoS 2), then acknowledges it; or refuses
+// it when the handler fails. Runs on the delivery goroutine.
+func (c *Client) deliverTx(m *Message) {
+	tr := c.st.(store.Transactor)
+	id := m.PacketID
+	var ops []store.Op
+	var seq uint64
+	c.mu.Lock()
+	key := c.key
+	if m.QoS == 2 {
+		if c.in2[id] != m {
+			c.mu.Unlock()
+			return // its session was discarded meanwhile
+		}
+		seq = c.nextSeq
+		c.nextSeq++
+		ops = []store.Op{store.Put(store.Record{Seq: seq, Dir: store.Inbound, ID: id, Packet: inboundMarker})}
+	}
+	c.mu.Unlock()
+	var appErr error
+	err := tr.ApplyTx(c.storeCtx, key, func(tx any) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("client: OnMessageTx panicked: %v", r)
+				appErr = err
+			}
+		}()
+		if err := c.cfg.OnMessageTx(m, tx); err != nil {
+			appErr = err
+			return err
+		}
+		return nil
+	}, ops...)
+	switch {
+	case err == nil:
+		if m.QoS == 2 {
+			c.mu.Lock()
+			if c.in2[id] == m && c.key == key {
+				c.inQoS2[id] = seq // durable with the application's writes
+			} else if c.key == key {
+				c.addOp(store.Delete(seq)) // the session was discarded meanwhile
+			}
+			c.mu.Unlock()
+		}
+		if m.cn != nil {
+			_ = m.ack()
+		}
+	case appErr != nil:
+		c.log.Warn("OnMessageTx failed: message refused with 0x80", "topic", m.Topic, "err", appErr)
+		if m.cn != nil {
+			m.refuse(packets.UnspecifiedError)
+		}
+	default:
+		err = fmt.Errorf("client: store: transactional handler: %w", err)
+		c.log.Error("store write failed", "key", key.String(), "err", err)
+		c.mu.Lock()
+		if m.QoS == 2 && c.in2[id] == m {
+			delete(c.in2, id) // not recorded: its redelivery is a new delivery
+		}
+		cn := m.cn
+		c.mu.Unlock()
+		if cn != nil {
+			cn.fail(err, 0, false) // the server redelivers on the next connection
+		}
+	}
+}
+
+// refuse acknowledges m with an error reason code: the server does not
+// send it again, and nothing is recorded.
+func (m *Message) refuse(code packets.ReasonCode) {
+	c := m.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m.acked {
+		return
+	}
+	if m.QoS == 2 && c.in2[m.PacketID] == m {
+		delete(c.in2, m.PacketID)
+	}
+	m.acked, m.reason = true, code
+	c.drainAcks(m.cn)
+	if s := m.shadow; s != nil && !s.acked {
+		s.acked, s.reason = true, code
+		c.drainAcks(s.cn)
 	}
 }
