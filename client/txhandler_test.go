@@ -28,8 +28,8 @@ import (
 // handler inserts every message into the application's own table in the
 // store's database, until it is killed.
 const (
-	envTxChild   = "TETHER_TX_CHILD"   // backend:path
-	envTxBroker  = "TETHER_TX_BROKER"  // broker URL
+	envTxChild   = "TETHER_TX_CHILD"  // backend:path
+	envTxBroker  = "TETHER_TX_BROKER" // broker URL
 	txChildTopic = "tx/exactly-once"
 )
 
