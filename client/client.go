@@ -386,7 +386,8 @@ func (c *Client) run(stop, done, connected chan struct{}) {
 			}
 			c.mu.Unlock()
 			var pe *protoError
-			if fatal || (!everConnected && (errors.As(err, &re) || errors.As(err, &pe))) {
+			refused := errors.As(err, &re) || errors.As(err, &pe) || errors.Is(err, store.ErrRefused)
+			if fatal || (!everConnected && refused) {
 				return
 			}
 		}

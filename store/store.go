@@ -260,6 +260,11 @@ var (
 	ErrSessionTaken = errors.New("store: session taken over by another owner")
 	// ErrTooLarge is returned for a record larger than the backend accepts.
 	ErrTooLarge = errors.New("store: record too large")
+	// ErrRefused is returned when the backend refuses the store for a
+	// reason that waiting will not cure (wrong credentials, a denied
+	// permission, a database that does not exist): retrying cannot succeed
+	// until the configuration changes. The client stops connecting on it.
+	ErrRefused = errors.New("store: refused by the backend")
 	// ErrUnavailable is returned when the backend cannot be reached or
 	// failed to answer: the operation may not have been applied.
 	ErrUnavailable = errors.New("store: backend unavailable")

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tethermq/tether/client"
 	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/store"
 )
@@ -233,5 +234,29 @@ func TestDialLogsRouted(t *testing.T) {
 	}
 	if strings.Contains(stderrLines.String(), addr) {
 		t.Errorf("go-redis's lines about the store's client reached stderr:\n%s", stderrLines.String())
+	}
+}
+
+// TestClientConnectRefused: a client whose Redis store is refused (a wrong
+// password) fails Connect at once with an error matching store.ErrRefused,
+// instead of retrying until its context ends.
+func TestClientConnectRefused(t *testing.T) {
+	srv := testenv.Redis(t, testenv.WithRedisPassword("s3cret"))
+	broker := testenv.Mosquitto(t)
+	s := openStore(t, "redis://:wrong@"+srv.Addr(), nil)
+	if !errors.Is(ErrRefused, store.ErrRefused) {
+		t.Fatal("redis.ErrRefused does not match store.ErrRefused")
+	}
+	c, err := client.New(client.Config{Servers: []string{broker.URL()}, ClientID: "refused", Store: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	began := time.Now()
+	err = c.Connect(ctx)
+	if !errors.Is(err, store.ErrRefused) || ctx.Err() != nil {
+		t.Fatalf("Connect: %v after %v, want store.ErrRefused at once", err, time.Since(began))
 	}
 }

@@ -319,8 +319,14 @@ func (s *Store) fenceArgs(k store.Key) (string, string, *lease, error) {
 // (WRONGPASS), no credentials where the server wants them (NOAUTH), an ACL
 // that denies a command or key the store needs (NOPERM), or a database
 // index the server does not have. It does not match store.ErrUnavailable:
-// retrying cannot succeed until the configuration changes.
-var ErrRefused = errors.New("redis: refused by the server")
+// retrying cannot succeed until the configuration changes. It matches
+// store.ErrRefused.
+var ErrRefused error = refusedError{}
+
+type refusedError struct{}
+
+func (refusedError) Error() string        { return "redis: refused by the server" }
+func (refusedError) Is(target error) bool { return target == store.ErrRefused }
 
 // refusal returns why Redis refused err for good, or "" when err is no
 // such refusal.
