@@ -15,6 +15,8 @@ import (
 	"github.com/tethermq/tether/client"
 	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/packets"
+	"github.com/tethermq/tether/store"
+	"github.com/tethermq/tether/store/bolt"
 )
 
 // tether runs one command line in this process and returns its output and
@@ -127,8 +129,8 @@ func TestPubSubMosquittoStyle(t *testing.T) {
 
 	// Usage errors exit 2.
 	for _, args := range [][]string{
-		{"pub", "-h", b.Addr(), "-m", "x"},               // no topic
-		{"pub", "-h", b.Addr(), "-t", "x"},               // no message
+		{"pub", "-h", b.Addr(), "-m", "x"},                 // no topic
+		{"pub", "-h", b.Addr(), "-t", "x"},                 // no message
 		{"pub", "-h", b.Addr(), "-t", "x", "-q", "3", "m"}, // bad QoS
 		{"pub", "-t", "x", "-m", "m", "-V", "mqttv311"},    // MQTT v5 only
 		{"sub", "-h", b.Addr(), "--bogus"},
@@ -374,5 +376,42 @@ func TestCLIWebSocketAndMutualTLS(t *testing.T) {
 	_, errs, code = tether(t, ctx, "", "pub", "-h", tlsAddr, "--cafile", pki.ca, "--cert", pki.clientCert, "--key", pki.clientKey+".missing", "-t", "w/x", "-m", "x")
 	if code == 0 || !strings.Contains(errs, "client certificate") {
 		t.Fatalf("missing key: exit %d\n%s", code, errs)
+	}
+}
+
+// TestSessionsCorruptRecords: show flags the records the client would
+// leave out as corrupt (and shows each message's Ref); discard-corrupt
+// deletes exactly those.
+func TestSessionsCorruptRecords(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	path := filepath.Join(t.TempDir(), "c.db")
+	st, err := bolt.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := store.Key{Server: "mqtt://127.0.0.1:1883", ClientID: "damaged"}
+	good, _ := packets.Append(nil, &packets.Publish{Topic: "t/ok", QoS: 1, PacketID: 1, Payload: []byte("x")})
+	good = append(good, 0xE1, 5, 'r', 'o', 'w', '-', '7') // the client's Ref trailer
+	bad := &packets.Publish{Topic: "", QoS: 1, PacketID: 2}
+	bad.Properties.TopicAlias = 4
+	badB, _ := packets.Append(nil, bad)
+	if err := st.Apply(ctx, k,
+		store.Put(store.Record{Seq: 1, Dir: store.Outbound, Packet: good}),
+		store.Put(store.Record{Seq: 2, Dir: store.Outbound, ID: 2, Packet: badB})); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	db := "bolt:" + path
+	show, errs, code := tether(t, ctx, "", "sessions", "show", "--store", db, "-i", "damaged")
+	if code != 0 || !strings.Contains(show, "row-7") || !strings.Contains(show, "CORRUPT") || !strings.Contains(errs, "discard-corrupt") {
+		t.Fatalf("show: exit %d\n%s\n%s", code, show, errs)
+	}
+	out := must(t, ctx, "sessions", "discard-corrupt", "--store", db, "-i", "damaged")
+	if !strings.Contains(out, "discarded 1 corrupt") {
+		t.Fatalf("discard-corrupt: %s", out)
+	}
+	show = must(t, ctx, "sessions", "show", "--store", db, "-i", "damaged")
+	if strings.Contains(show, "CORRUPT") || !strings.Contains(show, "t/ok") {
+		t.Fatalf("show after discard-corrupt:\n%s", show)
 	}
 }

@@ -74,4 +74,3 @@ func TestDemoZeroSetup(t *testing.T) {
 		t.Fatalf("unexpected demo output:\n%s", out.String())
 	}
 }
-

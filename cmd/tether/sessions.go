@@ -9,11 +9,11 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/tethermq/tether/packets"
+	"github.com/tethermq/tether/client"
 	"github.com/tethermq/tether/store"
 )
 
-const sessionsSynopsis = "tether sessions {list | show | clear} --store SPEC [--id ID] [--server URL]"
+const sessionsSynopsis = "tether sessions {list | show | clear | discard-corrupt} --store SPEC [--id ID] [--server URL]"
 
 // errNoSession reports a session the store does not hold.
 var errNoSession = errors.New("no such session")
@@ -43,9 +43,9 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return usageErrorf("tether sessions: --store SPEC is required")
 	}
 	switch verb {
-	case "list", "show", "clear":
+	case "list", "show", "clear", "discard-corrupt":
 	default:
-		return usageErrorf("tether sessions: unknown verb %q: want list, show or clear", verb)
+		return usageErrorf("tether sessions: unknown verb %q: want list, show, clear or discard-corrupt", verb)
 	}
 	if verb != "list" && id == "" {
 		return usageErrorf("tether sessions %s: --id is required", verb)
@@ -62,6 +62,9 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	k, err := findSession(ctx, st, server, id)
 	if err != nil {
 		return err
+	}
+	if verb == "discard-corrupt" {
+		return discardCorrupt(ctx, st, k, stdout)
 	}
 	if verb == "clear" {
 		if err := st.Clear(ctx, k); err != nil {
@@ -172,26 +175,79 @@ func listSessions(ctx context.Context, st store.SessionStore, stdout, stderr io.
 
 func showSession(ctx context.Context, st store.SessionStore, k store.Key, stdout, stderr io.Writer) error {
 	recs, loadErr := st.Load(ctx, k)
-	if loadErr != nil && !errors.Is(loadErr, store.ErrCorrupt) {
+	var corrupt *store.CorruptError
+	if loadErr != nil && !errors.As(loadErr, &corrupt) {
 		return loadErr
 	}
 	fmt.Fprintf(stdout, "session %s %s: %d records\n", k.Server, escapeTerminal([]byte(k.ClientID), false), len(recs))
 	tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tDIR\tID\tSTATE\tQOS\tTOPIC\tSIZE")
+	fmt.Fprintln(tw, "SEQ\tDIR\tID\tSTATE\tQOS\tTOPIC\tREF\tSIZE")
+	bad := 0
 	for _, r := range recs {
-		state, qos, topic := describeRecord(r)
-		id := "-"
+		info := client.DescribeRecord(r)
+		id, qos, topic, ref, state := "-", "-", "-", "-", info.State
 		if r.ID != 0 {
 			id = fmt.Sprint(r.ID)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\n", r.Seq, dirName(r.Dir), id, state, qos, escapeTerminal([]byte(topic), false), len(r.Packet))
+		if info.QoS != 0 {
+			qos = fmt.Sprint(info.QoS)
+		}
+		if info.Topic != "" {
+			topic = escapeTerminal([]byte(info.Topic), false)
+		}
+		if info.Ref != "" {
+			ref = escapeTerminal([]byte(info.Ref), false)
+		}
+		if info.Err != nil {
+			bad++
+			state = "CORRUPT: " + escapeTerminal([]byte(info.Err.Error()), false)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", r.Seq, dirName(r.Dir), id, state, qos, topic, ref, len(r.Packet))
+	}
+	if corrupt != nil {
+		for _, seq := range corrupt.Seqs {
+			bad++
+			fmt.Fprintf(tw, "%d\t-\t-\tCORRUPT: failed the store's integrity check\t-\t-\t-\t-\n", seq)
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if bad > 0 {
+		fmt.Fprintf(stderr, "%d corrupt record(s): the client leaves them out and keeps their packet identifiers reserved; "+
+			"`tether sessions discard-corrupt` deletes them\n", bad)
+	}
 	if loadErr != nil {
 		return loadErr
 	}
+	return nil
+}
+
+// discardCorrupt deletes the records of session k that the client would
+// leave out as corrupt, as Client.DiscardCorrupt does.
+func discardCorrupt(ctx context.Context, st store.SessionStore, k store.Key, stdout io.Writer) error {
+	recs, err := st.Load(ctx, k)
+	var corrupt *store.CorruptError
+	if err != nil && !errors.As(err, &corrupt) {
+		return err
+	}
+	var ops []store.Op
+	if corrupt != nil {
+		for _, seq := range corrupt.Seqs {
+			ops = append(ops, store.Delete(seq))
+		}
+	}
+	for _, r := range recs {
+		if client.DescribeRecord(r).Err != nil {
+			ops = append(ops, store.Delete(r.Seq))
+		}
+	}
+	if len(ops) > 0 {
+		if err := st.Apply(ctx, k, ops...); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "discarded %d corrupt record(s) of %s %s\n", len(ops), k.Server, escapeTerminal([]byte(k.ClientID), false))
 	return nil
 }
 
@@ -205,38 +261,4 @@ func dirName(d store.Direction) string {
 		return "meta"
 	}
 	return fmt.Sprint(d)
-}
-
-// describeRecord says where a record is in its exchange.
-func describeRecord(r store.Record) (state, qos, topic string) {
-	qos, topic = "-", "-"
-	if r.Dir == store.Meta {
-		return "session metadata", qos, topic
-	}
-	p, err := packets.Decode(r.Packet, 0)
-	if err != nil {
-		return "undecodable: " + err.Error(), qos, topic
-	}
-	switch p := p.(type) {
-	case *packets.Publish:
-		qos, topic = fmt.Sprint(p.QoS), p.Topic
-		switch {
-		case r.Dir == store.Inbound:
-			return "received, PUBREC sent, awaiting PUBREL", qos, topic
-		case r.ID == 0:
-			return "queued, not sent", qos, topic
-		case p.QoS == 1:
-			return "sent, awaiting PUBACK", qos, topic
-		default:
-			return "sent, awaiting PUBREC", qos, topic
-		}
-	case *packets.Ack:
-		if p.Kind == packets.PUBREL {
-			return "PUBREC received, PUBREL sent, awaiting PUBCOMP", "2", topic
-		}
-	}
-	if r.Dir == store.Inbound {
-		return "received (QoS 2), awaiting PUBREL", "2", topic
-	}
-	return fmt.Sprintf("%T", p), qos, topic
 }
