@@ -113,7 +113,7 @@
 // random nonce: about 0.5 to 1 µs per 100-byte record, sealed or opened, on
 // the project's shared 2-core test machine. BenchmarkOverhead runs the
 // shared store benchmarks bare and sealed: over the memory store sealing
-// costs 1.5 to 3 times the bare figures (Load of 10,000 records 8.3 ms
+// costs 1.5 to 4 times the bare figures (Load of 10,000 records 8.3 ms
 // against 4.0 ms); over bolt and Redis the difference is lost in the
 // run-to-run noise of an fsync or a round trip. NameKey adds one lookup
 // per call (names are cached).
