@@ -214,6 +214,19 @@ func has(lines []string, ev string) bool {
 	return false
 }
 
+// clientEvents counts the events of a child that come from its client (a
+// message handled, a publish completed, ...), leaving out the reports of
+// its store writes: the kill points are drawn among the former.
+func clientEvents(lines []string) int {
+	n := 0
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "inbound ") {
+			n++
+		}
+	}
+	return n
+}
+
 // inboundSettled reports whether a child's events end, as far as inbound
 // QoS 2 goes, with no record left and a record put for every message the
 // child handled.
@@ -361,7 +374,7 @@ func (s *sess) crash() {
 		if !final {
 			killAt := 1 + rng.IntN(3*childReceiveMax)
 			ev := ch.events.waitFor(s, fmt.Sprintf("event %d of generation %d", killAt, g), func(l []string) bool {
-				return len(l) >= killAt || has(l, "published") || has(l, "eof")
+				return clientEvents(l) >= killAt || has(l, "published") || has(l, "eof")
 			})
 			if has(ev, "eof") {
 				ch.kill()
@@ -372,16 +385,25 @@ func (s *sess) crash() {
 			account(ch)
 			continue
 		}
-		ch.events.waitFor(s, "the last generation's publishes", func(l []string) bool {
+		ev := ch.events.waitFor(s, "the last generation's publishes", func(l []string) bool {
 			return has(l, "published") || has(l, "eof")
 		})
+		if !has(ev, "published") {
+			ch.kill()
+			s.fatalf("the last generation exited before its publishes completed:\n%s", ch.stderr)
+		}
+		for _, l := range ev {
+			if arg, ok := strings.CutPrefix(l, "fail "); ok {
+				s.fatalf("the last generation: publish %s", arg)
+			}
+		}
 		sub.waitHas(s, fmt.Sprintf("g%d-%d", g, perGen-1))
 		// Every inbound message handled, and every inbound exchange
 		// finished: the last write left no inbound record, after a record
 		// was put for each message this generation handled (a record is
 		// put after its handler returns, so "no record left" alone can
 		// come between the two).
-		ev := ch.events.waitFor(s, "every inbound message and its PUBREL/PUBCOMP", func(l []string) bool {
+		ev = ch.events.waitFor(s, "every inbound message and its PUBREL/PUBCOMP", func(l []string) bool {
 			return (inboundDone(l) && inboundSettled(l)) || has(l, "eof")
 		})
 		if has(ev, "eof") {
