@@ -68,8 +68,8 @@ func TestCorruptMetaRecord(t *testing.T) {
 		OnCorrupt: func(e *store.CorruptError) { got <- e }})
 	select {
 	case e := <-got:
-		if !slices.Equal(e.Seqs, []uint64{store.MetaSeq}) || !errors.Is(e, store.ErrCorrupt) {
-			t.Fatalf("OnCorrupt got %v, want seq 0", e)
+		if !slices.Equal(e.Seqs, []uint64{store.MetaSeq}) || !errors.Is(e, store.ErrCorrupt) || !errors.Is(e, errBadMeta) {
+			t.Fatalf("OnCorrupt got %v, want seq 0 with its cause", e)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("OnCorrupt not called")

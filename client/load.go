@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
@@ -34,13 +33,13 @@ func (c *Client) loadSession(ctx context.Context, k store.Key) error {
 		return fmt.Errorf("client: load session %s: %w", k, err)
 	}
 	bad := &store.CorruptError{Key: k}
-	var causes []string
+	var causes []error // errors.Is finds each, the store's own included
 	if corrupt != nil {
 		bad.Seqs = append(bad.Seqs, corrupt.Seqs...)
 		if corrupt.Err != nil {
-			causes = append(causes, corrupt.Err.Error())
+			causes = append(causes, corrupt.Err)
 		} else {
-			causes = append(causes, "integrity check failed")
+			causes = append(causes, errors.New("integrity check failed"))
 		}
 	}
 	old := c.msgs
@@ -65,13 +64,13 @@ func (c *Client) loadSession(ctx context.Context, k store.Key) error {
 	for _, r := range recs {
 		if r.Seq >= maxSeq {
 			bad.Seqs = append(bad.Seqs, r.Seq)
-			causes = append(causes, fmt.Sprintf("seq %d: sequence number out of range", r.Seq))
+			causes = append(causes, fmt.Errorf("seq %d: sequence number out of range", r.Seq))
 			continue
 		}
 		top = max(top, r.Seq)
 		if err := c.loadRecord(r, old); err != nil {
 			bad.Seqs = append(bad.Seqs, r.Seq)
-			causes = append(causes, fmt.Sprintf("seq %d: %v", r.Seq, err))
+			causes = append(causes, fmt.Errorf("seq %d: %w", r.Seq, err))
 			if r.ID != 0 && r.Dir == store.Outbound {
 				c.ids.set(r.ID)
 				c.corruptIDs = append(c.corruptIDs, r.ID)
@@ -94,7 +93,7 @@ func (c *Client) loadSession(ctx context.Context, k store.Key) error {
 	if len(bad.Seqs) > 0 {
 		slices.Sort(bad.Seqs)
 		bad.Seqs = slices.Compact(bad.Seqs)
-		bad.Err = errors.New(strings.Join(causes, "; "))
+		bad.Err = errors.Join(causes...)
 		c.corrupt = bad
 		c.corruptReported = false
 		c.log.Error("corrupt session records left out (see Config.OnCorrupt and Client.DiscardCorrupt)",
