@@ -1,0 +1,48 @@
+// Command compare runs tether's comparative benchmark: tether with each
+// store, two other Go MQTT clients and a minimal pipelined raw publisher,
+// against one private Mosquitto with the same window W for all, and prints
+// msg/s and the ratio to raw (median of -repeat runs).
+//
+//	go run ./cmd/compare [-n 20000] [-w 20] [-size 64] [-repeat 3] [-only tether/bolt,...]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/tethermq/tether/bench"
+)
+
+func main() {
+	var cfg bench.Config
+	var only string
+	flag.IntVar(&cfg.N, "n", 20000, "messages per measurement")
+	flag.IntVar(&cfg.Window, "w", 20, "W: publishes outstanding, and the broker's max_inflight_messages")
+	flag.IntVar(&cfg.Payload, "size", 64, "payload bytes")
+	flag.IntVar(&cfg.Repeat, "repeat", 3, "measurements per cell (the median is printed)")
+	flag.StringVar(&only, "only", "", "comma-separated clients to run besides raw (default all)")
+	quiet := flag.Bool("q", false, "no progress lines")
+	flag.Parse()
+	if only != "" {
+		cfg.Only = strings.Split(only, ",")
+	}
+	if !*quiet {
+		cfg.Progress = os.Stderr
+	}
+	if cfg.N <= 0 || cfg.Window <= 0 || cfg.Window > 65535 || cfg.Payload < 0 {
+		fmt.Fprintln(os.Stderr, "compare: -n and -w must be positive, -w at most 65535, -size not negative")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	res, err := bench.Compare(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "compare:", err)
+		os.Exit(1)
+	}
+	res.Print(os.Stdout)
+}
