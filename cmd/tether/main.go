@@ -7,6 +7,7 @@
 //	tether sub -t FILTER [options]         print messages, as mosquitto_sub
 //	tether sessions list|show|clear --store SPEC
 //	tether demo [options]                  the zero-setup demo
+//	tether bench [options]                 publish rate, latency and allocations
 //
 // pub and sub take mosquitto_pub's and mosquitto_sub's options (-h is the
 // host; --help prints help), plus --store for a session that survives the
@@ -62,6 +63,7 @@ commands:
   sub       subscribe and print messages (mosquitto_sub's options)
   sessions  list, show or clear the sessions in a store
   demo      the zero-setup demo: QoS 2 messages through cut connections and a crash
+  bench     publishers × QoS × store × payload size: msg/s, p50/p99 latency, allocations
 
 A store is "memory", "bolt:PATH", "sqlite:PATH" or a redis:// URL.
 Exit codes: 0 done, 1 failed, 2 bad command line, 3 no connection,
@@ -84,6 +86,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runSub(ctx, args[1:], stdout, stderr)
 	case "sessions":
 		return runSessions(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

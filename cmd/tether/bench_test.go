@@ -1,0 +1,146 @@
+package main
+
+import (
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tethermq/tether/client"
+	"github.com/tethermq/tether/internal/testenv"
+	"github.com/tethermq/tether/packets"
+	"github.com/tethermq/tether/store/memory"
+)
+
+// benchRows returns the data rows of tether bench's table, as fields.
+func benchRows(t *testing.T, out string) [][]string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) < 2 || !strings.Contains(lines[0], "msg/s") {
+		t.Fatalf("no table in the output:\n%s", out)
+	}
+	var rows [][]string
+	for _, l := range lines[1:] {
+		rows = append(rows, strings.Fields(l))
+	}
+	return rows
+}
+
+// TestBenchAgainstMosquitto runs tether bench briefly over every store,
+// two publisher counts, QoS 1 and 2 and two payload sizes, and checks
+// that a subscriber received every message the table reports, and that
+// each row holds a rate, ordered latencies and allocation counts.
+func TestBenchAgainstMosquitto(t *testing.T) {
+	b := testenv.Mosquitto(t, testenv.WithMaxInflight(10))
+	r := testenv.Redis(t)
+	ctx := testCtx(t, 5*time.Minute)
+
+	var got atomic.Int64
+	sub, err := client.New(client.Config{Servers: []string{"mqtt://" + b.Addr()}, ClientID: "bench-counter", Store: memory.New(),
+		OnMessage: func(*client.Message) { got.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := sub.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.Subscribe(ctx, client.Subscription{Filter: "tbench/#", SubscribeOptions: packets.SubscribeOptions{QoS: 2}}); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 150
+	out, errs, code := tether(t, ctx, "", "bench", "-h", b.Addr(), "-t", "tbench", "--publishers", "1,2", "-q", "1,2",
+		"--store", "memory,bolt,sqlite,"+r.URL(), "-s", "16,300", "-n", strconv.Itoa(n), "-w", "8", "--progress", "0.05s")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+	rows := benchRows(t, out)
+	if len(rows) != 2*2*4*2 {
+		t.Fatalf("%d rows, want 32:\n%s", len(rows), out)
+	}
+	want := 0
+	stores := map[string]bool{}
+	for _, f := range rows {
+		// publishers qos store size messages msg/s p50 p99 allocs/msg B/msg
+		if len(f) != 10 {
+			t.Fatalf("row %q: want 10 fields", f)
+		}
+		pubs, _ := strconv.Atoi(f[0])
+		msgs, _ := strconv.Atoi(f[4])
+		if msgs != pubs*n {
+			t.Errorf("row %q: %d messages, want %d", f, msgs, pubs*n)
+		}
+		want += msgs
+		stores[f[2]] = true
+		if rate, err := strconv.ParseFloat(f[5], 64); err != nil || rate <= 0 {
+			t.Errorf("row %q: rate %q", f, f[5])
+		}
+		p50, err1 := time.ParseDuration(f[6])
+		p99, err2 := time.ParseDuration(f[7])
+		if err1 != nil || err2 != nil || p50 <= 0 || p99 < p50 {
+			t.Errorf("row %q: latencies p50 %q p99 %q", f, f[6], f[7])
+		}
+		if a, err := strconv.ParseFloat(f[8], 64); err != nil || a <= 0 {
+			t.Errorf("row %q: allocs/msg %q", f, f[8])
+		}
+	}
+	for _, s := range []string{"memory", "bolt", "sqlite", "redis"} {
+		if !stores[s] {
+			t.Errorf("no row for the %s store:\n%s", s, out)
+		}
+	}
+	if !strings.Contains(errs, "case 32/32") || !strings.Contains(errs, "messages (") {
+		t.Errorf("no progress on stderr:\n%s", errs)
+	}
+	if strings.Contains(out+errs, r.Addr()) && strings.Contains(out, "redis://") {
+		t.Errorf("the table shows the Redis URL:\n%s", out)
+	}
+	// Every acknowledged message reached the subscriber (QoS 1 and 2: no
+	// loss; one connection each: no duplicate).
+	deadline := time.Now().Add(time.Minute)
+	for got.Load() < int64(want) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if g := got.Load(); g != int64(want) {
+		t.Errorf("subscriber received %d messages, the table reports %d", g, want)
+	}
+
+	// QoS 0 completes when written: rows still have a rate and latencies.
+	out = must(t, ctx, "bench", "-h", b.Addr(), "-t", "tbench0", "-q", "0", "-n", "100", "--quiet")
+	if rows := benchRows(t, out); len(rows) != 1 || rows[0][4] != "100" {
+		t.Errorf("QoS 0 run: %q", out)
+	}
+}
+
+// TestBenchUsage checks tether bench's command-line errors (exit 2) and
+// help.
+func TestBenchUsage(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	for _, args := range [][]string{
+		{"-q", "3"},
+		{"--publishers", "0"},
+		{"--store", "tape"},
+		{"-s", "x"},
+		{"-n", "0"},
+		{"extra"},
+	} {
+		_, errs, code := tether(t, ctx, "", append([]string{"bench", "-h", "127.0.0.1:1"}, args...)...)
+		if code != exitUsage {
+			t.Errorf("bench %v: exit %d, want %d (%s)", args, code, exitUsage, errs)
+		}
+	}
+	out := must(t, ctx, "bench", "--help")
+	for _, w := range []string{"--publishers", "--store", "--window", "p99"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("help lacks %q:\n%s", w, out)
+		}
+	}
+	// No broker: the connection error's exit code, not a hang.
+	_, _, code := tether(t, ctx, "", "bench", "-h", "127.0.0.1:1", "-n", "1", "--timeout", "2s", "--quiet")
+	if code != exitConnect {
+		t.Errorf("no broker: exit %d, want %d", code, exitConnect)
+	}
+}
