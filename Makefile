@@ -11,18 +11,26 @@ setup:
 
 test: setup vet lint unit consumer
 
+# Every package of every module in the workspace (go.work): the library's
+# module and the modules of its own that keep test-only and command-only
+# dependencies out of it (cmd/tether, internal/embedbroker,
+# internal/testenv/containers). A ./... pattern would stop at the nested
+# modules' go.mod files.
+PKGS := github.com/tethermq/tether/...
+
 vet:
-	go vet ./...
+	go vet $(PKGS)
 	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
 
 lint:
-	staticcheck ./...
+	staticcheck $(PKGS)
 
 unit:
-	go test -race -timeout 12m ./...
+	go test -race -timeout 12m $(PKGS)
 
 # The module graph an application importing client and one store gets:
-# no test-only package in its build; go.sum and graph sizes printed.
+# no test-only package in its build, no container, Docker, OpenTelemetry or
+# mochi module in its graph; go.sum and graph sizes printed.
 consumer:
 	@bash scripts/consumer-check.sh
 
@@ -32,7 +40,7 @@ demo: setup
 	@bash scripts/demo.sh
 
 bench: setup
-	go test -run '^$$' -bench . -benchmem ./...
+	go test -run '^$$' -bench . -benchmem $(PKGS)
 
 # The session suite's results, backend by case: -short as in CI, and the
 # full run (20,000-message soaks, 25 kill -9 generations per backend).
@@ -53,3 +61,11 @@ fuzz:
 .PHONY: bench-compare bench-resume
 bench-compare: setup
 	cd bench && GOWORK=off go run ./cmd/compare $(BENCH_ARGS)
+
+# Session resume (bench/): a process restarting on a stored backlog of
+# 100,000 QoS 1 messages per durable store and 1,000,000 on bolt (time to
+# CONNACK, to the first resend, drain rate, peak memory), and the heap a
+# client holds per stored message. Each runs once: the backlog's setup
+# takes longer than the measurement.
+bench-resume: setup
+	cd bench && GOWORK=off TETHER_BENCH_HUGE=1 go test -run '^$$' -bench 'Resume|HeapPerStored' -benchtime 1x -timeout 60m .
