@@ -15,7 +15,6 @@ import (
 
 	"github.com/tethermq/tether/client"
 	"github.com/tethermq/tether/conformance/faultproxy"
-	"github.com/tethermq/tether/internal/embedbroker"
 	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/store"
 	"github.com/tethermq/tether/store/memory"
@@ -131,7 +130,7 @@ var MosquittoBroker = &BrokerImpl{
 var MochiBroker = &BrokerImpl{
 	Name: "mochi",
 	Start: func(t testing.TB, cfg BrokerConfig) Broker {
-		return testenv.Mochi(t, embedbroker.Options{ReceiveMaximum: uint16(cfg.ReceiveMaximum)})
+		return testenv.Mochi(t, testenv.MochiOptions{ReceiveMaximum: uint16(cfg.ReceiveMaximum)})
 	},
 	KnownFaults: mochiFaults,
 }

@@ -6,9 +6,13 @@
 #   - its build must compile no test-only package (testcontainers, moby,
 #     Docker, OpenTelemetry, mochi, goleak, tether's testenv or
 #     conformance): fails otherwise;
-#   - its go.sum and `go mod graph` are measured, and the test-only modules
-#     still listed there are named (they come from tether's own go.mod,
-#     which lists every module its tests need; see the README's Layout).
+#   - its go.sum and `go mod graph` must name no module of the test-only
+#     machinery (testcontainers, moby, Docker, OpenTelemetry, mochi): those
+#     live in modules of their own (see the README's Layout) and fail the
+#     check should tether's go.mod list them again;
+#   - what remains is measured, and the test-only modules still listed are
+#     named: goleak, which tether's own tests use, so its go.mod lists it
+#     (a go.sum line for its go.mod; it is never built).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -24,7 +28,16 @@ if compiled=$(go list -deps ./... | grep -E "$testonly"); then
 	echo "$compiled" >&2
 	exit 1
 fi
+# Modules that must not appear at all: what the containers helper, the
+# embedded broker and the tether command need.
+forbidden='testcontainers|moby|docker|opentelemetry|mochi-mqtt'
+listed_mods=$( (sed 's/ .*//' go.sum; go mod graph | awk '{print $2}' | sed 's/@.*//') | sort -u)
+if bad=$(grep -E "$forbidden" <<<"$listed_mods"); then
+	echo "consumer check: a user's module graph or go.sum lists test-only modules:" >&2
+	echo "$bad" >&2
+	exit 1
+fi
 sum=$(wc -l <go.sum)
 graph=$(go mod graph | awk '{print $2}' | sed 's/@.*//' | sort -u | wc -l)
-listed=$(sed 's/ .*//' go.sum | sort -u | grep -cE "$testonly" || true)
-echo "consumer check: client + store/bolt compile no test-only package; go.sum $sum lines, $graph modules in the graph, $listed of them test-only (listed by tether's go.mod, never built)"
+remaining=$(grep -E "$testonly" <<<"$listed_mods" | paste -sd, - || true)
+echo "consumer check: client + store/bolt compile no test-only package and list no container, Docker, OpenTelemetry or mochi module; go.sum $sum lines, $graph modules in the graph; test-only modules still listed (go.mod hash only, never built): ${remaining:-none}"

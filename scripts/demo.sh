@@ -15,7 +15,9 @@ else
 fi
 start=$(date +%s)
 # go build -v names each package it compiles: number them as progress.
-go build -v -o "$bin" ./cmd/tether 2>&1 |
+# The command is a module of its own (cmd/tether/go.mod): build it from its
+# directory, which works with and without the workspace (go.work).
+(cd cmd/tether && go build -v -o ../../"$bin" .) 2>&1 |
 	awk '/^[^ :]+$/ { n++; printf "  [%3d] %s\n", n, $0; fflush(); next } { print; fflush() }'
 status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then

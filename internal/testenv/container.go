@@ -12,10 +12,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/moby/moby/api/types/container"
-	"github.com/testcontainers/testcontainers-go"
-	"github.com/testcontainers/testcontainers-go/wait"
 )
 
 // Container images used when no local binary is found.
@@ -24,7 +20,8 @@ const (
 	redisImage     = "redis:7"
 )
 
-// containerTimeout bounds pulling and starting one container.
+// containerTimeout bounds pulling and starting one container (the helper
+// has its own bound of the same length), and removing it.
 const containerTimeout = 3 * time.Minute
 
 var (
@@ -113,29 +110,29 @@ func pingDockerHost(host string) error {
 	return nil
 }
 
-// runContainer starts a container, registers its removal, and returns it.
-func runContainer(t testing.TB, image string, opts ...testcontainers.ContainerCustomizer) *testcontainers.DockerContainer {
+// containersHelper is the helper program (see helper.go) that starts
+// containers through testcontainers-go, a module of its own so that
+// testcontainers stays out of tether's module graph.
+const containersHelper = "internal/testenv/containers"
+
+// runContainer starts a container through the containers helper with the
+// given arguments, registers its removal at the end of the test, and
+// returns what the helper printed as ready: the host endpoint of its -port,
+// or "-".
+func runContainer(t testing.TB, image string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), containerTimeout)
-	defer cancel()
-	ctr, err := testcontainers.Run(ctx, image, opts...)
-	testcontainers.CleanupContainer(t, ctr)
+	logPath := filepath.Join(t.TempDir(), "container.log")
+	h, err := startHelper(containersHelper, logPath, containerTimeout+time.Minute, append([]string{"-image", image}, args...)...)
 	if err != nil {
 		t.Fatalf("testenv: start container %s: %v", image, err)
 	}
-	return ctr
-}
-
-// endpoint returns host:port of a container's exposed port.
-func endpoint(t testing.TB, ctr *testcontainers.DockerContainer, port string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	addr, err := ctr.PortEndpoint(ctx, port, "")
-	if err != nil {
-		t.Fatalf("testenv: container endpoint %s: %v", port, err)
-	}
-	return addr
+	t.Cleanup(func() {
+		h.stop(containerTimeout)
+		if t.Failed() {
+			t.Logf("testenv: container %s helper log (the test failed):\n%s", image, tail(logPath, 30))
+		}
+	})
+	return h.Addr
 }
 
 // mosquittoContainer starts Mosquitto in a container and returns its
@@ -147,28 +144,22 @@ func mosquittoContainer(t testing.TB, cfg MosquittoConfig) string {
 		dataDir:  "/mosquitto/data/",
 		logDest:  "log_dest stdout",
 	})
-	ctr := runContainer(t, mosquittoImage,
-		testcontainers.WithFiles(testcontainers.ContainerFile{
-			Reader:            strings.NewReader(conf),
-			ContainerFilePath: "/mosquitto/config/mosquitto.conf",
-			FileMode:          0o644,
-		}),
-		testcontainers.WithExposedPorts("1883/tcp"),
-		testcontainers.WithWaitStrategy(wait.ForListeningPort("1883/tcp")),
-	)
-	return endpoint(t, ctr, "1883/tcp")
+	confPath := filepath.Join(t.TempDir(), "mosquitto.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatalf("testenv: mosquitto container config: %v", err)
+	}
+	return runContainer(t, mosquittoImage,
+		"-file", confPath+":/mosquitto/config/mosquitto.conf",
+		"-port", "1883/tcp",
+		"-wait-port", "1883/tcp")
 }
 
 // redisContainer starts Redis in a container and returns its address.
 func redisContainer(t testing.TB, cfg RedisConfig) string {
 	t.Helper()
-	cmd := append([]string{"redis-server", "--appendonly", "yes", "--appendfsync", "always", "--save", ""}, cfg.Args...)
-	ctr := runContainer(t, redisImage,
-		testcontainers.WithCmd(cmd...),
-		testcontainers.WithExposedPorts("6379/tcp"),
-		testcontainers.WithWaitStrategy(wait.ForLog("Ready to accept connections")),
-	)
-	addr := endpoint(t, ctr, "6379/tcp")
+	args := []string{"-port", "6379/tcp", "-wait-log", "Ready to accept connections", "--",
+		"redis-server", "--appendonly", "yes", "--appendfsync", "always", "--save", ""}
+	addr := runContainer(t, redisImage, append(args, cfg.Args...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
 	if err := waitReady(ctx, nil, redisReady(addr)); err != nil {
@@ -204,10 +195,9 @@ func clusterContainer(t testing.TB) []string {
 	fmt.Fprintf(&script, "redis-cli --cluster create %s --cluster-replicas 0 --cluster-yes\n", strings.Join(addrs, " "))
 	script.WriteString("echo testenv-cluster-created\nexec sleep infinity\n")
 	runContainer(t, redisImage,
-		testcontainers.WithEntrypoint("sh", "-c", script.String()),
-		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) { hc.NetworkMode = "host" }),
-		testcontainers.WithWaitStrategy(wait.ForLog("testenv-cluster-created").WithStartupTimeout(time.Minute)),
-	)
+		"-entrypoint-sh", script.String(),
+		"-host-network",
+		"-wait-log", "testenv-cluster-created")
 	if err := waitClusterOK(addrs); err != nil {
 		t.Fatalf("testenv: redis cluster container: %v", err)
 	}

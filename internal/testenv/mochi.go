@@ -1,52 +1,83 @@
 package testenv
 
 import (
+	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
-
-	"github.com/tethermq/tether/internal/embedbroker"
+	"time"
 )
 
-// MochiBroker is an embedded MQTT v5 broker (mochi-mqtt, through
-// internal/embedbroker) running inside the test process: a second broker
-// implementation beside Mosquitto, always available, needing no binary. It
-// keeps everything in memory, so Stop, Kill and Restart lose every session.
-// Its methods are safe for concurrent use.
-type MochiBroker struct {
-	t    testing.TB
-	opts embedbroker.Options
-	addr string
+// mochiHelper is the helper program (see helper.go) that runs the embedded
+// broker of internal/embedbroker, a module of its own so that mochi-mqtt
+// stays out of tether's module graph.
+const mochiHelper = "internal/embedbroker/serve"
 
-	mu sync.Mutex          // guards b
-	b  *embedbroker.Broker // nil while stopped
+// mochiStartTimeout bounds starting the broker once its program is built.
+const mochiStartTimeout = time.Minute
+
+// MochiOptions configures Mochi; the zero value is the embedded broker's
+// defaults (see internal/embedbroker's Options).
+type MochiOptions struct {
+	// Addr is the TCP address to listen on; empty means a free loopback
+	// port.
+	Addr string
+	// ReceiveMaximum is the Receive Maximum announced in CONNACK; zero
+	// means the embedded broker's default (1024).
+	ReceiveMaximum uint16
+	// MaxQueued bounds the QoS 1/2 messages held per session; zero means
+	// the most mochi allows (65535).
+	MaxQueued int
 }
 
-// Mochi starts an embedded broker on a free loopback port and closes it
-// when the test ends. At most one Options may be given; its Addr, when
-// empty, defaults to a free loopback port, and its other zero fields to
-// embedbroker's defaults (an unlimited-as-mochi-allows queue, so QoS 1/2
-// messages for offline sessions are not dropped).
-func Mochi(t testing.TB, opts ...embedbroker.Options) *MochiBroker {
+// MochiBroker is the embedded MQTT v5 broker (mochi-mqtt, through
+// internal/embedbroker), run as a child process of the test binary: a
+// second broker implementation beside Mosquitto, needing no installed
+// binary (only the go command, which builds it on first use). It keeps
+// everything in memory, so Stop, Kill and Restart lose every session. Its
+// methods are safe for concurrent use.
+type MochiBroker struct {
+	t    testing.TB
+	opts MochiOptions
+	addr string
+	log  string // the broker's standard error, across restarts
+
+	mu sync.Mutex  // guards h
+	h  *helperProc // nil while stopped
+}
+
+// Mochi starts an embedded broker on a free loopback port and stops it
+// when the test ends. At most one MochiOptions may be given.
+func Mochi(t testing.TB, opts ...MochiOptions) *MochiBroker {
 	t.Helper()
-	var o embedbroker.Options
+	var o MochiOptions
 	switch len(opts) {
 	case 0:
 	case 1:
 		o = opts[0]
 	default:
-		t.Fatalf("testenv: Mochi takes at most one Options, got %d", len(opts))
+		t.Fatalf("testenv: Mochi takes at most one MochiOptions, got %d", len(opts))
 	}
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
 	}
-	b, err := embedbroker.Start(o)
+	m := &MochiBroker{t: t, opts: o, log: filepath.Join(t.TempDir(), "mochi.log")}
+	h, err := m.startHelper()
 	if err != nil {
 		t.Fatalf("testenv: start mochi: %v", err)
 	}
-	m := &MochiBroker{t: t, opts: o, addr: b.Addr(), b: b}
+	m.h, m.addr = h, h.Addr
 	m.opts.Addr = m.addr // Start reuses the port
 	t.Cleanup(m.close)
 	return m
+}
+
+// startHelper starts the broker's process with m.opts.
+func (m *MochiBroker) startHelper() (*helperProc, error) {
+	return startHelper(mochiHelper, m.log, mochiStartTimeout,
+		"-addr", m.opts.Addr,
+		"-receive-maximum", strconv.Itoa(int(m.opts.ReceiveMaximum)),
+		"-max-queued", strconv.Itoa(m.opts.MaxQueued))
 }
 
 // Addr returns the broker's address, "127.0.0.1:PORT". It stays the same
@@ -56,11 +87,11 @@ func (m *MochiBroker) Addr() string { return m.addr }
 // URL returns the broker's address as "mqtt://127.0.0.1:PORT".
 func (m *MochiBroker) URL() string { return "mqtt://" + m.addr }
 
-// Broker returns the running embedded broker, or nil while stopped.
-func (m *MochiBroker) Broker() *embedbroker.Broker {
+// Running reports whether the broker is running (started and not stopped).
+func (m *MochiBroker) Running() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.b
+	return m.h != nil
 }
 
 // Stop shuts the broker down: every connected client gets a DISCONNECT
@@ -84,14 +115,14 @@ func (m *MochiBroker) Start() {
 	m.t.Helper()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.b != nil {
+	if m.h != nil {
 		m.t.Fatalf("testenv: mochi.Start: already running on %s", m.addr)
 	}
-	b, err := embedbroker.Start(m.opts)
+	h, err := m.startHelper()
 	if err != nil {
 		m.t.Fatalf("testenv: mochi.Start on %s: %v", m.addr, err)
 	}
-	m.b = b
+	m.h = h
 }
 
 // Restart is Stop followed by Start: the broker comes back on the same
@@ -102,13 +133,13 @@ func (m *MochiBroker) Restart() {
 	m.Start()
 }
 
-// close closes the running broker, if any.
+// close stops the running broker, if any, and waits for its process.
 func (m *MochiBroker) close() {
 	m.mu.Lock()
-	b := m.b
-	m.b = nil
+	h := m.h
+	m.h = nil
 	m.mu.Unlock()
-	if b != nil {
-		_ = b.Close()
+	if h != nil {
+		h.stop(stopTimeout)
 	}
 }

@@ -3,7 +3,6 @@ package testenv
 import (
 	"testing"
 
-	"github.com/tethermq/tether/internal/embedbroker"
 	"github.com/tethermq/tether/packets"
 )
 
@@ -20,7 +19,7 @@ func (c *mqttConn) readAck(kind packets.Type, id uint16) {
 // subscriber on another connection, both sides running the whole
 // PUBLISH/PUBREC/PUBREL/PUBCOMP exchange.
 func TestMochiQoS2(t *testing.T) {
-	b := Mochi(t, embedbroker.Options{ReceiveMaximum: 5})
+	b := Mochi(t, MochiOptions{ReceiveMaximum: 5})
 
 	sub := mqttDial(t, b.Addr())
 	sub.connect(&packets.Connect{CleanStart: true, KeepAlive: 30, ClientID: "mochi-sub"})
@@ -92,10 +91,13 @@ func TestMochiRestart(t *testing.T) {
 
 	b.Stop()
 	b.Stop() // stopping twice does nothing
-	if b.Broker() != nil {
-		t.Error("Broker() not nil while stopped")
+	if b.Running() {
+		t.Error("Running() true while stopped")
 	}
 	b.Start()
+	if !b.Running() {
+		t.Error("Running() false after Start")
+	}
 	c = mqttDial(t, addr)
 	c.connect(connect)
 }

@@ -9,7 +9,9 @@
 //     TETHER_TEST_REDIS_CLUSTER), used as is;
 //  2. the local binary (mosquitto, redis-server and redis-cli on PATH, in
 //     /usr/sbin or in /usr/bin), started by the helper;
-//  3. a container through testcontainers-go, when a Docker engine answers;
+//  3. a container through testcontainers-go (run by the helper program in
+//     internal/testenv/containers, a module of its own), when a Docker
+//     engine answers;
 //  4. otherwise the test is skipped with a message naming what is missing,
 //     or fails when TETHER_TEST_REQUIRE=1.
 //

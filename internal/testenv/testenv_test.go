@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -272,5 +273,34 @@ func TestRetryOnTakenPort(t *testing.T) {
 	}
 	if err := redisReady(r.Addr())(context.Background()); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestContainersHelper runs the container path's helper program (a module
+// of its own): with a Docker engine it starts Redis and the address it
+// prints answers PING; without one it fails with the engine's absence named.
+func TestContainersHelper(t *testing.T) {
+	ok, _ := dockerAvailable()
+	logPath := filepath.Join(t.TempDir(), "helper.log")
+	h, err := startHelper(containersHelper, logPath, containerTimeout+time.Minute,
+		"-image", redisImage, "-port", "6379/tcp", "-wait-log", "Ready to accept connections")
+	if !ok {
+		if err == nil {
+			h.stop(containerTimeout)
+			t.Fatal("the helper started a container with no Docker engine answering")
+		}
+		if !strings.Contains(err.Error(), "Docker") {
+			t.Fatalf("the helper's error does not name Docker: %v", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.stop(containerTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	if err := waitReady(ctx, nil, redisReady(h.Addr)); err != nil {
+		t.Fatalf("redis in the container at %s: %v", h.Addr, err)
 	}
 }
