@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -485,6 +486,13 @@ func TestFloodingServerNotReading(t *testing.T) {
 	if err := c.Connect(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
+	// Small kernel buffers, so the test does not spend its time filling
+	// megabytes of them on a loaded machine.
+	c.mu.Lock()
+	if tc, ok := c.conn.nc.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(4096)
+	}
+	c.mu.Unlock()
 	select {
 	case err := <-lost:
 		if !errors.Is(err, ErrServerNotReading) {

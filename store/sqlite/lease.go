@@ -358,6 +358,35 @@ func (l *lease) renew() {
 	}
 }
 
+// renewDue reports whether l's last renewal is older than a third of its
+// TTL, as the renewer would find it.
+func (l *lease) renewDue(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadline.Sub(now) < l.ttl*2/3
+}
+
+// renewed records a renewal made at sent.
+func (l *lease) renewed(sent time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if d := sent.Add(l.ttl); d.After(l.deadline) {
+		l.deadline = d
+		if !l.isLost() {
+			l.watchdog.Reset(time.Until(l.deadline))
+		}
+	}
+}
+
+// extendIn renews l inside a write transaction on conn whose fence has just
+// found l live and this handle's.
+func (s *Store) extendIn(ctx context.Context, conn *sql.Conn, l *lease, now time.Time) error {
+	_, err := conn.ExecContext(ctx, `UPDATE tether_leases SET expires = ?3
+		WHERE server = CAST(?1 AS BLOB) AND client_id = CAST(?2 AS BLOB) AND holder = ?4 AND token = ?5`,
+		l.k.Server, l.k.ClientID, now.Add(l.ttl).UnixMilli(), s.holder, int64(l.token))
+	return err
+}
+
 // renewLease extends l in the file if it is still exactly l and unexpired.
 func (s *Store) renewLease(ctx context.Context, l *lease) (bool, error) {
 	end, err := s.begin(ctx, "renew lease")

@@ -631,9 +631,19 @@ func (s *Store) apply(ctx context.Context, k store.Key, fn func(tx any) error, o
 		return fmt.Errorf("sqlite: apply %s: %w", k, err)
 	}
 	puts, dels := collapse(ops)
+	var renewed time.Time
 	err = s.write(ctx, func(conn *sql.Conn) error {
 		if err := s.fence(ctx, conn, k, l); err != nil {
 			return err
+		}
+		// A busy session renews its lease in its own writes: under a
+		// steady stream of them the renewer's separate transaction can
+		// wait for the write lock longer than the TTL.
+		if now := time.Now(); l != nil && l.renewDue(now) {
+			if err := s.extendIn(ctx, conn, l, now); err != nil {
+				return err
+			}
+			renewed = now
 		}
 		if fn != nil {
 			if err := fn(conn); err != nil {
@@ -704,6 +714,9 @@ func (s *Store) apply(ctx context.Context, k store.Key, fn func(tx any) error, o
 			err = ctx.Err() // the driver's "interrupted" says less
 		}
 		return fmt.Errorf("sqlite: apply %s: %w", k, classify(err))
+	}
+	if !renewed.IsZero() {
+		l.renewed(renewed)
 	}
 	return nil
 }
