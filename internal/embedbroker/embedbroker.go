@@ -4,6 +4,11 @@
 // installing a broker, and tests use it as a second broker implementation
 // beside Mosquitto.
 //
+// It is a module of its own, so that mochi-mqtt stays out of the library's
+// module graph: the tether command (also a module of its own) links it,
+// and tether's tests run it as a child process through the serve command
+// in this module (internal/testenv's Mochi).
+//
 // The broker accepts every client (no authentication), keeps sessions in
 // memory across client reconnects for as long as each client's Session
 // Expiry Interval asks, and never expires a queued message on its own
