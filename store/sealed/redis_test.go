@@ -159,7 +159,7 @@ func TestConformanceRedis(t *testing.T) {
 	childOpts := conformance.Options{
 		OpenChild: func(_ context.Context, config string) (store.SessionStore, error) { return openSealedRedis(config) },
 	}
-	for _, m := range modes {
+	for _, m := range durableModes {
 		t.Run(m.name, func(t *testing.T) {
 			conformance.Run(t, func(ctx context.Context, t testing.TB) (conformance.Harness, error) {
 				return &redisHarness{

@@ -42,7 +42,7 @@ func openSealedSQLite(config string) (store.SessionStore, error) {
 // cutting one handle off from the file needs the SQLite package's own
 // test hook.)
 func TestConformanceSQLite(t *testing.T) {
-	for _, m := range modes {
+	for _, m := range durableModes {
 		t.Run(m.name, func(t *testing.T) {
 			conformance.Run(t, func(ctx context.Context, t testing.TB) (conformance.Harness, error) {
 				config := m.name + ":" + filepath.Join(t.TempDir(), "sessions.db")
