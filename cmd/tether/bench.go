@@ -129,8 +129,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		r := o.runCase(ctx, servers, c, i, stderr)
 		results = append(results, r)
-		if ctx.Err() != nil {
-			break
+		if r.err != nil || ctx.Err() != nil {
+			break // the next cases would fail the same way
 		}
 	}
 	printBench(stdout, results)
