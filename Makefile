@@ -64,8 +64,10 @@ bench-compare: setup
 
 # Session resume (bench/): a process restarting on a stored backlog of
 # 100,000 QoS 1 messages per durable store and 1,000,000 on bolt (time to
-# CONNACK, to the first resend, drain rate, peak memory), and the heap a
-# client holds per stored message. Each runs once: the backlog's setup
-# takes longer than the measurement.
+# CONNACK, to the first resend, drain rate, peak memory), the heap a
+# client holds per stored message and the store's size after the drain.
+# Each runs once: the backlog's setup takes longer than the measurement.
+# Then the store writes per message and the largest batch (20,000 each).
 bench-resume: setup
-	cd bench && GOWORK=off TETHER_BENCH_HUGE=1 go test -run '^$$' -bench 'Resume|HeapPerStored' -benchtime 1x -timeout 60m .
+	cd bench && GOWORK=off TETHER_BENCH_HUGE=1 go test -run '^$$' -bench 'Resume|HeapPerStored|StoreSizeAfterDrain' -benchtime 1x -timeout 60m .
+	cd bench && GOWORK=off go test -run '^$$' -bench 'StoreWrites' -benchtime 20000x -timeout 20m .
