@@ -148,9 +148,13 @@ func (c *Client) answerRecorded(cn *conn, id uint16) {
 // Config.CrashWindow delivered messages still wait for their
 // acknowledgement to be durable and sent. Later messages then wait, however
 // many the server sends: so no more than CrashWindow handled messages can
-// be delivered again after a crash. mu held.
+// be delivered again after a crash. A message never overtakes one held
+// before it: once the connection has closed, held messages stay held (the
+// server sends them again on the next connection), while the reader may
+// still hand over packets it had buffered — and with room in the window
+// those would otherwise be delivered ahead of them. mu held.
 func (c *Client) deliver(cn *conn, m *Message) {
-	if cn.pending >= c.window {
+	if cn.pending >= c.window || len(cn.held) > 0 {
 		cn.held = append(cn.held, m)
 		cn.heldBytes += msgBytes(m)
 		return
