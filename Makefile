@@ -57,7 +57,8 @@ fuzz:
 # The comparative benchmark (bench/, a module of its own so the library
 # gains no dependency): tether with each store, other Go MQTT clients and a
 # minimal raw publisher against one private Mosquitto, as ratios to raw.
-# BENCH_ARGS passes options, e.g. BENCH_ARGS="-n 5000 -w 100".
+# BENCH_ARGS passes options, e.g. BENCH_ARGS="-n 5000 -w 100" (-markdown
+# prints the README's tables).
 .PHONY: bench-compare bench-resume
 bench-compare: setup
 	cd bench && GOWORK=off go run ./cmd/compare $(BENCH_ARGS)

@@ -244,3 +244,51 @@ func (res *Result) Print(w io.Writer) {
 		}
 	}
 }
+
+// PrintMarkdown writes the ratios to raw as the README's Markdown tables:
+// clients by case, then C and the QoS 2 bound as ratios to raw's QoS 2.
+func (res *Result) PrintMarkdown(w io.Writer) {
+	cfg := res.Config
+	fmt.Fprintf(w, "%s, W = %d, %d × %d B per run, median of %d; ratios to raw in the same run:\n\n",
+		res.Mosq, cfg.Window, cfg.N, cfg.Payload, cfg.Repeat)
+	fmt.Fprint(w, "| client |")
+	for _, cs := range Cases {
+		fmt.Fprintf(w, " %s |", cs.Name)
+	}
+	fmt.Fprint(w, "\n| --- |")
+	for range Cases {
+		fmt.Fprint(w, " --- |")
+	}
+	fmt.Fprintln(w)
+	raw := res.Rate["raw"]
+	for _, name := range res.Clients {
+		fmt.Fprintf(w, "| %s |", strings.Replace(name, "/", ", ", 1))
+		for ci := range Cases {
+			switch {
+			case res.Err[name][ci] != nil:
+				fmt.Fprint(w, " failed |")
+			case raw[ci] > 0:
+				fmt.Fprintf(w, " %.2f |", res.Rate[name][ci]/raw[ci])
+			default:
+				fmt.Fprint(w, " – |")
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	if raw[1] <= 0 || len(res.Commit) == 0 {
+		return
+	}
+	R := time.Duration(float64(cfg.Window) / raw[1] * float64(time.Second))
+	fmt.Fprintf(w, "\nR = %v.\n\n| store | C | W / (R + 2C), as a ratio to raw's QoS 2 | measured QoS 2, ratio to raw | measured / bound |\n| --- | --- | --- | --- | --- |\n",
+		R.Round(10*time.Microsecond))
+	for _, name := range res.Clients {
+		kind, ok := strings.CutPrefix(name, "tether/")
+		C, has := res.Commit[kind]
+		if !ok || !has {
+			continue
+		}
+		bound := float64(cfg.Window) / (R + 2*C).Seconds()
+		got := res.Rate[name][1]
+		fmt.Fprintf(w, "| %s | %.2f ms | %.2f | %.2f | %.2f |\n", kind, float64(C)/float64(time.Millisecond), bound/raw[1], got/raw[1], got/bound)
+	}
+}

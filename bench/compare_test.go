@@ -57,6 +57,14 @@ func TestCompare(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
 	}
+	sb.Reset()
+	res.PrintMarkdown(&sb)
+	md := sb.String()
+	for _, want := range []string{"| raw | 1.00 | 1.00 | 1.00 | 1.00 |", "| tether, bolt |", "| redis |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("Markdown lacks %q:\n%s", want, md)
+		}
+	}
 }
 
 // TestRawPublishWindow checks the raw publisher against the broker it

@@ -3,7 +3,7 @@
 // against one private Mosquitto with the same window W for all, and prints
 // msg/s and the ratio to raw (median of -repeat runs).
 //
-//	go run ./cmd/compare [-n 20000] [-w 20] [-size 64] [-repeat 3] [-only tether/bolt,...]
+//	go run ./cmd/compare [-n 20000] [-w 20] [-size 64] [-repeat 3] [-only tether/bolt,...] [-markdown]
 package main
 
 import (
@@ -26,6 +26,7 @@ func main() {
 	flag.IntVar(&cfg.Repeat, "repeat", 3, "measurements per cell (the median is printed)")
 	flag.StringVar(&only, "only", "", "comma-separated clients to run besides raw (default all)")
 	quiet := flag.Bool("q", false, "no progress lines")
+	markdown := flag.Bool("markdown", false, "print the ratios as Markdown tables (the README's form)")
 	flag.Parse()
 	if only != "" {
 		cfg.Only = strings.Split(only, ",")
@@ -43,6 +44,10 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
 		os.Exit(1)
+	}
+	if *markdown {
+		res.PrintMarkdown(os.Stdout)
+		return
 	}
 	res.Print(os.Stdout)
 }
