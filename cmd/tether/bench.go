@@ -88,7 +88,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s.str("", "store", "LIST", "stores, comma-separated: memory, bolt, sqlite, bolt:PATH, sqlite:PATH, redis://HOST:PORT (default memory)", &o.stores)
 	s.str("s", "size", "LIST", "payload sizes in bytes, comma-separated (default 64)", &o.sizes)
 	s.int("n", "count", "N", "messages per publisher per case (default 10000)", &o.count, 1, 1<<30)
-	s.int("w", "window", "W", "publishes each publisher keeps outstanding (default 20)", &o.window, 1, 1<<20)
+	s.int("w", "window", "W", "publishes each publisher keeps outstanding (default 20); beyond the broker's Receive Maximum they wait in the client's queue, and their latency counts the wait", &o.window, 1, 1<<20)
 	s.str("t", "topic", "TOPIC", "topic prefix (default tether/bench); each publisher adds /N", &o.topic)
 	s.str("", "dir", "DIR", "directory for bolt and sqlite files without a path (default: a temporary one)", &o.dir)
 	s.dur("", "progress", "SECS", "interval of the progress lines on standard error (default 1s)", &o.interval)
