@@ -42,6 +42,12 @@ const childPrefix = "tether-session-child: "
 // handler's return and the durable record.
 const childReceiveMax = 10
 
+// childCrashWindow is the child's client.Config.CrashWindow: at most that
+// many handled inbound messages may wait for their record to be durable,
+// so a crash may hand at most that many to a handler again. The crash
+// case enforces it.
+const childCrashWindow = 4
+
 // runChild is the child's side of a crash case: open the store from the
 // parent's description, run a client on it, report every event on
 // standard output, and wait to be killed (or told to finish by the end of
@@ -90,6 +96,7 @@ func childMain(spec childSpec, opts SessionOptions) int {
 		Store:            st,
 		SessionExpiry:    time.Hour,
 		ReceiveMaximum:   childReceiveMax,
+		CrashWindow:      childCrashWindow,
 		ReconnectBackoff: client.Backoff{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond},
 		WaitForLease:     true,
 		LeaseTTL:         time.Second,
@@ -116,6 +123,15 @@ func childMain(spec childSpec, opts SessionOptions) int {
 	for i := range toks {
 		toks[i] = c.PublishAsync(&client.Message{Topic: spec.Out, Payload: fmt.Appendf(nil, "g%d-%d", spec.Gen, i), QoS: 2})
 	}
+	// The hand-over: a message reported stored is the library's to deliver
+	// whatever happens to this process from then on.
+	go func() {
+		for i, tok := range toks {
+			if tok.WaitStored(ctx) == nil {
+				emit("stored g%d-%d", spec.Gen, i)
+			}
+		}
+	}()
 	for i, tok := range toks {
 		if err := tok.Wait(ctx); err != nil {
 			emit("fail g%d-%d %v", spec.Gen, i, err)
@@ -220,7 +236,7 @@ func has(lines []string, ev string) bool {
 func clientEvents(lines []string) int {
 	n := 0
 	for _, l := range lines {
-		if !strings.HasPrefix(l, "inbound ") {
+		if !strings.HasPrefix(l, "inbound ") && !strings.HasPrefix(l, "stored ") {
 			n++
 		}
 	}
@@ -299,6 +315,7 @@ func (s *sess) crash() {
 	id := s.newID("crash")
 
 	done := map[string]bool{}   // outbound messages whose publish completed
+	stored := map[string]bool{} // outbound messages reported durable (handed over)
 	gotBy := map[string][]int{} // inbound message → the generations that handled it
 	gotIn := map[int][]string{} // generation → the inbound messages it handled, in order
 	var firsts []string         // inbound messages in the order first handled
@@ -329,6 +346,8 @@ func (s *sess) crash() {
 			switch kind {
 			case "done":
 				done[arg] = true
+			case "stored":
+				stored[arg] = true
 			case "got":
 				if len(gotBy[arg]) == 0 {
 					firsts = append(firsts, arg)
@@ -451,6 +470,11 @@ func (s *sess) crash() {
 			s.fatalf("subscriber never got %s, whose publish completed", m)
 		}
 	}
+	for m := range stored {
+		if !inSub[m] {
+			s.fatalf("subscriber never got %s, which its process had been told was stored (the hand-over)", m)
+		}
+	}
 	// Inbound: nothing lost, first deliveries in order, duplicates only
 	// right after a crash of a generation that handled the message.
 	dups, widest := 0, 0
@@ -466,19 +490,23 @@ func (s *sess) crash() {
 				s.fatalf("inbound %s handled by generations %v: a duplicate not explained by a crash", m, by)
 			}
 			// How far back in the killed generation's handling the
-			// message was: the width of the window in which records were
-			// not yet durable (logged, not enforced: see the report).
+			// message was: within the window in which records may not
+			// yet be durable (client.Config.CrashWindow).
 			hist := gotIn[prev]
 			back := len(hist) - slices.Index(hist, m)
 			widest = max(widest, back)
+			if back > childCrashWindow {
+				s.fatalf("inbound %s handled again after generation %d was killed %d messages after handling it: beyond the crash window of %d",
+					m, prev, back-1, childCrashWindow)
+			}
 			dups++
 		}
 		if firsts[i] != m {
 			s.fatalf("inbound messages first handled in the order %q", firsts)
 		}
 	}
-	s.t.Logf("%d generations (%d killed); %d outbound messages delivered, %d completed; %d inbound, %d handled again after a crash (the furthest %d messages back in the killed process's handling)",
-		gens, len(killed), len(delivered), len(done), nIn, dups, widest)
+	s.t.Logf("%d generations (%d killed); %d outbound messages delivered, %d completed, %d handed over; %d inbound, %d handled again after a crash (the furthest %d messages back in the killed process's handling, crash window %d)",
+		gens, len(killed), len(delivered), len(done), len(stored), nIn, dups, widest, childCrashWindow)
 	s.checkAudit(aud)
 	s.expectNoState(s.open(), s.url(p), id)
 }
