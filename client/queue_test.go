@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,5 +106,50 @@ func TestPublishStoredHandOver(t *testing.T) {
 	_, err = c.PublishStored(ctxT(t, time.Second), &Message{Topic: "bad/#", QoS: 1})
 	if !errors.Is(err, ErrInvalidMessage) {
 		t.Fatalf("invalid message: %v", err)
+	}
+}
+
+// sizeStore records the largest batch applied to it.
+type sizeStore struct {
+	*slowStore
+	mu      sync.Mutex
+	largest int
+}
+
+func (s *sizeStore) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
+	s.mu.Lock()
+	s.largest = max(s.largest, len(ops))
+	s.mu.Unlock()
+	return s.slowStore.Apply(ctx, k, ops...)
+}
+
+// TestGroupCommitBounded: a burst of 5,000 publishes against a slow store
+// becomes several Applies of at most maxBatchOps operations each, not one
+// of thousands, and every message still arrives once, in order, with its
+// token completed.
+func TestGroupCommitBounded(t *testing.T) {
+	b := broker(t)
+	col := subscriber(t, b.URL(), "burst")
+	st := &sizeStore{slowStore: &slowStore{Store: memory.New(), latency: 20 * time.Millisecond}}
+	c := start(t, Config{Servers: []string{b.URL()}, ClientID: uniqueID(t), Store: st, SessionExpiry: time.Hour})
+	const n = 5000
+	toks := make([]*Token, n)
+	for i := range toks {
+		toks[i] = c.PublishAsync(&Message{Topic: "burst", QoS: 1, Payload: []byte(fmt.Sprint(i))})
+	}
+	for i, tok := range toks {
+		if err := tok.Wait(ctxT(t, 60*time.Second)); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	checkOrder(t, col.waitFor(t, n, 30*time.Second), n)
+	st.mu.Lock()
+	largest := st.largest
+	st.mu.Unlock()
+	if largest > maxBatchOps {
+		t.Fatalf("an Apply of %d operations, bound %d", largest, maxBatchOps)
+	}
+	if largest < maxBatchOps {
+		t.Logf("largest Apply %d operations: the burst never reached the bound", largest)
 	}
 }

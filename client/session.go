@@ -102,7 +102,17 @@ type action struct {
 	pub  *packets.Publish
 	tok  *Token
 	err  error
+	// after is how many of its batch's operations precede the action: it
+	// runs once they are durable.
+	after int
 }
+
+// maxBatchOps bounds the operations of one group commit, so that a burst
+// (a backlog queued while disconnected, thousands of publishers at once)
+// becomes several Applies of bounded size rather than one that holds the
+// store — a Redis server runs a batch as one script and serves nothing
+// else meanwhile — for as long as the whole burst takes.
+const maxBatchOps = 1024
 
 // batch is the group commit being accumulated: store operations and the
 // actions that wait for them.
@@ -113,6 +123,46 @@ type batch struct {
 }
 
 func (b *batch) empty() bool { return len(b.ops) == 0 && len(b.acts) == 0 }
+
+// split keeps the first k operations in b, with the actions that wait for
+// no more than them and the messages whose first Put is among them, and
+// returns the rest as a batch of its own.
+func (b *batch) split(k int) batch {
+	var rest batch
+	rest.ops = append(rest.ops, b.ops[k:]...)
+	clear(b.ops[k:])
+	b.ops = b.ops[:k]
+	n := 0
+	for _, a := range b.acts {
+		if a.after <= k {
+			b.acts[n] = a
+			n++
+		} else {
+			a.after -= k
+			rest.acts = append(rest.acts, a)
+		}
+	}
+	clear(b.acts[n:])
+	b.acts = b.acts[:n]
+	here := make(map[uint64]bool, k)
+	for _, op := range b.ops {
+		if op.Kind == store.OpPut {
+			here[op.Record.Seq] = true
+		}
+	}
+	n = 0
+	for _, m := range b.msgs {
+		if here[m.seq] {
+			b.msgs[n] = m
+			n++
+		} else {
+			rest.msgs = append(rest.msgs, m)
+		}
+	}
+	clear(b.msgs[n:])
+	b.msgs = b.msgs[:n]
+	return rest
+}
 
 func (b *batch) reset() {
 	clear(b.ops)
@@ -133,6 +183,7 @@ func (c *Client) addOp(op store.Op) {
 // mu held.
 func (c *Client) emit(a action) {
 	if c.committing || !c.cur.empty() {
+		a.after = len(c.cur.ops)
 		c.cur.acts = append(c.cur.acts, a)
 		c.kickCommitter()
 		return
@@ -168,6 +219,10 @@ func (c *Client) committer() {
 		for !c.cur.empty() {
 			b := c.cur
 			c.cur, spare = spare, batch{}
+			if len(b.ops) > maxBatchOps {
+				c.cur = b.split(maxBatchOps) // next, before anything queued later
+			}
+			c.maxBatch = max(c.maxBatch, len(b.ops))
 			c.committing = true
 			key := c.key
 			c.mu.Unlock()
@@ -258,6 +313,9 @@ func (c *Client) commitFailed(b *batch, err error) {
 	c.cur.ops = ops
 	acts := make([]action, 0, len(b.acts)+len(freeIDs)+len(c.cur.acts))
 	acts = append(append(append(acts, b.acts...), freeIDs...), c.cur.acts...)
+	for i := range acts {
+		acts[i].after = len(ops) // after the whole retry: the order is rebuilt
+	}
 	c.cur.acts = acts
 	if errors.Is(err, store.ErrSessionTaken) {
 		c.setFatal(ErrSessionTaken)
