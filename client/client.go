@@ -82,9 +82,11 @@ type Client struct {
 	queued0       []*packets.Publish  // QoS 0 published while disconnected (QueueQoS0)
 	tokens0       []*Token            // their tokens
 	recBufs       [][]byte            // record buffers free for reuse (guarded by mu)
-	cur           batch               // the group commit being accumulated
-	queuedBytes   int                 // pubCost of msgs and queued0 (Config.MaxQueuedBytes)
-	queueRoom     chan struct{}       // closed when a queued message leaves; nil when nobody waits
+	recPub        packets.Publish     // scratch for encoding records, so they do not allocate
+	recAck        packets.Ack
+	cur           batch         // the group commit being accumulated
+	queuedBytes   int           // pubCost of msgs and queued0 (Config.MaxQueuedBytes)
+	queueRoom     chan struct{} // closed when a queued message leaves; nil when nobody waits
 
 	corrupt         *store.CorruptError // records the last load left out
 	corruptIDs      []uint16            // packet identifiers those records hold, kept reserved

@@ -499,7 +499,8 @@ func (c *Client) recycle(ops []store.Op) {
 // encoded is failed rather than ever sent unstored; putRecord then reports
 // false. mu held.
 func (c *Client) putRecord(m *outMsg) bool {
-	p := *m.pub
+	p := &c.recPub // a copy in a field: one on the stack would escape into Append
+	*p = *m.pub
 	p.Dup = false
 	p.PacketID = m.id
 	if p.PacketID == 0 {
@@ -509,7 +510,8 @@ func (c *Client) putRecord(m *outMsg) bool {
 	if n := len(c.recBufs); n > 0 {
 		buf, c.recBufs = c.recBufs[n-1], c.recBufs[:n-1]
 	}
-	b, err := packets.Append(buf, &p)
+	b, err := packets.Append(buf, p)
+	*p = packets.Publish{} // keep no reference to the message's payload
 	b = appendRef(b, m.ref)
 	if err != nil {
 		// Validated at Publish, so this is a bug; fail the message, never
@@ -564,9 +566,11 @@ func (c *Client) retire(m *outMsg, err error) {
 // mu held.
 func (c *Client) wireSize(m *outMsg) uint32 {
 	if m.size == 0 && m.pub != nil {
-		p := *m.pub
+		p := &c.recPub
+		*p = *m.pub
 		p.PacketID = 1
-		n, err := packets.Size(&p)
+		n, err := packets.Size(p)
+		*p = packets.Publish{}
 		if err != nil {
 			n = 1<<32 - 1 // unencodable: larger than any limit
 		}
@@ -619,12 +623,12 @@ func (c *Client) handleOutboundAck(cn *conn, a *packets.Ack) error {
 			// The PUBLISH→PUBREL replacement is durable before the PUBREL
 			// leaves, so a crash never resends the PUBLISH (MQTT-4.3.3-6).
 			m.pubrel = true
-			rel := packets.Ack{Kind: packets.PUBREL, PacketID: m.id}
+			c.recAck = packets.Ack{Kind: packets.PUBREL, PacketID: m.id}
 			var buf []byte
 			if n := len(c.recBufs); n > 0 {
 				buf, c.recBufs = c.recBufs[n-1], c.recBufs[:n-1]
 			}
-			b, _ := packets.Append(buf, &rel)
+			b, _ := packets.Append(buf, &c.recAck)
 			b = appendRef(b, m.ref) // the message stays identifiable (Client.Pending)
 			c.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
 		}
