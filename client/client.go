@@ -607,6 +607,7 @@ func (c *Client) handshake(ctx context.Context, cn *conn, clean bool, sv server)
 		return nil, fmt.Errorf("client: write CONNECT: %w", err)
 	}
 	cn.r = packets.NewReader(cn.nc, int(min(c.cfg.MaximumPacketSize, protocolMaxPacket)))
+	cn.r.ReuseAcks() // handlePacket keeps no acknowledgement past the next Read
 	for {
 		pk, err := cn.r.Read()
 		if err != nil {

@@ -115,7 +115,7 @@ func DecodeWith(b []byte, maxSize int, lim Limits) (Packet, error) {
 	case len(b) > size:
 		return nil, errorf(ErrProtocol, "bytes after the packet")
 	}
-	return decodeBody(b[0], slices.Clone(b[1+n:]), lim)
+	return decodeBody(b[0], slices.Clone(b[1+n:]), lim, nil)
 }
 
 // Reader reads packets one at a time from a stream. It is not safe for
@@ -128,6 +128,10 @@ type Reader struct {
 	// alloc makes a packet body, or a larger one as its bytes arrive;
 	// tests replace it to watch allocations.
 	alloc func(n int) []byte
+
+	reuse bool      // ReuseAcks
+	ack   Ack       // the Ack ReuseAcks decodes into
+	small [256]byte // the body of such an Ack
 }
 
 // NewReader returns a Reader of packets from r, each at most maxSize bytes
@@ -186,12 +190,28 @@ func (r *Reader) Read() (Packet, error) {
 	if 1+n+rl > limit(r.maxSize) {
 		return nil, errorf(ErrPacketTooLarge, "packet larger than the maximum size")
 	}
+	if t := Type(h >> 4); r.reuse && t >= PUBACK && t <= PUBCOMP && rl <= len(r.small) {
+		// An acknowledgement keeps no slice of its body: decoded from the
+		// Reader's own buffer into the Reader's own Ack.
+		body := r.small[:rl]
+		if _, err := io.ReadFull(r.r, body); err != nil {
+			return nil, noEOF(err)
+		}
+		return decodeBody(h, body, r.lim, &r.ack)
+	}
 	body, err := r.body(rl)
 	if err != nil {
 		return nil, noEOF(err)
 	}
-	return decodeBody(h, body, r.lim)
+	return decodeBody(h, body, r.lim, nil)
 }
+
+// ReuseAcks makes the Reader decode every PUBACK, PUBREC, PUBREL and
+// PUBCOMP (of up to 256 bytes) into one Ack it owns and reuses: such a
+// packet returned by Read is valid only until the next Read. A caller that
+// handles each packet before reading the next saves two allocations per
+// acknowledgement.
+func (r *Reader) ReuseAcks() { r.reuse = true }
 
 // firstChunk is the largest body the Reader allocates before any of its
 // bytes arrive.

@@ -31,7 +31,9 @@ func checkHeader(h byte) error {
 // decodeBody decodes the body of a packet whose fixed header starts with
 // h, which checkHeader accepted. The packet keeps slices of body, so body
 // must belong to it alone.
-func decodeBody(h byte, body []byte, lim Limits) (Packet, error) {
+//
+// An acknowledgement is decoded into ack when it is not nil.
+func decodeBody(h byte, body []byte, lim Limits, ack *Ack) (Packet, error) {
 	d := &decoder{b: body, lim: lim.resolve()}
 	t := Type(h >> 4)
 	var p Packet
@@ -44,7 +46,7 @@ func decodeBody(h byte, body []byte, lim Limits) (Packet, error) {
 	case PUBLISH:
 		p = d.publish(h)
 	case PUBACK, PUBREC, PUBREL, PUBCOMP:
-		p = d.ack(t)
+		p = d.ack(t, ack)
 	case SUBSCRIBE:
 		p = d.subscribe()
 	case SUBACK, UNSUBACK:
@@ -170,8 +172,12 @@ func (d *decoder) publish(h byte) *Publish {
 	return p
 }
 
-func (d *decoder) ack(t Type) *Ack {
-	p := &Ack{Kind: t, PacketID: d.packetID()}
+func (d *decoder) ack(t Type, into *Ack) *Ack {
+	p := into
+	if p == nil {
+		p = &Ack{}
+	}
+	*p = Ack{Kind: t, PacketID: d.packetID()}
 	if d.left() > 0 {
 		p.ReasonCode = d.code(t)
 	}

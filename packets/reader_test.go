@@ -172,3 +172,45 @@ func TestReaderAllocations(t *testing.T) {
 		t.Fatalf("%v allocations per PUBLISH", allocs)
 	}
 }
+
+// TestReaderReuseAcks: with ReuseAcks, acknowledgements decode into the
+// Reader's own Ack without allocating, their properties intact; other
+// packets are unaffected, and an Ack is only valid until the next Read.
+func TestReaderReuseAcks(t *testing.T) {
+	var stream []byte
+	ack := &Ack{Kind: PUBREC, PacketID: 7, ReasonCode: 0x10}
+	ack.Properties.ReasonString = "why"
+	ack.Properties.User = []UserProperty{{Key: "k", Value: "v"}}
+	stream, _ = Append(stream, ack)
+	stream, _ = Append(stream, &Publish{Topic: "t", QoS: 1, PacketID: 3, Payload: []byte("p")})
+	for range 100 {
+		stream, _ = Append(stream, &Ack{Kind: PUBACK, PacketID: 9})
+	}
+	r := NewReader(bytes.NewReader(stream), 0)
+	r.ReuseAcks()
+	p, err := r.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := p.(*Ack)
+	if got.Kind != PUBREC || got.PacketID != 7 || got.ReasonCode != 0x10 || got.Properties.ReasonString != "why" ||
+		len(got.Properties.User) != 1 || got.Properties.User[0].Value != "v" {
+		t.Fatalf("decoded %+v", got)
+	}
+	p, err = r.Read()
+	if pub, ok := p.(*Publish); err != nil || !ok || string(pub.Payload) != "p" {
+		t.Fatalf("publish: %v %+v", err, p)
+	}
+	if got.Kind != PUBREC || got.Properties.ReasonString != "why" {
+		t.Fatal("a PUBLISH in between changed the reused Ack")
+	}
+	allocs := testing.AllocsPerRun(50, func() {
+		p, err := r.Read()
+		if err != nil || p.(*Ack).PacketID != 9 {
+			t.Fatalf("%v %+v", err, p)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per reused acknowledgement", allocs)
+	}
+}
