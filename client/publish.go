@@ -76,11 +76,20 @@ func (c *Client) PublishStored(ctx context.Context, m *Message) (*Token, error) 
 	return t, t.WaitStored(ctx)
 }
 
+// publishAlloc is what one publish needs, allocated at once: its token,
+// its packet and, for QoS 1 and 2, its place in the session. They live as
+// long as the longest-lived of them (usually the caller's Token).
+type publishAlloc struct {
+	tok Token
+	pub packets.Publish
+	om  outMsg
+}
+
 // publish is PublishAsync, waiting within ctx for room in a full queue.
 func (c *Client) publish(ctx context.Context, m *Message) *Token {
-	t := newToken()
-	p, err := c.newPublish(m)
-	if err != nil {
+	a := &publishAlloc{tok: Token{done: make(chan struct{})}}
+	t, p := &a.tok, &a.pub
+	if err := c.newPublish(m, p); err != nil {
 		t.complete(err)
 		return t
 	}
@@ -116,7 +125,8 @@ func (c *Client) publish(ctx context.Context, m *Message) *Token {
 			return t
 		}
 	}
-	om := &outMsg{seq: c.nextSeq, qos: p.QoS, pub: p, tok: t, ref: m.Ref}
+	om := &a.om
+	*om = outMsg{seq: c.nextSeq, qos: p.QoS, pub: p, tok: t, ref: m.Ref}
 	c.nextSeq++
 	c.track(om)
 	if cn != nil && cn.ready {
@@ -132,18 +142,18 @@ func (c *Client) publish(ctx context.Context, m *Message) *Token {
 }
 
 // newPublish validates m and copies it into a PUBLISH packet.
-func (c *Client) newPublish(m *Message) (*packets.Publish, error) {
+func (c *Client) newPublish(m *Message, p *packets.Publish) error {
 	switch {
 	case m == nil:
-		return nil, fmt.Errorf("%w: nil message", ErrInvalidMessage)
+		return fmt.Errorf("%w: nil message", ErrInvalidMessage)
 	case m.QoS > 2:
-		return nil, fmt.Errorf("%w: QoS %d", ErrInvalidMessage, m.QoS)
+		return fmt.Errorf("%w: QoS %d", ErrInvalidMessage, m.QoS)
 	}
 	if err := validOutbound(m.Topic, &m.Properties); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+		return fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
-	p := &packets.Publish{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Properties: m.Properties}
-	return p, nil
+	*p = packets.Publish{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Properties: m.Properties}
+	return nil
 }
 
 // checkPublish checks p against the server's limits from its last

@@ -18,8 +18,6 @@ type Token struct {
 	storedC chan struct{} // made on demand; closed when stored or done
 }
 
-func newToken() *Token { return &Token{done: make(chan struct{})} }
-
 // Done is closed when the publish has completed: acknowledged (QoS 1 and
 // 2), queued on the connection (QoS 0), or failed.
 func (t *Token) Done() <-chan struct{} { return t.done }
