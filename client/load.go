@@ -53,6 +53,7 @@ func (c *Client) loadSession(ctx context.Context, k store.Key) error {
 	}
 	c.ids.reset()
 	c.corruptIDs = nil
+	c.abandonedIDs = nil // they belonged to the session loaded before
 	c.haveMeta = false
 	c.meta = meta{}
 	var top uint64
