@@ -607,7 +607,8 @@ func (c *Client) handshake(ctx context.Context, cn *conn, clean bool, sv server)
 		return nil, fmt.Errorf("client: write CONNECT: %w", err)
 	}
 	cn.r = packets.NewReader(cn.nc, int(min(c.cfg.MaximumPacketSize, protocolMaxPacket)))
-	cn.r.ReuseAcks() // handlePacket keeps no acknowledgement past the next Read
+	cn.r.ReuseAcks()    // handlePacket keeps no acknowledgement past the next Read,
+	cn.r.ReusePublish() // and copies what it keeps of a PUBLISH into a Message
 	for {
 		pk, err := cn.r.Read()
 		if err != nil {

@@ -115,7 +115,7 @@ func DecodeWith(b []byte, maxSize int, lim Limits) (Packet, error) {
 	case len(b) > size:
 		return nil, errorf(ErrProtocol, "bytes after the packet")
 	}
-	return decodeBody(b[0], slices.Clone(b[1+n:]), lim, nil)
+	return decodeBody(b[0], slices.Clone(b[1+n:]), lim, nil, nil)
 }
 
 // Reader reads packets one at a time from a stream. It is not safe for
@@ -129,9 +129,11 @@ type Reader struct {
 	// tests replace it to watch allocations.
 	alloc func(n int) []byte
 
-	reuse bool      // ReuseAcks
-	ack   Ack       // the Ack ReuseAcks decodes into
-	small [256]byte // the body of such an Ack
+	reuse    bool      // ReuseAcks
+	ack      Ack       // the Ack ReuseAcks decodes into
+	small    [256]byte // the body of such an Ack
+	reusePub bool      // ReusePublish
+	pub      Publish   // the Publish ReusePublish decodes into
 }
 
 // NewReader returns a Reader of packets from r, each at most maxSize bytes
@@ -197,14 +199,25 @@ func (r *Reader) Read() (Packet, error) {
 		if _, err := io.ReadFull(r.r, body); err != nil {
 			return nil, noEOF(err)
 		}
-		return decodeBody(h, body, r.lim, &r.ack)
+		return decodeBody(h, body, r.lim, &r.ack, nil)
 	}
 	body, err := r.body(rl)
 	if err != nil {
 		return nil, noEOF(err)
 	}
-	return decodeBody(h, body, r.lim, nil)
+	var pub *Publish
+	if r.reusePub {
+		pub = &r.pub
+	}
+	return decodeBody(h, body, r.lim, nil, pub)
 }
+
+// ReusePublish makes the Reader decode every PUBLISH into one Publish it
+// owns and reuses: the *Publish returned by Read is valid only until the
+// next Read, though what it points to (topic, payload, property values and
+// lists) stays the caller's. A caller that copies what it keeps from each
+// PUBLISH before reading the next saves an allocation per message.
+func (r *Reader) ReusePublish() { r.reusePub = true }
 
 // ReuseAcks makes the Reader decode every PUBACK, PUBREC, PUBREL and
 // PUBCOMP (of up to 256 bytes) into one Ack it owns and reuses: such a

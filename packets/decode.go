@@ -32,8 +32,9 @@ func checkHeader(h byte) error {
 // h, which checkHeader accepted. The packet keeps slices of body, so body
 // must belong to it alone.
 //
-// An acknowledgement is decoded into ack when it is not nil.
-func decodeBody(h byte, body []byte, lim Limits, ack *Ack) (Packet, error) {
+// An acknowledgement is decoded into ack, and a PUBLISH into pub, when they
+// are not nil.
+func decodeBody(h byte, body []byte, lim Limits, ack *Ack, pub *Publish) (Packet, error) {
 	d := &decoder{b: body, lim: lim.resolve()}
 	t := Type(h >> 4)
 	var p Packet
@@ -44,7 +45,7 @@ func decodeBody(h byte, body []byte, lim Limits, ack *Ack) (Packet, error) {
 	case CONNACK:
 		p = d.connack()
 	case PUBLISH:
-		p = d.publish(h)
+		p = d.publish(h, pub)
 	case PUBACK, PUBREC, PUBREL, PUBCOMP:
 		p = d.ack(t, ack)
 	case SUBSCRIBE:
@@ -154,8 +155,12 @@ func (d *decoder) connack() *Connack {
 	return p
 }
 
-func (d *decoder) publish(h byte) *Publish {
-	p := &Publish{Dup: h&0x08 != 0, QoS: h >> 1 & 3, Retain: h&0x01 != 0}
+func (d *decoder) publish(h byte, into *Publish) *Publish {
+	p := into
+	if p == nil {
+		p = &Publish{}
+	}
+	*p = Publish{Dup: h&0x08 != 0, QoS: h >> 1 & 3, Retain: h&0x01 != 0}
 	p.Topic = d.string()
 	if p.QoS > 0 {
 		p.PacketID = d.packetID()

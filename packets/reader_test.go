@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"slices"
@@ -212,5 +213,40 @@ func TestReaderReuseAcks(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per reused acknowledgement", allocs)
+	}
+}
+
+// TestReaderReusePublish: with ReusePublish, every PUBLISH decodes into the
+// Reader's own Publish, while what it points to stays the caller's: a
+// payload kept from one message is intact after the next is read.
+func TestReaderReusePublish(t *testing.T) {
+	var stream []byte
+	for i := range 3 {
+		p := &Publish{Topic: fmt.Sprintf("t/%d", i), QoS: 1, PacketID: uint16(1 + i), Payload: []byte{byte('a' + i)}}
+		p.Properties.User = []UserProperty{{Key: "i", Value: fmt.Sprint(i)}}
+		stream, _ = Append(stream, p)
+	}
+	r := NewReader(bytes.NewReader(stream), 0)
+	r.ReusePublish()
+	var first *Publish
+	var kept []byte
+	var keptUser []UserProperty
+	for i := range 3 {
+		p, err := r.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub := p.(*Publish)
+		if pub.Topic != fmt.Sprintf("t/%d", i) || pub.PacketID != uint16(1+i) || pub.Properties.User[0].Value != fmt.Sprint(i) {
+			t.Fatalf("message %d decoded as %+v", i, pub)
+		}
+		if i == 0 {
+			first, kept, keptUser = pub, pub.Payload, pub.Properties.User
+		} else if pub != first {
+			t.Fatal("a new Publish for each packet")
+		}
+	}
+	if string(kept) != "a" || keptUser[0].Value != "0" {
+		t.Fatalf("kept payload %q, user %v: overwritten by later packets", kept, keptUser)
 	}
 }
