@@ -213,7 +213,7 @@ type Config struct {
 	// A QoS 0 publish that finds it full fails with ErrBufferFull
 	// (Publish waits for room, within its context); QoS 0 messages queued
 	// while disconnected count against MaxQueuedBytes instead. QoS 1 and 2
-	// messages are bounded by the server's Receive Maximum instead. When
+	// messages are bounded by the server's Receive Maximum. When
 	// the acknowledgements and other packets the client must send find it
 	// full, the server is not reading: the connection ends with
 	// ErrServerNotReading. Zero means 4 MiB.
