@@ -252,12 +252,14 @@ const sharedReceiveMax = 10
 // places, and either order loses something on a crash (record first: a
 // message recorded but never handled is lost). The window holds at most
 // the messages acknowledged since the last durable batch, which is
-// bounded by the client's Receive Maximum; the crash case checks that
+// bounded by the client's Config.CrashWindow; the crash case checks that
 // every duplicate comes after a crash of a process that handled the
-// message among its last Receive Maximum ones. An application that needs
-// exactly once across crashes makes its handler idempotent, keyed by
-// something in the message, or commits its effect together with its own
-// record of the message.
+// message among its last CrashWindow ones (the child runs with a window of
+// 4, below its Receive Maximum of 10). An application that needs exactly
+// once across crashes makes its handler idempotent, keyed by something in
+// the message, or commits its effect together with the client's record:
+// client.Config.OnMessageTx does that on stores that implement
+// store.Transactor (bolt, sqlite).
 //
 // # For backend authors
 //
