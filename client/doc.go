@@ -31,7 +31,9 @@
 // process restarts on a durable store, with one window left by the
 // protocol: when the process dies after the handler returned and before
 // the inbound record is durable, the message is delivered again on
-// restart. A server that loses a session and creates a new one on a
+// restart — at most Config.CrashWindow such messages. Config.OnMessageTx
+// closes that window on stores that implement store.Transactor: the
+// handler's writes and the record commit in one transaction. A server that loses a session and creates a new one on a
 // connection attempt whose CONNACK never arrives answers the next attempt
 // with Session Present 1 for a session that is not ours; the client cannot
 // tell, and resends its messages there as it would anyway.
@@ -45,7 +47,18 @@
 // Each server has its own session key in the store. When the client moves
 // to another server, the outbound messages not yet completed move with it
 // and are sent there as new messages; PUBRELs and inbound QoS 2 records stay
-// with the old server's session.
+// with the old server's session. The nodes of one clustered broker, which
+// share sessions, are named as one session with Config.Cluster: moving
+// between them continues the session.
+//
+// # Hand-over and pending messages
+//
+// PublishStored (or Token.Stored) tells when a message is durable in the
+// store, from when the library delivers it whatever happens to the
+// process; Message.Ref names it in the store, and Client.Pending lists what
+// a session still holds. Every bound on memory — MaxQueued,
+// MaxQueuedBytes, MaxInboundBytes, MaxWriteBuffer, MaximumPacketSize — is
+// a Config field with a documented default.
 //
 // # Shared stores
 //
