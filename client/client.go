@@ -74,7 +74,6 @@ type Client struct {
 	waitHead      int
 	quota         int // the server's Receive Maximum left
 	maxInflight   int // the most QoS>0 PUBLISHes seen in flight at once (for tests)
-	maxBatch      int // the most operations in one Apply (for tests)
 	lim           limits
 	conn          *conn               // the live connection, nil when disconnected
 	requests      map[uint16]*request // SUBSCRIBE/UNSUBSCRIBE waiting for their ack

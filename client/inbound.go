@@ -476,15 +476,7 @@ func (d *delivery) waitRoom(limit int) <-chan struct{} {
 
 // msgBytes estimates the memory an inbound message holds: its strings and
 // byte slices, and the structures around them.
-func msgBytes(m *Message) int {
-	pr := &m.Properties
-	n := 256 + len(m.Topic) + len(m.Payload) + len(pr.ResponseTopic) + len(pr.CorrelationData) +
-		len(pr.ContentType) + 4*len(pr.SubscriptionIdentifier)
-	for _, u := range pr.User {
-		n += 32 + len(u.Key) + len(u.Value)
-	}
-	return n
-}
+func msgBytes(m *Message) int { return 256 + contentCost(m.Topic, m.Payload, &m.Properties) }
 
 // throttle pauses the reader of cn while the inbound messages held for the
 // application exceed Config.MaxInboundBytes: the server then meets TCP's

@@ -63,12 +63,9 @@ func (c *Client) loadSession(ctx context.Context, k store.Key) error {
 		}
 	}
 	for _, r := range recs {
-		if r.Seq >= maxSeq {
-			bad.Seqs = append(bad.Seqs, r.Seq)
-			causes = append(causes, fmt.Errorf("seq %d: sequence number out of range", r.Seq))
-			continue
+		if r.Seq < maxSeq {
+			top = max(top, r.Seq)
 		}
-		top = max(top, r.Seq)
 		if err := c.loadRecord(r, old); err != nil {
 			bad.Seqs = append(bad.Seqs, r.Seq)
 			causes = append(causes, fmt.Errorf("seq %d: %w", r.Seq, err))
@@ -103,62 +100,91 @@ func (c *Client) loadSession(ctx context.Context, k store.Key) error {
 	return nil
 }
 
-// loadRecord adds one stored record to the session, or says why it is not
-// a record this client could have written. mu held.
-func (c *Client) loadRecord(r store.Record, old map[uint64]*outMsg) error {
+// parsedRecord is what one stored record says, decoded and checked.
+type parsedRecord struct {
+	meta   meta             // store.Meta
+	pub    *packets.Publish // an outbound PUBLISH: DUP and packet identifier cleared
+	pubrel bool             // an outbound PUBREL
+	ref    string           // Message.Ref of an outbound record
+}
+
+// parseRecord decodes r, or says why it is not a record this client could
+// have written: the one check both the session load and DescribeRecord
+// make.
+func parseRecord(r store.Record) (parsedRecord, error) {
+	var pr parsedRecord
+	if r.Seq >= maxSeq {
+		return pr, fmt.Errorf("sequence number %d out of range", r.Seq)
+	}
 	switch r.Dir {
 	case store.Meta:
 		if r.Seq != store.MetaSeq {
-			return errors.New("meta record outside the meta sequence number")
+			return pr, errors.New("meta record outside the meta sequence number")
 		}
-		md, err := decodeMeta(r.Packet)
-		if err != nil {
-			return err
-		}
-		c.meta, c.haveMeta = md, true
-		return nil
+		m, err := decodeMeta(r.Packet)
+		pr.meta = m
+		return pr, err
 	case store.Inbound:
 		if r.ID == 0 || r.Seq == store.MetaSeq {
-			return errors.New("inbound record without a packet identifier")
+			return pr, errors.New("inbound record without a packet identifier")
 		}
-		c.inQoS2[r.ID] = r.Seq
-		return nil
+		return pr, nil
 	case store.Outbound:
 	default:
-		return fmt.Errorf("unknown direction %d", r.Dir)
+		return pr, fmt.Errorf("unknown direction %d", r.Dir)
 	}
 	if r.Seq == store.MetaSeq {
-		return errors.New("outbound record at the meta sequence number")
+		return pr, errors.New("outbound record at the meta sequence number")
 	}
-	m := &outMsg{seq: r.Seq, id: r.ID, stored: true, sent: r.ID != 0}
 	pkt, ref, err := splitRef(r.Packet)
 	if err != nil {
-		return err
+		return pr, err
 	}
-	m.ref = ref
+	pr.ref = ref
 	p, err := packets.Decode(pkt, 0)
 	if err != nil {
-		return err
+		return pr, err
 	}
 	switch p := p.(type) {
 	case *packets.Publish:
+		pr.pub = p
 		if p.QoS == 0 {
-			return errors.New("stored PUBLISH of QoS 0")
+			return pr, errors.New("stored PUBLISH of QoS 0")
 		}
 		if err := validOutbound(p.Topic, &p.Properties); err != nil {
-			return err
+			return pr, err
 		}
-		m.qos = p.QoS
 		p.Dup = false
 		p.PacketID = 0
-		m.pub = p
 	case *packets.Ack:
 		if p.Kind != packets.PUBREL || r.ID == 0 {
-			return fmt.Errorf("stored %s is not a PUBREL with a packet identifier", typeName(p.Kind))
+			return pr, fmt.Errorf("stored %s is not a PUBREL with a packet identifier", typeName(p.Kind))
 		}
-		m.qos, m.pubrel = 2, true
+		pr.pubrel = true
 	default:
-		return fmt.Errorf("stored %s is not a PUBLISH or PUBREL", typeName(p.Type()))
+		return pr, fmt.Errorf("stored %s is not a PUBLISH or PUBREL", typeName(p.Type()))
+	}
+	return pr, nil
+}
+
+// loadRecord adds one stored record to the session, or says why it cannot.
+// mu held.
+func (c *Client) loadRecord(r store.Record, old map[uint64]*outMsg) error {
+	pr, err := parseRecord(r)
+	if err != nil {
+		return err
+	}
+	switch r.Dir {
+	case store.Meta:
+		c.meta, c.haveMeta = pr.meta, true
+		return nil
+	case store.Inbound:
+		c.inQoS2[r.ID] = r.Seq
+		return nil
+	}
+	m := &outMsg{seq: r.Seq, id: r.ID, stored: true, sent: r.ID != 0, ref: pr.ref, pub: pr.pub, qos: 2, pubrel: pr.pubrel}
+	if pr.pub != nil {
+		m.qos = pr.pub.QoS
 	}
 	if m.id != 0 && c.ids.has(m.id) {
 		return fmt.Errorf("packet identifier %d held by two records", m.id)

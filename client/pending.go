@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
 )
 
@@ -156,63 +155,34 @@ type RecordInfo struct {
 // DescribeRecord decodes a record the client wrote, as the session load
 // would: a record the load would leave out as corrupt has Err set.
 func DescribeRecord(r store.Record) RecordInfo {
-	switch r.Dir {
-	case store.Meta:
-		info := RecordInfo{Kind: "meta", State: "session metadata"}
-		if m, err := decodeMeta(r.Packet); err != nil {
-			info.Err = err
-		} else {
+	pr, err := parseRecord(r)
+	info := RecordInfo{Ref: pr.ref, Err: err}
+	switch {
+	case r.Dir == store.Meta:
+		info.Kind, info.State = "meta", "session metadata"
+		if err == nil {
 			info.State = fmt.Sprintf("session metadata: expiry %ds, last connected %s, %d subscription(s)",
-				m.expiry, m.lastConnected.UTC().Format(time.RFC3339), len(m.subs))
+				pr.meta.expiry, pr.meta.lastConnected.UTC().Format(time.RFC3339), len(pr.meta.subs))
 		}
-		return info
-	case store.Inbound:
-		info := RecordInfo{Kind: "inbound", QoS: 2, State: "received, PUBREC sent, awaiting PUBREL"}
-		if r.ID == 0 {
-			info.Err = errors.New("inbound record without a packet identifier")
-		}
-		return info
-	case store.Outbound:
-	default:
-		return RecordInfo{Kind: "unknown", Err: fmt.Errorf("unknown direction %d", r.Dir)}
-	}
-	pkt, ref, err := splitRef(r.Packet)
-	if err != nil {
-		return RecordInfo{Kind: "outbound", Err: err}
-	}
-	info := RecordInfo{Ref: ref}
-	p, err := packets.Decode(pkt, 0)
-	if err != nil {
-		info.Kind, info.Err = "outbound", err
-		return info
-	}
-	switch p := p.(type) {
-	case *packets.Publish:
-		info.Kind, info.QoS, info.Topic = "publish", p.QoS, p.Topic
+	case r.Dir == store.Inbound:
+		info.Kind, info.QoS, info.State = "inbound", 2, "received, PUBREC sent, awaiting PUBREL"
+	case pr.pub != nil:
+		info.Kind, info.QoS, info.Topic = "publish", pr.pub.QoS, pr.pub.Topic
 		switch {
-		case p.QoS == 0:
-			info.Err = errors.New("stored PUBLISH of QoS 0")
 		case r.ID == 0:
 			info.State = "queued, not sent"
-		case p.QoS == 1:
+		case pr.pub.QoS == 1:
 			info.State = "sent, awaiting PUBACK"
 		default:
 			info.State = "sent, awaiting PUBREC"
 		}
-		if info.Err == nil {
-			info.Err = validOutbound(p.Topic, &p.Properties)
-		}
-	case *packets.Ack:
+	case pr.pubrel:
 		info.Kind, info.QoS = "pubrel", 2
 		info.State = "PUBREC received, PUBREL sent, awaiting PUBCOMP"
-		if p.Kind != packets.PUBREL || r.ID == 0 {
-			info.Err = fmt.Errorf("stored %s is not a PUBREL with a packet identifier", typeName(p.Kind))
-		}
+	case r.Dir == store.Outbound:
+		info.Kind = "outbound"
 	default:
-		info.Kind, info.Err = "outbound", fmt.Errorf("stored %s is not a PUBLISH or PUBREL", typeName(p.Type()))
-	}
-	if r.Seq == store.MetaSeq || r.Seq >= maxSeq {
-		info.Err = fmt.Errorf("sequence number %d out of range", r.Seq)
+		info.Kind = "unknown"
 	}
 	return info
 }

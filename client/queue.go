@@ -20,8 +20,15 @@ func pubCost(p *packets.Publish) int {
 	if p == nil {
 		return 128 // a PUBREL: no payload
 	}
-	pr := &p.Properties
-	n := 128 + len(p.Topic) + len(p.Payload) + len(pr.ResponseTopic) + len(pr.CorrelationData) + len(pr.ContentType)
+	return 128 + contentCost(p.Topic, p.Payload, &p.Properties)
+}
+
+// contentCost estimates the memory a message's topic, payload and
+// properties hold: what both bounds on held messages count
+// (MaxQueuedBytes outbound, MaxInboundBytes inbound).
+func contentCost(topic string, payload []byte, pr *packets.Properties) int {
+	n := len(topic) + len(payload) + len(pr.ResponseTopic) + len(pr.CorrelationData) +
+		len(pr.ContentType) + 4*len(pr.SubscriptionIdentifier)
 	for _, u := range pr.User {
 		n += 32 + len(u.Key) + len(u.Value)
 	}

@@ -222,7 +222,6 @@ func (c *Client) committer() {
 			if len(b.ops) > maxBatchOps {
 				c.cur = b.split(maxBatchOps) // next, before anything queued later
 			}
-			c.maxBatch = max(c.maxBatch, len(b.ops))
 			c.committing = true
 			key := c.key
 			c.mu.Unlock()

@@ -3,15 +3,14 @@ package client
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 )
 
 // Token follows one asynchronous publish: when its message is durable in
 // the store (Stored), and when its exchange has completed (Done).
 type Token struct {
-	done  chan struct{}
-	state atomic.Bool
-	err   error
+	done      chan struct{}
+	completed bool // guarded by smu, as done's closing
+	err       error
 
 	smu     sync.Mutex
 	stored  bool          // the message's record is durable
@@ -59,7 +58,7 @@ func (t *Token) Stored() <-chan struct{} {
 	defer t.smu.Unlock()
 	if t.storedC == nil {
 		t.storedC = make(chan struct{})
-		if t.stored || t.state.Load() {
+		if t.stored || t.completed {
 			close(t.storedC)
 		}
 	}
@@ -94,7 +93,7 @@ func (t *Token) markStored() {
 	t.smu.Lock()
 	if !t.stored {
 		t.stored = true
-		if t.storedC != nil && !t.state.Load() {
+		if t.storedC != nil && !t.completed {
 			close(t.storedC)
 		}
 	}
@@ -107,9 +106,10 @@ func (t *Token) complete(err error) {
 	}
 	t.smu.Lock()
 	defer t.smu.Unlock()
-	if !t.state.CompareAndSwap(false, true) {
+	if t.completed {
 		return
 	}
+	t.completed = true
 	t.err = err
 	close(t.done)
 	if t.storedC != nil && !t.stored {

@@ -50,20 +50,18 @@ func webSocketTarget(sv server, u *url.URL) server {
 // itself lives until it is closed. No HTTP proxy is used.
 func (c *Client) dialWebSocket(ctx context.Context, sv server) (net.Conn, error) {
 	tr := &http.Transport{DialContext: (&net.Dialer{}).DialContext, ForceAttemptHTTP2: false}
-	scheme := "ws"
 	if sv.tls {
 		cfg, err := c.tlsConfig(sv)
 		if err != nil {
 			return nil, err
 		}
 		tr.TLSClientConfig = cfg
-		scheme = "wss"
 	}
 	defer tr.CloseIdleConnections()
-	// The URL is rebuilt from its parts so that credentials written in
-	// the configured URL never reach the HTTP layer or its errors.
-	target := scheme + "://" + sv.addr + sv.path
-	ws, resp, err := websocket.Dial(ctx, target, &websocket.DialOptions{
+	// The canonical URL is rebuilt from the URL's parts, so credentials
+	// written in the configured URL never reach the HTTP layer or its
+	// errors.
+	ws, resp, err := websocket.Dial(ctx, sv.canonical, &websocket.DialOptions{
 		HTTPClient:      &http.Client{Transport: tr},
 		Subprotocols:    []string{"mqtt"},
 		CompressionMode: websocket.CompressionDisabled,
@@ -75,7 +73,8 @@ func (c *Client) dialWebSocket(ctx context.Context, sv server) (net.Conn, error)
 		return nil, fmt.Errorf("client: websocket: %w", err)
 	}
 	if ws.Subprotocol() != "mqtt" {
-		ws.Close(websocket.StatusProtocolError, "mqtt subprotocol required")
+		ws.CloseNow() // not a close handshake with a server that is no MQTT broker
+
 		return nil, errNoMQTTSubprotocol
 	}
 	// The connection's context must outlive the dial: closing the

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/tethermq/tether/client"
@@ -159,32 +160,21 @@ type publisher struct {
 	sess  *session
 	start time.Time
 
-	read   int // messages handed to the client
+	mu     sync.Mutex // guards the fields below
+	read   int        // messages handed to the client
 	acked  int
+	failed error           // the first publish that failed, reaped before anyone waited on it
 	tokens []*client.Token // not yet known to be done, in order
-	mu     chanMutex
 	cancel context.CancelFunc
 }
-
-// chanMutex is a mutex made of a channel, so the progress reporter can
-// try it without blocking the sender.
-type chanMutex chan struct{}
-
-func (m *chanMutex) lock() {
-	if *m == nil {
-		*m = make(chan struct{}, 1)
-	}
-	*m <- struct{}{}
-}
-func (m *chanMutex) unlock() { <-*m }
 
 // stopSending ends the sender (which may wait on a full window) and
 // returns a channel closed once it has returned.
 func (p *publisher) stopSending(sendErr chan error, done bool) <-chan struct{} {
 	ch := make(chan struct{})
-	p.mu.lock()
+	p.mu.Lock()
 	cancel := p.cancel
-	p.mu.unlock()
+	p.mu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
@@ -211,20 +201,20 @@ func (p *publisher) offline(err error) error {
 }
 
 func (p *publisher) track(ctx context.Context, t *client.Token) error {
-	p.mu.lock()
+	p.mu.Lock()
 	p.read++
 	p.tokens = append(p.tokens, t)
-	p.mu.unlock()
+	p.mu.Unlock()
 	for {
-		p.mu.lock()
+		p.mu.Lock()
 		p.reap()
 		n := len(p.tokens)
 		var first *client.Token
 		if n > 0 {
 			first = p.tokens[0]
 		}
-		p.mu.unlock()
-		if n < pubWindow || first == nil {
+		p.mu.Unlock()
+		if n < pubWindow {
 			return nil
 		}
 		select {
@@ -243,7 +233,13 @@ func (p *publisher) reap() {
 	for len(p.tokens) > 0 {
 		select {
 		case <-p.tokens[0].Done():
-			p.acked++
+			if err := p.tokens[0].Err(); err != nil {
+				if p.failed == nil {
+					p.failed = err
+				}
+			} else {
+				p.acked++
+			}
 			p.tokens = p.tokens[1:]
 		default:
 			return
@@ -266,9 +262,9 @@ func (p *publisher) message(payload []byte) *client.Message {
 // send hands every message to the client.
 func (p *publisher) send(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	p.mu.lock()
+	p.mu.Lock()
 	p.cancel = cancel
-	p.mu.unlock()
+	p.mu.Unlock()
 	defer cancel()
 	o := p.o
 	switch {
@@ -333,17 +329,21 @@ func (p *publisher) send(ctx context.Context) error {
 // waitDelivered waits until every message of this run is acknowledged
 // and the store holds nothing an earlier run left.
 func (p *publisher) waitDelivered(ctx context.Context) error {
-	p.mu.lock()
+	p.mu.Lock()
 	tokens := append([]*client.Token(nil), p.tokens...)
-	p.mu.unlock()
+	p.mu.Unlock()
 	for _, t := range tokens {
 		if err := t.Wait(ctx); err != nil {
 			return p.publishErr(err)
 		}
 	}
-	p.mu.lock()
+	p.mu.Lock()
 	p.reap()
-	p.mu.unlock()
+	failed := p.failed
+	p.mu.Unlock()
+	if failed != nil {
+		return p.publishErr(failed)
+	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -388,10 +388,10 @@ func (p *publisher) reportProgress(w io.Writer) func() {
 }
 
 func (p *publisher) printProgress(w io.Writer, last *int, lastAt *time.Time) {
-	p.mu.lock()
+	p.mu.Lock()
 	p.reap()
 	read, acked, inflight := p.read, p.acked, len(p.tokens)
-	p.mu.unlock()
+	p.mu.Unlock()
 	held, stored := p.sess.st.outbound()
 	now := time.Now()
 	rate := float64(acked-*last) / now.Sub(*lastAt).Seconds()

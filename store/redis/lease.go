@@ -85,6 +85,8 @@ func (s *Store) tryAcquire(ctx context.Context, k store.Key, ttl time.Duration) 
 		return nil, 0, "held by this handle", nil
 	}
 	s.pending[k] = true
+	s.acquiring.Add(1) // Close waits, so a lease taken meanwhile is released before the client closes
+	defer s.acquiring.Done()
 	s.mu.Unlock()
 
 	keys := s.keys(k)
@@ -130,14 +132,17 @@ func (s *Store) tryAcquire(ctx context.Context, k store.Key, ttl time.Duration) 
 		// Close ran while the script did: it could not see this lease.
 		s.mu.Unlock()
 		close(l.done)
-		_ = l.release(ctx)
+		if rerr := l.release(ctx); rerr != nil {
+			return nil, 0, "", fmt.Errorf("redis: acquire %s: %w (and the lease taken meanwhile was not released: %w)", k, store.ErrClosed, rerr)
+		}
 		return nil, 0, "", fmt.Errorf("redis: acquire %s: %w", k, store.ErrClosed)
 	}
-	if old := s.leases[k]; old != nil {
-		old.stopRenewer() // lost already; its renewer has ended or is ending
-	}
+	old := s.leases[k]
 	s.leases[k] = l
 	s.mu.Unlock()
+	if old != nil {
+		old.stopRenewer() // lost already; its renewer has ended or is ending (not waited for under mu)
+	}
 	go l.renew()
 	return l, 0, "", nil
 }

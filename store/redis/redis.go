@@ -167,6 +167,8 @@ type Store struct {
 	closed  bool                 // guarded by mu
 	leases  map[store.Key]*lease // guarded by mu: leases held (or lost) and not released
 	pending map[store.Key]bool   // guarded by mu: keys an Acquire of this handle is taking
+	// acquiring counts Acquire attempts in flight; Close waits for them.
+	acquiring sync.WaitGroup
 }
 
 // New returns a store that keeps its sessions in rdb: a *goredis.Client
@@ -705,6 +707,9 @@ func (s *Store) Close() error {
 	}
 	s.leases = nil
 	s.mu.Unlock()
+	// An attempt in flight sees closed and releases what it took, while
+	// the client still works.
+	s.acquiring.Wait()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
