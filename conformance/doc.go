@@ -174,7 +174,7 @@
 //
 // Run checks a store alone. RunSession checks the whole promise: real
 // clients on the backend, driven through a fault-injecting proxy
-// (conformance/faultproxy) to a real broker, cut at every packet of every
+// (faultproxy) to a real broker, cut at every packet of every
 // QoS 1 and QoS 2 exchange, restarted, crashed with kill -9, must lose no
 // message and deliver no QoS 2 message twice. A backend runs it with the
 // same HarnessMaker and the same OpenChild, as above. See RunSession for

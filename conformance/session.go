@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/tethermq/tether/client"
-	"github.com/tethermq/tether/conformance/faultproxy"
+	"github.com/tethermq/tether/faultproxy"
 	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/store"
 	"github.com/tethermq/tether/store/memory"
@@ -186,7 +186,7 @@ const (
 const sharedReceiveMax = 10
 
 // RunSession drives real clients through a fault-injecting proxy
-// (conformance/faultproxy, with its wire auditor on) to a real broker and
+// (faultproxy, with its wire auditor on) to a real broker and
 // checks that the QoS 1 and QoS 2 state the client keeps in the backend's
 // store survives every cut, reconnection, new client, broker restart and,
 // for durable backends, process crash. In a child process started by a

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/tethermq/tether/client"
-	"github.com/tethermq/tether/conformance/faultproxy"
+	"github.com/tethermq/tether/faultproxy"
 	"github.com/tethermq/tether/packets"
 )
 

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/tethermq/tether/client"
-	"github.com/tethermq/tether/conformance/faultproxy"
+	"github.com/tethermq/tether/faultproxy"
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
 	"github.com/tethermq/tether/store/memory"

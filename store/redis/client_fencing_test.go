@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/tethermq/tether/client"
-	"github.com/tethermq/tether/conformance/faultproxy"
+	"github.com/tethermq/tether/faultproxy"
 	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tethermq/tether/conformance/faultproxy"
+	"github.com/tethermq/tether/faultproxy"
 	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/packets"
 	"go.uber.org/goleak"

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tethermq/tether/conformance/faultproxy"
+	"github.com/tethermq/tether/faultproxy"
 	"github.com/tethermq/tether/packets"
 )
 

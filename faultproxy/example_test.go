@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"log"
 
-	"github.com/tethermq/tether/conformance/faultproxy"
+	"github.com/tethermq/tether/faultproxy"
 	"github.com/tethermq/tether/packets"
 )
 

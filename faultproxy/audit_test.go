@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/tethermq/tether/conformance/faultproxy"
+	"github.com/tethermq/tether/faultproxy"
 	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/packets"
 )
