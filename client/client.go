@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tethermq/tether/client/internal/engine"
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
 	"github.com/tethermq/tether/store/memory"
@@ -51,60 +52,19 @@ type Client struct {
 	loopDone   chan struct{}
 	connected  chan struct{} // closed at the first CONNACK of a Connect
 	connectErr error         // why the first connection of a Connect failed for good
-	firstConn  bool          // the next CONNACK will be the first of this Client
 	srvIdx     int           // server being used or tried
 	lease      store.Lease
 	leaseStop  chan struct{}
 
-	// The session, as of the last load plus every change since.
-	key           store.Key
-	loadedKey     store.Key
-	loaded        bool // the session has been loaded from the store
-	commitFailing bool // the last Apply failed; the committer is retrying
-	nextSeq       uint64
-	haveMeta      bool
-	meta          meta
-	metaWritten   time.Time
-	msgs          map[uint64]*outMsg // outbound messages by Seq
-	byID          map[uint16]*outMsg // outbound messages holding a packet identifier
-	ids           idSet
-	inQoS2        map[uint16]uint64   // inbound QoS 2 identifiers recorded → Seq
-	in2           map[uint16]*Message // inbound QoS 2 messages with the application, not yet recorded
-	waiting       []*outMsg           // to send on this connection, in Seq order
-	waitHead      int
-	quota         int // the server's Receive Maximum left
-	maxInflight   int // the most QoS>0 PUBLISHes seen in flight at once (for tests)
-	lim           limits
-	conn          *conn               // the live connection, nil when disconnected
-	requests      map[uint16]*request // SUBSCRIBE/UNSUBSCRIBE waiting for their ack
-	idFreed       chan struct{}       // closed when a packet identifier is freed
-	queued0       []*packets.Publish  // QoS 0 published while disconnected (QueueQoS0)
-	tokens0       []*Token            // their tokens
-	recBufs       [][]byte            // record buffers free for reuse (guarded by mu)
-	recPub        packets.Publish     // scratch for encoding records, so they do not allocate
-	recAck        packets.Ack
-	cur           batch         // the group commit being accumulated
-	queuedBytes   int           // pubCost of msgs and queued0 (Config.MaxQueuedBytes)
-	queueRoom     chan struct{} // closed when a queued message leaves; nil when nobody waits
-
-	corrupt         *store.CorruptError // records the last load left out
-	corruptIDs      []uint16            // packet identifiers those records hold, kept reserved
-	corruptReported bool                // corrupt has been handed to Config.OnCorrupt
-	abandonedIDs    []uint16            // identifiers of dropped QoS 2 messages the server may hold
-	committing      bool                // a batch is being applied
-}
-
-// limits are the server's limits from its CONNACK.
-type limits struct {
-	receiveMax    uint16
-	maxQoS        byte
-	retain        bool
-	maxPacket     uint32
-	aliasMax      uint16
-	wildcard      bool
-	subID         bool
-	shared        bool
-	sessionExpiry uint32
+	// The session lives in eng; the fields below are the driver's.
+	eng             *engine.Engine
+	key             store.Key           // the session key loaded, or to load first
+	firstConn       bool                // the next CONNACK will be the first of this Client
+	conn            *conn               // the live connection, nil when disconnected
+	requests        map[uint16]*request // SUBSCRIBE/UNSUBSCRIBE waiting for their ack
+	idFreed         chan struct{}       // closed when a packet identifier is freed
+	queueRoom       chan struct{}       // closed when a queued message leaves; nil when nobody waits
+	corruptReported *store.CorruptError // handed to Config.OnCorrupt already
 }
 
 // Defaults of the resource bounds in Config; README's "Resource limits and
@@ -119,10 +79,6 @@ const (
 	// byte, four length bytes and 268,435,455 bytes.
 	protocolMaxPacket = 1 + 4 + 268435455
 )
-
-func defaultLimits() limits {
-	return limits{receiveMax: 65535, maxQoS: 2, retain: true, wildcard: true, subID: true, shared: true}
-}
 
 // New returns a Client for cfg. It does not connect: call Connect. Its
 // background goroutines run until Close, which must be called.
@@ -203,15 +159,23 @@ func New(cfg Config) (*Client, error) {
 	c.idleCond = sync.NewCond(&c.mu)
 	c.commitKick = make(chan struct{}, 1)
 	c.commitStop = make(chan struct{})
-	c.msgs = make(map[uint64]*outMsg)
-	c.byID = make(map[uint16]*outMsg)
-	c.inQoS2 = make(map[uint16]uint64)
-	c.in2 = make(map[uint16]*Message)
 	c.requests = make(map[uint16]*request)
-	c.nextSeq = 1
 	c.firstConn = true
-	c.lim = defaultLimits()
 	c.key = c.keyFor(c.servers[0])
+	c.eng = engine.New(engine.Config{
+		ReceiveMaximum:       c.recvMax,
+		CrashWindow:          c.window,
+		StrictReceiveMaximum: c.cfg.StrictReceiveMaximum,
+		TopicAliasMaximum:    c.cfg.TopicAliasMaximum,
+		OutboundTopicAliases: c.cfg.OutboundTopicAliases,
+		RepublishLost:        c.cfg.RepublishLost,
+		CleanStart:           c.cfg.CleanStart,
+		SessionExpiry:        c.expirySeconds(),
+		MaxQueued:            c.cfg.MaxQueued,
+		MaxQueuedBytes:       c.cfg.MaxQueuedBytes,
+		MaxPacketID:          maxPacketID,
+		Log:                  engineLog{c.log, c.flood},
+	})
 	c.deliv = newDelivery(c)
 	c.wg.Add(2)
 	go c.committer()
@@ -468,33 +432,34 @@ func (c *Client) prepareSession(ctx context.Context, k store.Key) (lost []*Messa
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.waitIdle()
-	if c.commitFailing {
+	if c.eng.Failing() {
 		return nil, false, errors.New("client: store writes are failing: not connecting until they succeed")
 	}
-	switch {
-	case c.loaded && k != c.loadedKey:
+	switch loadedKey, loaded := c.eng.Loaded(); {
+	case loaded && k != loadedKey:
 		if err := c.failover(ctx, k); err != nil {
 			return nil, false, err
 		}
-	case !c.loaded:
+	case !loaded:
 		if err := c.loadSession(ctx, k); err != nil {
 			return nil, false, err
 		}
 	}
-	now := time.Now()
-	hasState := c.haveMeta && !c.meta.expired(now)
-	clean = !hasState || (c.cfg.CleanStart && c.firstConn)
-	if clean {
-		if c.haveMeta && !hasState {
-			c.log.Info("session expired locally: discarding", "key", k.String())
-		}
-		lost = c.discardSession()
-		if c.cfg.CleanStart && c.firstConn {
-			c.meta.subs = nil
-		}
-	}
+	clean, dropped := c.eng.Prepare(time.Now(), c.firstConn)
+	c.flush()
 	c.waitIdle()
-	return lost, clean, nil
+	return lostMessages(dropped), clean, nil
+}
+
+// lostMessages gives the messages of a lost session to the application.
+func lostMessages(lost []engine.Lost) []*Message {
+	var ms []*Message
+	for _, l := range lost {
+		p := l.Pub
+		ms = append(ms, &Message{Ref: l.Ref, Topic: p.Topic, Payload: p.Payload, QoS: p.QoS,
+			Retain: p.Retain, Properties: p.Properties})
+	}
+	return ms
 }
 
 // failover moves the client from the session of one server to that of
@@ -507,43 +472,23 @@ func (c *Client) prepareSession(ctx context.Context, k store.Key) (lost []*Messa
 // server has those messages); their publishes complete. mu held, the
 // commit pipeline idle.
 func (c *Client) failover(ctx context.Context, k store.Key) error {
-	oldKey := c.loadedKey
-	var moved []*outMsg
-	var dels []store.Op
-	for _, m := range c.sortedMsgs() {
-		if m.pubrel {
-			m.done = true
-			m.tok.complete(nil)
-			c.untrack(m)
-			continue
-		}
-		if m.pub == nil {
-			continue
-		}
-		dels = append(dels, store.Delete(m.seq))
-		c.untrack(m)
-		moved = append(moved, m)
-	}
+	oldKey := c.key
+	mv := c.eng.Detach()
+	c.flush()
 	if err := c.loadSession(ctx, k); err != nil {
-		for _, m := range moved {
-			c.track(m)
-		}
+		c.eng.Reattach(mv)
 		return err
 	}
-	for _, m := range moved {
-		nm := &outMsg{seq: c.nextSeq, qos: m.qos, pub: m.pub, tok: m.tok, ref: m.ref}
-		c.nextSeq++
-		c.track(nm)
-		c.putRecord(nm)
-	}
+	c.eng.Attach(mv)
+	c.flush()
 	c.waitIdle()
-	if len(dels) > 0 {
+	if dels := mv.Deletes(); len(dels) > 0 {
 		if err := c.st.Apply(ctx, oldKey, dels...); err != nil {
 			c.log.Warn("failover: could not delete moved messages from the old session", "key", oldKey.String(), "err", err)
 		}
 	}
-	if len(moved) > 0 {
-		c.log.Info("failover: messages moved to the new server's session", "from", oldKey.Server, "to", k.Server, "messages", len(moved))
+	if mv.Len() > 0 {
+		c.log.Info("failover: messages moved to the new server's session", "from", oldKey.Server, "to", k.Server, "messages", mv.Len())
 	}
 	return nil
 }
@@ -631,7 +576,7 @@ func (c *Client) handshake(ctx context.Context, cn *conn, clean bool, sv server)
 		case *packets.Auth:
 			a := c.cfg.Auth
 			if a == nil || pk.ReasonCode != packets.ContinueAuthentication {
-				return nil, &protoError{code: packets.ProtocolError, msg: "unexpected AUTH during connect"}
+				return nil, &protoError{Code: packets.ProtocolError, Msg: "unexpected AUTH during connect"}
 			}
 			data, err := a.Continue(pk.Properties.AuthData)
 			if err != nil {
@@ -647,7 +592,7 @@ func (c *Client) handshake(ctx context.Context, cn *conn, clean bool, sv server)
 				return nil, fmt.Errorf("client: write AUTH: %w", err)
 			}
 		default:
-			return nil, &protoError{code: packets.ProtocolError, msg: "expected CONNACK, got " + typeName(pk.Type())}
+			return nil, &protoError{Code: packets.ProtocolError, Msg: "expected CONNACK, got " + engine.TypeName(pk.Type())}
 		}
 	}
 }
@@ -672,9 +617,8 @@ func (c *Client) established(cn *conn, ca *packets.Connack, clean bool, sv serve
 	if c.closed {
 		return nil, nil, ErrClosed
 	}
-	if ca.SessionPresent && clean {
-		// MQTT-3.2.2-4: we hold no session, the server says it has one.
-		err := &protoError{code: packets.ProtocolError, msg: "Session Present 1 in answer to Clean Start 1"}
+	r, err := c.eng.Connected(cn, ca, clean, time.Now())
+	if err != nil {
 		// The writer does not run yet: say why directly, then close.
 		if b, e := packets.Append(nil, &packets.Disconnect{ReasonCode: packets.ProtocolError}); e == nil {
 			_ = cn.nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -682,82 +626,21 @@ func (c *Client) established(cn *conn, ca *packets.Connack, clean bool, sv serve
 		}
 		return nil, nil, err
 	}
-	var lost []*Message
-	if !ca.SessionPresent && !clean {
-		// MQTT-3.2.2-5: the server lost the session; discard ours.
-		c.log.Warn("server has no session: discarding stored state", "key", c.key.String())
-		lost = c.discardSession()
-	}
-	pr := &ca.Properties
-	lim := defaultLimits()
-	if pr.ReceiveMaximum != 0 {
-		lim.receiveMax = pr.ReceiveMaximum
-	}
-	if pr.MaximumQoS != nil {
-		lim.maxQoS = *pr.MaximumQoS
-	}
-	if pr.RetainAvailable != nil {
-		lim.retain = *pr.RetainAvailable != 0
-	}
-	lim.maxPacket = pr.MaximumPacketSize
-	lim.aliasMax = pr.TopicAliasMaximum
-	if pr.WildcardSubAvailable != nil {
-		lim.wildcard = *pr.WildcardSubAvailable != 0
-	}
-	if pr.SubIDAvailable != nil {
-		lim.subID = *pr.SubIDAvailable != 0
-	}
-	if pr.SharedSubAvailable != nil {
-		lim.shared = *pr.SharedSubAvailable != 0
-	}
-	lim.sessionExpiry = c.expirySeconds()
-	if pr.SessionExpiry != nil {
-		lim.sessionExpiry = *pr.SessionExpiry
-	}
-	c.lim = lim
-	c.quota = int(lim.receiveMax)
 	c.firstConn = false
-
-	cn.maxOut = lim.maxPacket
-	cn.aliasMax = lim.aliasMax
-	cn.aliasOut = make(map[string]uint16)
-	cn.aliasIn = make([]string, int(c.cfg.TopicAliasMaximum)+1)
-	cn.inState = make([]uint8, 65536)
+	cn.gen = c.eng.Generation()
 	cn.keepAlive = c.cfg.KeepAlive
-	if pr.ServerKeepAlive != nil { // MQTT-3.2.2-21
-		cn.keepAlive = time.Duration(*pr.ServerKeepAlive) * time.Second
+	if ka := ca.Properties.ServerKeepAlive; ka != nil { // MQTT-3.2.2-21
+		cn.keepAlive = time.Duration(*ka) * time.Second
 	}
 	if cn.keepAlive < 0 {
 		cn.keepAlive = 0
 	}
-
-	c.meta.expiry = lim.sessionExpiry
-	c.putMeta(time.Now())
-
-	// Resubscribe when the server has no session (it then has none of our
-	// subscriptions either).
-	if !ca.SessionPresent && len(c.meta.subs) > 0 {
-		c.resubscribe(cn)
-	}
-
-	// Resend the stored session first, in Seq order (MQTT-4.4.0-1,
-	// MQTT-4.6.0-1), then anything published meanwhile.
 	c.conn = cn
 	cn.ready = true
-	resent := 0
-	c.waiting, c.waitHead = c.waiting[:0], 0
-	for _, m := range c.sortedMsgs() {
-		m.onWire = false
-		if m.id != 0 {
-			resent++
-		}
-		c.waiting = append(c.waiting, m)
+	if len(r.Resubscribe) > 0 {
+		c.resubscribe(cn, r.Resubscribe) // before the resend the engine queued
 	}
-	c.pump()
-	for i, p := range c.queued0 {
-		c.emit(action{kind: aSendPublish, cn: cn, pub: p, tok: c.tokens0[i]})
-	}
-	c.dropQueued0()
+	c.flush()
 
 	cn.wg.Add(2)
 	go cn.readLoop()
@@ -766,8 +649,8 @@ func (c *Client) established(cn *conn, ca *packets.Connack, clean bool, sv serve
 		cn.wg.Add(1)
 		go cn.keepAliveLoop()
 	}
-	info := &ConnectInfo{Server: sv.canonical, SessionPresent: ca.SessionPresent, Resent: resent, Connack: ca}
-	return lost, info, nil
+	info := &ConnectInfo{Server: sv.canonical, SessionPresent: ca.SessionPresent, Resent: r.Resent, Connack: ca}
+	return lostMessages(r.Lost), info, nil
 }
 
 // connectionLost cleans up after a connection ended: requests waiting on
@@ -781,35 +664,20 @@ func (c *Client) connectionLost(cn *conn) error {
 	}
 	for id, r := range c.requests {
 		delete(c.requests, id)
-		c.ids.clear(id)
+		c.eng.ReleaseID(id)
 		r.finish(nil, wrap(ErrConnectionLost, err))
 	}
 	if cn.reauth != nil {
 		cn.reauth <- wrap(ErrConnectionLost, err)
 		cn.reauth = nil
 	}
-	for _, m := range c.msgs {
-		m.onWire = false
-		if m.wcn == cn {
-			// A write that never left the process did not reach the
-			// server: the message has not been sent, whatever the
-			// connection's last moments queued (its first transmission
-			// must carry DUP 0, MQTT-3.3.1-1; a lost session must not
-			// count it as in flight).
-			if !cn.handedOver(m.wgen) {
-				m.sent = m.sentPrev
-			}
-			m.wcn = nil
-		}
-	}
-	c.waiting, c.waitHead = c.waiting[:0], 0
-	if c.haveMeta {
-		c.putMeta(time.Now())
-		// Wait for the write: a store that fences (store.Owner) refuses it
-		// when another process took the session over, and the application
-		// must then hear ErrSessionTaken, not a plain connection loss.
-		c.waitIdle()
-	}
+	c.eng.Disconnected(cn.handedOver(), time.Now())
+	c.flush()
+	// Wait for the meta record's write: a store that fences (store.Owner)
+	// refuses it when another process took the session over, and the
+	// application must then hear ErrSessionTaken, not a plain connection
+	// loss.
+	c.waitIdle()
 	if c.fatal != nil {
 		err = wrap(c.fatal, err)
 	}
@@ -823,12 +691,9 @@ func (c *Client) connectionLost(cn *conn) error {
 func (c *Client) refreshMeta() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.haveMeta || c.conn == nil || c.meta.expiry == 0 || c.meta.expiry == 0xFFFFFFFF {
-		return // nothing to keep alive: the session ends with the connection, or never
-	}
-	every := min(time.Duration(c.meta.expiry)*time.Second/4, time.Minute)
-	if time.Since(c.metaWritten) >= every {
-		c.putMeta(time.Now())
+	if c.conn != nil {
+		c.eng.Tick(time.Now())
+		c.flush()
 	}
 }
 
@@ -839,10 +704,8 @@ func (c *Client) setFatal(err error) {
 	}
 	// This Client will complete none of its pending publishes; their
 	// records stay in the store for whoever holds the session now.
-	for _, m := range c.msgs {
-		m.tok.complete(err)
-	}
-	c.wakeQueue()
+	c.eng.Abort(err)
+	c.flush()
 	if c.loopStop != nil {
 		select {
 		case <-c.loopStop:
@@ -985,13 +848,8 @@ func (c *Client) shutdown() {
 	}
 	c.closed = true
 	c.waitIdle()
-	for _, m := range c.msgs {
-		m.tok.complete(ErrClosed)
-	}
-	for _, t := range c.tokens0 {
-		t.complete(ErrClosed)
-	}
-	c.dropQueued0()
+	c.eng.Abort(ErrClosed)
+	c.flush()
 	if c.idFreed != nil {
 		close(c.idFreed)
 		c.idFreed = nil

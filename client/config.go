@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tethermq/tether/client/internal/engine"
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
 )
@@ -347,14 +348,10 @@ type Message struct {
 	// PacketID is the inbound message's packet identifier (0 for QoS 0).
 	PacketID uint16
 
-	// Inbound QoS>0 messages only; acked is guarded by Client.mu.
-	c       *Client
-	cn      *conn
-	acked   bool
-	counted bool               // delivered, counted in its connection's pending
-	shadow  *Message           // QoS 2: the copy a later connection brought while this one was handled
-	answer  bool               // QoS 2: only the PUBREC answering a repeat of a recorded message
-	reason  packets.ReasonCode // an error code when the application refused the message
+	// Inbound QoS>0 messages only; in is guarded by Client.mu.
+	c  *Client
+	cn *conn
+	in engine.Inbound
 }
 
 // Ack acknowledges an inbound message when Config.ManualAck is set. Acks go
@@ -392,7 +389,7 @@ var (
 	ErrClosed = errors.New("client: closed")
 	// ErrNotConnected is returned when an operation needs a connection
 	// that is not there, such as an Ack after the connection dropped.
-	ErrNotConnected = errors.New("client: not connected")
+	ErrNotConnected = engine.ErrNotConnected
 	// ErrConnectionLost fails requests waiting for an answer on a
 	// connection that dropped (Subscribe, Unsubscribe, Reauthenticate).
 	ErrConnectionLost = errors.New("client: connection lost")
@@ -401,7 +398,7 @@ var (
 	// ErrRetainNotSupported: the server does not support retained messages.
 	ErrRetainNotSupported = errors.New("client: retain not supported by the server")
 	// ErrPacketTooLarge: the packet exceeds the server's Maximum Packet Size.
-	ErrPacketTooLarge = errors.New("client: packet too large for the server")
+	ErrPacketTooLarge = engine.ErrPacketTooLarge
 	// ErrWildcardNotSupported: the server does not support wildcard filters.
 	ErrWildcardNotSupported = errors.New("client: wildcard subscriptions not supported by the server")
 	// ErrSharedNotSupported: the server does not support shared subscriptions.
@@ -410,7 +407,7 @@ var (
 	ErrSubIDNotSupported = errors.New("client: subscription identifiers not supported by the server")
 	// ErrSessionLost fails publishes whose messages were in flight when the
 	// session was discarded (see Config.OnSessionLost).
-	ErrSessionLost = errors.New("client: session lost")
+	ErrSessionLost = engine.ErrSessionLost
 	// ErrSessionTaken is returned when another process took the session's
 	// lease in the store; the client stops.
 	ErrSessionTaken = store.ErrSessionTaken
@@ -445,7 +442,7 @@ type ReasonError struct {
 
 // Error describes the refusal.
 func (e *ReasonError) Error() string {
-	s := fmt.Sprintf("client: %s: %s (0x%02x)", typeName(e.Packet), e.Code, byte(e.Code))
+	s := fmt.Sprintf("client: %s: %s (0x%02x)", engine.TypeName(e.Packet), e.Code, byte(e.Code))
 	if e.Packet == packets.DISCONNECT {
 		s = fmt.Sprintf("client: server sent DISCONNECT: %s (0x%02x)", e.Code, byte(e.Code))
 	}
@@ -453,16 +450,6 @@ func (e *ReasonError) Error() string {
 		s += ": " + e.Reason
 	}
 	return s
-}
-
-func typeName(t packets.Type) string {
-	names := [...]string{"", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL",
-		"PUBCOMP", "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP",
-		"DISCONNECT", "AUTH"}
-	if int(t) < len(names) && t > 0 {
-		return names[t]
-	}
-	return fmt.Sprintf("packet type %d", t)
 }
 
 // errClosedByServer is why a connection the server closed without a

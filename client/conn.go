@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tethermq/tether/client/internal/engine"
 	"github.com/tethermq/tether/packets"
 )
 
@@ -32,10 +33,10 @@ type conn struct {
 	wbuf     []byte
 	wclosing bool // a final DISCONNECT is queued: write it, then close
 	wclosed  bool
-	taken    uint64        // write buffers the writer has taken for the network
+	lastNum  uint64        // the number of the last numbered write appended to wbuf
+	handed   uint64        // the number of the last numbered write handed to the network
 	wroom    chan struct{} // closed when the writer next takes the buffer
 	wlimit   int           // Config.MaxWriteBuffer
-	maxOut   uint32        // the server's Maximum Packet Size, 0 for none
 
 	lastWrite atomic.Int64 // unix nanoseconds
 	lastRead  atomic.Int64
@@ -49,31 +50,11 @@ type conn struct {
 	wg        sync.WaitGroup
 
 	// Fields below are guarded by Client.mu.
-	ready         bool // CONNACK processed; the session may send
-	scratch       packets.Publish
-	scratchAck    packets.Ack
-	aliasMax      uint16            // the server's Topic Alias Maximum
-	aliasOut      map[string]uint16 // outbound topic → alias, this connection only (MQTT-3.3.2-7)
-	aliasIn       []string          // inbound alias → topic, this connection only
-	inState       []uint8           // per inbound packet identifier: in* states
-	inCount       int               // inbound QoS>0 messages unacknowledged (our Receive Maximum)
-	inq           []*Message        // inbound QoS>0 messages not yet acknowledged, in arrival order
-	pending       int               // delivered messages whose acknowledgement is not out yet
-	held          []*Message        // messages waiting for pending to drop below our Receive Maximum
-	heldBytes     int               // msgBytes of held
-	reauth        chan error        // a re-authentication in progress
-	overrunLogged bool              // the server exceeded our Receive Maximum (logged once)
-	keepAlive     time.Duration
+	gen       uint64     // the engine's generation of this connection
+	ready     bool       // CONNACK processed; the session may send
+	reauth    chan error // a re-authentication in progress
+	keepAlive time.Duration
 }
-
-// Inbound packet identifier states of one connection.
-const (
-	inNone    = iota
-	inQoS1    // delivered, PUBACK not yet sent
-	inQoS2    // delivered, PUBREC not yet sent
-	inQoS2Rec // PUBREC sent (or due), PUBCOMP not yet sent
-	inQoS2Ans // recorded, and a PUBREC for it waits in inq: repeats need no other
-)
 
 func newConn(c *Client, nc net.Conn) *conn {
 	cn := &conn{c: c, nc: nc, done: make(chan struct{}), readDone: make(chan struct{}),
@@ -85,15 +66,19 @@ func newConn(c *Client, nc net.Conn) *conn {
 	return cn
 }
 
-// write queues p for the writer and returns the generation of the write
-// buffer it went into (see handedOver), or false when the connection takes
-// no more packets. A packet that cannot be encoded is a bug of the caller:
-// it is logged and dropped rather than corrupting the stream.
-func (cn *conn) write(p packets.Packet) (uint64, bool) {
+// write queues p for the writer, and reports false when the connection
+// takes no more packets. A packet that cannot be encoded is a bug of the
+// caller: it is logged and dropped rather than corrupting the stream.
+func (cn *conn) write(p packets.Packet) bool { return cn.writeNumbered(p, 0) }
+
+// writeNumbered writes p, the engine's numbered write num (0 for a packet
+// of the client's own): once the writer hands the buffer holding it to the
+// network, handedOver counts it.
+func (cn *conn) writeNumbered(p packets.Packet, num uint64) bool {
 	cn.wmu.Lock()
 	if cn.wclosing || cn.wclosed {
 		cn.wmu.Unlock()
-		return 0, false
+		return false
 	}
 	n := len(cn.wbuf)
 	if n >= cn.wlimit && p.Type() != packets.PUBLISH {
@@ -103,21 +88,23 @@ func (cn *conn) write(p packets.Packet) (uint64, bool) {
 		// read what it asks for.
 		cn.wmu.Unlock()
 		cn.close(ErrServerNotReading)
-		return 0, false
+		return false
 	}
 	b, err := packets.Append(cn.wbuf, p)
 	if err != nil {
 		cn.wmu.Unlock()
-		cn.c.log.Error("encode packet", "type", typeName(p.Type()), "err", err)
-		return 0, false
+		cn.c.log.Error("encode packet", "type", engine.TypeName(p.Type()), "err", err)
+		return false
 	}
 	cn.wbuf = b
+	if num != 0 {
+		cn.lastNum = num
+	}
 	if n == 0 {
 		cn.wcond.Signal()
 	}
-	gen := cn.taken
 	cn.wmu.Unlock()
-	return gen, true
+	return true
 }
 
 // bufferFull reports whether the write buffer holds Config.MaxWriteBuffer
@@ -142,14 +129,17 @@ func (cn *conn) room() <-chan struct{} {
 	return cn.wroom
 }
 
-// handedOver reports whether the write buffer of generation gen was handed
-// to the network: a packet in a buffer that never was cannot have reached
-// the server. Once the connection has ended the answer is final.
-func (cn *conn) handedOver(gen uint64) bool {
+// handedOver returns the number of the last numbered write handed to the
+// network: a packet in a buffer that never was cannot have reached the
+// server. Once the connection has ended the answer is final.
+func (cn *conn) handedOver() uint64 {
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
-	return cn.taken > gen
+	return cn.handed
 }
+
+// Closed reports whether the connection has closed (engine.Link).
+func (cn *conn) Closed() bool { return cn.isClosed() }
 
 // writeLoop writes whatever has been queued, in as few writes as possible.
 func (cn *conn) writeLoop() {
@@ -170,7 +160,7 @@ func (cn *conn) writeLoop() {
 			return
 		}
 		buf := cn.wbuf
-		cn.taken++
+		cn.handed = cn.lastNum
 		if cn.wroom != nil {
 			close(cn.wroom)
 			cn.wroom = nil
@@ -296,15 +286,6 @@ func (cn *conn) isClosed() bool {
 	}
 }
 
-// tooLarge reports whether p exceeds the server's Maximum Packet Size.
-func (cn *conn) tooLarge(p packets.Packet) bool {
-	if cn.maxOut == 0 {
-		return false
-	}
-	n, err := packets.Size(p)
-	return err != nil || uint32(n) > cn.maxOut
-}
-
 // readLoop reads packets until the connection ends and hands each to the
 // client. It never blocks on the application: delivery is queued.
 func (cn *conn) readLoop() {
@@ -333,7 +314,7 @@ func (cn *conn) readLoop() {
 		if err := cn.c.handlePacket(cn, p); err != nil {
 			var pe *protoError
 			if errors.As(err, &pe) {
-				cn.fail(err, pe.code, true)
+				cn.fail(err, pe.Code, true)
 			} else {
 				cn.fail(err, 0, false)
 			}
@@ -347,15 +328,8 @@ func (cn *conn) readLoop() {
 }
 
 // protoError is a protocol violation by the server: the connection ends
-// with a DISCONNECT carrying code.
-type protoError struct {
-	code packets.ReasonCode
-	msg  string
-}
-
-func (e *protoError) Error() string {
-	return fmt.Sprintf("client: protocol violation by server: %s (DISCONNECT 0x%02x %s)", e.msg, byte(e.code), e.code)
-}
+// with a DISCONNECT carrying its code.
+type protoError = engine.ProtocolError
 
 // keepAliveLoop sends PINGREQ when the link has been quiet in either
 // direction (MQTT-3.1.2-20) and ends the connection when the server does

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tethermq/tether/client/internal/engine"
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
 	"github.com/tethermq/tether/store/bolt"
@@ -47,7 +48,7 @@ func storedPublish(t testing.TB, p *packets.Publish) []byte {
 // craftedMeta is a meta record whose first subscription claims a filter
 // length of 2^64-1: the length check used to wrap and slice past the end.
 func craftedMeta() []byte {
-	b := []byte{metaVersion}
+	b := []byte{1} // the meta record's version
 	b = binary.BigEndian.AppendUint32(b, 3600)
 	b = binary.BigEndian.AppendUint64(b, uint64(time.Now().UnixMilli()))
 	b = binary.AppendUvarint(b, 1)
@@ -68,7 +69,7 @@ func TestCorruptMetaRecord(t *testing.T) {
 		OnCorrupt: func(e *store.CorruptError) { got <- e }})
 	select {
 	case e := <-got:
-		if !slices.Equal(e.Seqs, []uint64{store.MetaSeq}) || !errors.Is(e, store.ErrCorrupt) || !errors.Is(e, errBadMeta) {
+		if !slices.Equal(e.Seqs, []uint64{store.MetaSeq}) || !errors.Is(e, store.ErrCorrupt) || !errors.Is(e, engine.ErrBadMeta) {
 			t.Fatalf("OnCorrupt got %v, want seq 0 with its cause", e)
 		}
 	case <-time.After(5 * time.Second):
@@ -156,7 +157,7 @@ func TestStoredAliasPublishCorrupt(t *testing.T) {
 		t.Fatal("no corruption reported")
 	}
 	c.mu.Lock()
-	reserved := c.ids.has(1)
+	reserved := c.eng.IDInUse(1)
 	c.mu.Unlock()
 	if !reserved {
 		t.Fatal("packet identifier 1 of the corrupt record is free")
@@ -173,7 +174,7 @@ func TestStoredAliasPublishCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.mu.Lock()
-	reserved = c.ids.has(1)
+	reserved = c.eng.IDInUse(1)
 	c.mu.Unlock()
 	if reserved || c.Corrupt() != nil {
 		t.Fatal("identifier still reserved or corruption still reported after DiscardCorrupt")
@@ -189,8 +190,8 @@ func randomRecord(r *rand.Rand) store.Record {
 	case 1:
 		rec.Packet = craftedMeta()
 	case 2:
-		m := meta{expiry: r.Uint32(), lastConnected: time.Now(), subs: []Subscription{{Filter: "a/#"}}}
-		rec.Packet = m.encode()
+		m := engine.Meta{Expiry: r.Uint32(), LastConnected: time.Now(), Subs: []engine.Sub{{Filter: "a/#"}}}
+		rec.Packet = m.Encode()
 	}
 	if rec.Packet == nil {
 		p := &packets.Publish{Topic: "t", QoS: byte(r.IntN(3)), Payload: []byte("p")}

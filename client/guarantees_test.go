@@ -215,7 +215,7 @@ func TestPublishContextExpiredKeepsIdentifier(t *testing.T) {
 		t.Fatalf("publish with an expiring context: %v, want DeadlineExceeded", err)
 	}
 	c.mu.Lock()
-	inUse := c.ids.n
+	inUse := c.eng.IDsInUse()
 	c.mu.Unlock()
 	if inUse != 1 {
 		t.Fatalf("%d packet identifiers in use after the context expired, want 1 (the message is in flight)", inUse)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tethermq/tether/client/internal/engine"
 	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
@@ -31,7 +32,7 @@ func TestAliasNeverExceedsMaximumPacketSize(t *testing.T) {
 	c := start(t, Config{Servers: []string{b.URL()}, ClientID: uniqueID(t), OutboundTopicAliases: true,
 		OnConnectionLost: func(err error) { lost <- err }})
 	c.mu.Lock()
-	announced := c.lim.maxPacket
+	announced := c.eng.Limits().MaxPacket
 	c.mu.Unlock()
 	if announced != limit {
 		t.Fatalf("server announced Maximum Packet Size %d, want %d", announced, limit)
@@ -60,8 +61,8 @@ func TestAliasNeverExceedsMaximumPacketSize(t *testing.T) {
 	default:
 	}
 	c.mu.Lock()
-	_, aliased := c.conn.aliasOut["big/two"]
-	_, bigAliased := c.conn.aliasOut["big/one"]
+	_, aliased := c.eng.AliasOf("big/two")
+	_, bigAliased := c.eng.AliasOf("big/one")
 	c.mu.Unlock()
 	if !aliased || bigAliased {
 		t.Errorf("aliases: big/two %v (want true), big/one %v (want false)", aliased, bigAliased)
@@ -223,10 +224,10 @@ func TestPublishesOnDyingConnectionNotLost(t *testing.T) {
 // QoS 2 message ids are recorded (PUBREC sent, PUBREL awaited).
 func recordedSession(t *testing.T, st store.SessionStore, url, id string, ids ...uint16) {
 	t.Helper()
-	m := meta{expiry: 3600, lastConnected: time.Now()}
-	recs := []store.Record{{Seq: store.MetaSeq, Dir: store.Meta, Packet: m.encode()}}
+	m := engine.Meta{Expiry: 3600, LastConnected: time.Now()}
+	recs := []store.Record{{Seq: store.MetaSeq, Dir: store.Meta, Packet: m.Encode()}}
 	for i, pid := range ids {
-		recs = append(recs, store.Record{Seq: uint64(i + 1), Dir: store.Inbound, ID: pid, Packet: inboundMarker})
+		recs = append(recs, store.Record{Seq: uint64(i + 1), Dir: store.Inbound, ID: pid, Packet: engine.InboundRecord(0, 0).Packet})
 	}
 	seed(t, st, url, id, recs...)
 }
@@ -289,7 +290,7 @@ func TestRepeatedQoS2ResendsBounded(t *testing.T) {
 		t.Fatal("marker not delivered")
 	}
 	c.mu.Lock()
-	queued := len(c.conn.inq)
+	queued := c.eng.InboundQueued()
 	c.mu.Unlock()
 	if queued > 2 {
 		t.Fatalf("%d acknowledgements queued for 2 messages", queued)
@@ -342,7 +343,7 @@ func TestPubrelBeforeQueuedAnswer(t *testing.T) {
 	eventually(t, 5*time.Second, "PUBREL handled", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		_, ok := c.inQoS2[5]
+		ok := c.eng.Recorded(5)
 		return !ok
 	})
 	if err := first.Ack(); err != nil {
@@ -689,7 +690,7 @@ func TestMosquittoReceiveMaximumOverrun(t *testing.T) {
 	}
 	col.waitFor(t, n, 30*time.Second)
 	s.mu.Lock()
-	overrun := s.conn != nil && s.conn.overrunLogged
+	_, overrun := s.eng.Unacked()
 	s.mu.Unlock()
 	t.Logf("server exceeded Receive Maximum %d: %v", recvMax, overrun)
 	select {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tethermq/tether/client/internal/engine"
 	"github.com/tethermq/tether/packets"
 )
 
@@ -76,7 +77,7 @@ func (p *peer) expect(typ packets.Type) packets.Packet {
 			return pk
 		}
 		if pk.Type() != packets.PINGREQ {
-			p.t.Errorf("peer: got %s, want %s", typeName(pk.Type()), typeName(typ))
+			p.t.Errorf("peer: got %s, want %s", engine.TypeName(pk.Type()), engine.TypeName(typ))
 			return nil
 		}
 	}

@@ -2,64 +2,12 @@ package client
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
+	"github.com/tethermq/tether/client/internal/engine"
 	"github.com/tethermq/tether/store"
 )
-
-// refTag starts the trailer that follows the packet in an outbound record
-// whose message has a Ref: the tag, the Ref's length (uvarint) and the Ref.
-// Records without it (and those written before it existed) end with the
-// packet.
-const refTag = 0xE1
-
-// appendRef appends the trailer of ref to an encoded record packet.
-func appendRef(b []byte, ref string) []byte {
-	if ref == "" {
-		return b
-	}
-	b = append(b, refTag)
-	b = binary.AppendUvarint(b, uint64(len(ref)))
-	return append(b, ref...)
-}
-
-// splitRef separates an outbound record's packet from its Ref trailer.
-func splitRef(b []byte) (pkt []byte, ref string, err error) {
-	n, ok := packetLen(b)
-	if !ok {
-		return nil, "", errors.New("record packet truncated")
-	}
-	pkt, rest := b[:n], b[n:]
-	if len(rest) == 0 {
-		return pkt, "", nil
-	}
-	if rest[0] != refTag {
-		return nil, "", fmt.Errorf("unknown record trailer 0x%02x", rest[0])
-	}
-	l, k := binary.Uvarint(rest[1:])
-	if k <= 0 || l != uint64(len(rest)-1-k) {
-		return nil, "", errors.New("corrupt Ref trailer")
-	}
-	return pkt, string(rest[1+k:]), nil
-}
-
-// packetLen returns the length of the MQTT packet at the start of b, from
-// its fixed header.
-func packetLen(b []byte) (int, bool) {
-	var n, shift uint
-	for i := 1; i < len(b) && i <= 4; i++ {
-		n |= uint(b[i]&0x7f) << shift
-		if b[i]&0x80 == 0 {
-			total := 1 + i + int(n)
-			return total, total <= len(b)
-		}
-		shift += 7
-	}
-	return 0, false
-}
 
 // PendingState tells where an outbound message of the session stands.
 type PendingState uint8
@@ -114,27 +62,24 @@ func (c *Client) Pending(ctx context.Context) ([]Pending, error) {
 	if c.closed {
 		return nil, ErrClosed
 	}
-	if !c.loaded {
+	if _, ok := c.eng.Loaded(); !ok {
 		c.waitIdle()
 		if err := c.loadSession(ctx, c.key); err != nil {
 			return nil, err
 		}
 	}
 	var out []Pending
-	for _, m := range c.sortedMsgs() {
-		if m.done {
-			continue
-		}
-		p := Pending{Seq: m.seq, PacketID: m.id, QoS: m.qos, Ref: m.ref, State: PendingSent}
+	for _, m := range c.eng.Outbound() {
+		p := Pending{Seq: m.Seq, PacketID: m.ID, QoS: m.QoS, Ref: m.Ref, State: PendingSent}
 		switch {
-		case m.pubrel:
+		case m.Pubrel:
 			p.State = PendingReleased
-		case m.id == 0 || !m.sent:
+		case m.ID == 0 || !m.Sent:
 			p.State = PendingQueued
 		}
-		if m.pub != nil {
-			p.Message = &Message{Ref: m.ref, Topic: m.pub.Topic, Payload: m.pub.Payload, QoS: m.pub.QoS,
-				Retain: m.pub.Retain, Properties: m.pub.Properties}
+		if m.Pub != nil {
+			p.Message = &Message{Ref: m.Ref, Topic: m.Pub.Topic, Payload: m.Pub.Payload, QoS: m.Pub.QoS,
+				Retain: m.Pub.Retain, Properties: m.Pub.Properties}
 		}
 		out = append(out, p)
 	}
@@ -155,28 +100,28 @@ type RecordInfo struct {
 // DescribeRecord decodes a record the client wrote, as the session load
 // would: a record the load would leave out as corrupt has Err set.
 func DescribeRecord(r store.Record) RecordInfo {
-	pr, err := parseRecord(r)
-	info := RecordInfo{Ref: pr.ref, Err: err}
+	pr, err := engine.ParseRecord(r)
+	info := RecordInfo{Ref: pr.Ref, Err: err}
 	switch {
 	case r.Dir == store.Meta:
 		info.Kind, info.State = "meta", "session metadata"
 		if err == nil {
 			info.State = fmt.Sprintf("session metadata: expiry %ds, last connected %s, %d subscription(s)",
-				pr.meta.expiry, pr.meta.lastConnected.UTC().Format(time.RFC3339), len(pr.meta.subs))
+				pr.Meta.Expiry, pr.Meta.LastConnected.UTC().Format(time.RFC3339), len(pr.Meta.Subs))
 		}
 	case r.Dir == store.Inbound:
 		info.Kind, info.QoS, info.State = "inbound", 2, "received, PUBREC sent, awaiting PUBREL"
-	case pr.pub != nil:
-		info.Kind, info.QoS, info.Topic = "publish", pr.pub.QoS, pr.pub.Topic
+	case pr.Pub != nil:
+		info.Kind, info.QoS, info.Topic = "publish", pr.Pub.QoS, pr.Pub.Topic
 		switch {
 		case r.ID == 0:
 			info.State = "queued, not sent"
-		case pr.pub.QoS == 1:
+		case pr.Pub.QoS == 1:
 			info.State = "sent, awaiting PUBACK"
 		default:
 			info.State = "sent, awaiting PUBREC"
 		}
-	case pr.pubrel:
+	case pr.Pubrel:
 		info.Kind, info.QoS = "pubrel", 2
 		info.State = "PUBREC received, PUBREL sent, awaiting PUBCOMP"
 	case r.Dir == store.Outbound:

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tethermq/tether/client/internal/engine"
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
 	"github.com/tethermq/tether/store/memory"
@@ -83,7 +84,7 @@ func TestPendingAfterRestart(t *testing.T) {
 	eventually(t, 5*time.Second, "the PUBREL stored", func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		return a.cur.empty() && !a.committing
+		return a.eng.Idle()
 	})
 	a.Close()
 	select {
@@ -151,13 +152,13 @@ func TestDescribeRecord(t *testing.T) {
 		ref   string
 		valid bool
 	}{
-		{store.Record{Seq: 1, Dir: store.Outbound, Packet: appendRef(pub, "row-9")}, "publish", "row-9", true},
-		{store.Record{Seq: 2, Dir: store.Outbound, ID: 7, Packet: appendRef(rel, "row-10")}, "pubrel", "row-10", true},
+		{store.Record{Seq: 1, Dir: store.Outbound, Packet: engine.AppendRef(pub, "row-9")}, "publish", "row-9", true},
+		{store.Record{Seq: 2, Dir: store.Outbound, ID: 7, Packet: engine.AppendRef(rel, "row-10")}, "pubrel", "row-10", true},
 		{store.Record{Seq: 3, Dir: store.Outbound, ID: 7, Packet: rel}, "pubrel", "", true},
-		{store.Record{Seq: 4, Dir: store.Inbound, ID: 3, Packet: inboundMarker}, "inbound", "", true},
+		{store.Record{Seq: 4, Dir: store.Inbound, ID: 3, Packet: engine.InboundRecord(0, 0).Packet}, "inbound", "", true},
 		{store.Record{Seq: 0, Dir: store.Meta, Packet: craftedMeta()}, "meta", "", false},
 		{store.Record{Seq: 5, Dir: store.Outbound, Packet: append(pub, 0x00)}, "outbound", "", false},
-		{store.Record{Seq: 6, Dir: store.Outbound, Packet: append(appendRef(pub, "r"), 1)}, "outbound", "", false},
+		{store.Record{Seq: 6, Dir: store.Outbound, Packet: append(engine.AppendRef(pub, "r"), 1)}, "outbound", "", false},
 	} {
 		got := DescribeRecord(tc.r)
 		if got.Kind != tc.kind || got.Ref != tc.ref || (got.Err == nil) != tc.valid {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tethermq/tether/client/internal/engine"
 	"github.com/tethermq/tether/packets"
 )
 
@@ -82,7 +83,7 @@ func (c *Client) PublishStored(ctx context.Context, m *Message) (*Token, error) 
 type publishAlloc struct {
 	tok Token
 	pub packets.Publish
-	om  outMsg
+	om  engine.Out
 }
 
 // publish is PublishAsync, waiting within ctx for room in a full queue.
@@ -103,21 +104,14 @@ func (c *Client) publish(ctx context.Context, m *Message) *Token {
 		t.complete(err)
 		return t
 	}
-	cn := c.conn
 	if p.QoS == 0 {
-		switch {
-		case cn != nil && cn.ready:
-			c.emit(action{kind: aSendPublish, cn: cn, pub: p, tok: t})
-		case c.cfg.QueueQoS0:
-			c.queued0 = append(c.queued0, p)
-			c.tokens0 = append(c.tokens0, t)
-			c.queuedBytes += pubCost(p)
-		default:
+		if !c.eng.Publish0(p, t, c.cfg.QueueQoS0) {
 			t.complete(ErrNotConnected)
 		}
+		c.flush()
 		return t
 	}
-	if !c.loaded {
+	if _, ok := c.eng.Loaded(); !ok {
 		// Sequence numbers continue those of the stored session: load it
 		// before assigning one, or a new process would overwrite records.
 		if err := c.loadFirst(); err != nil {
@@ -125,19 +119,8 @@ func (c *Client) publish(ctx context.Context, m *Message) *Token {
 			return t
 		}
 	}
-	om := &a.om
-	*om = outMsg{seq: c.nextSeq, qos: p.QoS, pub: p, tok: t, ref: m.Ref}
-	c.nextSeq++
-	c.track(om)
-	if cn != nil && cn.ready {
-		c.waiting = append(c.waiting, om)
-		c.pump()
-	}
-	if om.id == 0 {
-		// Not on the wire yet (no quota, no free identifier, or offline):
-		// stored as queued, it gets its identifier when it is sent.
-		c.putRecord(om)
-	}
+	c.eng.Publish(&a.om, p, m.Ref, t)
+	c.flush()
 	return t
 }
 
@@ -149,7 +132,7 @@ func (c *Client) newPublish(m *Message, p *packets.Publish) error {
 	case m.QoS > 2:
 		return fmt.Errorf("%w: QoS %d", ErrInvalidMessage, m.QoS)
 	}
-	if err := validOutbound(m.Topic, &m.Properties); err != nil {
+	if err := engine.ValidOutbound(m.Topic, &m.Properties); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
 	*p = packets.Publish{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Properties: m.Properties}
@@ -165,10 +148,11 @@ func (c *Client) checkPublish(p *packets.Publish) error {
 	if c.fatal != nil {
 		return c.fatal
 	}
-	if p.QoS > c.lim.maxQoS { // MQTT-3.2.2-11
-		return fmt.Errorf("%w: QoS %d, server maximum %d", ErrQoSNotSupported, p.QoS, c.lim.maxQoS)
+	lim := c.eng.Limits()
+	if p.QoS > lim.MaxQoS { // MQTT-3.2.2-11
+		return fmt.Errorf("%w: QoS %d, server maximum %d", ErrQoSNotSupported, p.QoS, lim.MaxQoS)
 	}
-	if p.Retain && !c.lim.retain { // MQTT-3.2.2-14
+	if p.Retain && !lim.Retain { // MQTT-3.2.2-14
 		return ErrRetainNotSupported
 	}
 	if p.QoS > 0 {
@@ -179,8 +163,8 @@ func (c *Client) checkPublish(p *packets.Publish) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
-	if c.lim.maxPacket != 0 && uint32(n) > c.lim.maxPacket { // MQTT-3.2.2-15
-		return fmt.Errorf("%w: %d bytes, server maximum %d", ErrPacketTooLarge, n, c.lim.maxPacket)
+	if lim.MaxPacket != 0 && uint32(n) > lim.MaxPacket { // MQTT-3.2.2-15
+		return fmt.Errorf("%w: %d bytes, server maximum %d", ErrPacketTooLarge, n, lim.MaxPacket)
 	}
 	return nil
 }
@@ -231,16 +215,17 @@ func (c *Client) Subscribe(ctx context.Context, subs ...Subscription) ([]packets
 	}
 	r := &request{kind: packets.SUBSCRIBE, subs: subs, done: make(chan struct{})}
 	check := func() error {
+		lim := c.eng.Limits()
 		for _, s := range subs {
 			shared := strings.HasPrefix(s.Filter, "$share/")
-			if shared && !c.lim.shared {
+			if shared && !lim.Shared {
 				return ErrSharedNotSupported
 			}
-			if !shared && strings.ContainsAny(s.Filter, "+#") && !c.lim.wildcard {
+			if !shared && strings.ContainsAny(s.Filter, "+#") && !lim.Wildcard {
 				return ErrWildcardNotSupported
 			}
 		}
-		if id != 0 && !c.lim.subID {
+		if id != 0 && !lim.SubID {
 			return ErrSubIDNotSupported
 		}
 		return nil
@@ -284,16 +269,18 @@ func (c *Client) roundTrip(ctx context.Context, r *request, check func() error, 
 				return nil, err
 			}
 		}
-		pid, ok := c.ids.alloc()
+		pid, ok := c.eng.AllocID()
 		if ok {
 			pk := build(pid)
-			if n, err := packets.Size(pk); err != nil || (c.lim.maxPacket != 0 && uint32(n) > c.lim.maxPacket) {
-				c.ids.clear(pid)
+			maxPacket := c.eng.Limits().MaxPacket
+			if n, err := packets.Size(pk); err != nil || (maxPacket != 0 && uint32(n) > maxPacket) {
+				c.eng.ReleaseID(pid)
+				c.flush()
 				c.mu.Unlock()
 				if err != nil {
 					return nil, fmt.Errorf("client: %w", err)
 				}
-				return nil, fmt.Errorf("%w: %d bytes, server maximum %d", ErrPacketTooLarge, n, c.lim.maxPacket)
+				return nil, fmt.Errorf("%w: %d bytes, server maximum %d", ErrPacketTooLarge, n, maxPacket)
 			}
 		}
 		if !ok {
@@ -311,7 +298,8 @@ func (c *Client) roundTrip(ctx context.Context, r *request, check func() error, 
 		}
 		c.requests[pid] = r
 		// In order with the acknowledgements queued before it.
-		c.emit(action{kind: aSendPacket, cn: cn, p: build(pid)})
+		c.eng.Send(build(pid))
+		c.flush()
 		c.mu.Unlock()
 		break
 	}
@@ -338,45 +326,46 @@ func (c *Client) finishRequest(pid uint16, kind packets.Type, codes []packets.Re
 	defer c.mu.Unlock()
 	r := c.requests[pid]
 	if r == nil || r.kind+1 != kind {
-		c.flood.warn("acknowledgement for unknown packet identifier", "type", typeName(kind), "id", pid)
+		c.flood.warn("acknowledgement for unknown packet identifier", "type", engine.TypeName(kind), "id", pid)
 		return
 	}
 	delete(c.requests, pid)
-	c.freeID(pid)
-	changed := false
+	c.eng.ReleaseID(pid)
+	var granted []engine.Sub
+	var removed []string
 	for i, code := range codes {
 		switch {
 		case kind == packets.SUBACK && i < len(r.subs):
 			if code.IsError() {
 				c.log.Warn("subscription refused", "filter", r.subs[i].Filter, "reason", code.String(), "reason_string", reason)
 			} else if !r.internal {
-				c.meta.setSub(r.subs[i])
-				changed = true
+				s := r.subs[i]
+				granted = append(granted, engine.Sub{Filter: s.Filter, Options: s.SubscribeOptions, ID: s.ID})
 			}
 		case kind == packets.UNSUBACK && i < len(r.filters):
-			c.meta.removeSub(r.filters[i])
-			changed = true
+			removed = append(removed, r.filters[i])
 		}
 	}
-	if changed && c.haveMeta {
-		c.putMeta(c.meta.lastConnected)
-	}
+	c.eng.Subscribed(granted)
+	c.eng.Unsubscribed(removed)
+	c.flush()
 	r.finish(codes, nil)
 }
 
 // resubscribe makes the remembered subscriptions again on a server that
-// lost the session, one SUBSCRIBE per subscription identifier. mu held.
-func (c *Client) resubscribe(cn *conn) {
+// lost the session, one SUBSCRIBE per subscription identifier, ahead of
+// anything else the connection sends. mu held.
+func (c *Client) resubscribe(cn *conn, subs []engine.Sub) {
 	groups := map[uint32][]Subscription{}
 	var order []uint32
-	for _, s := range c.meta.subs {
+	for _, s := range subs {
 		if _, ok := groups[s.ID]; !ok {
 			order = append(order, s.ID)
 		}
-		groups[s.ID] = append(groups[s.ID], s)
+		groups[s.ID] = append(groups[s.ID], Subscription{Filter: s.Filter, SubscribeOptions: s.Options, ID: s.ID})
 	}
 	for _, id := range order {
-		pid, ok := c.ids.alloc()
+		pid, ok := c.eng.AllocID()
 		if !ok {
 			return
 		}
@@ -384,13 +373,13 @@ func (c *Client) resubscribe(cn *conn) {
 		for _, s := range groups[id] {
 			p.Subscriptions = append(p.Subscriptions, packets.Subscription{Filter: s.Filter, SubscribeOptions: s.SubscribeOptions})
 		}
-		if id != 0 && c.lim.subID {
+		if id != 0 && c.eng.Limits().SubID {
 			p.Properties.SubscriptionIdentifier = []uint32{id}
 		}
 		c.requests[pid] = &request{kind: packets.SUBSCRIBE, subs: groups[id], internal: true, done: make(chan struct{})}
 		cn.write(p)
 	}
-	c.log.Info("resubscribed", "subscriptions", len(c.meta.subs))
+	c.log.Info("resubscribed", "subscriptions", len(subs))
 }
 
 // Reauthenticate runs a re-authentication (MQTT v5 §4.12.1) with

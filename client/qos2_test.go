@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tethermq/tether/client/internal/engine"
 	"github.com/tethermq/tether/faultproxy"
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
@@ -147,7 +148,7 @@ func TestOutboundQoS2Cut(t *testing.T) {
 						t.Fatalf("publish: %v", err)
 					}
 					if got := storedType(t, records(t, st, px.URL(), id)); cp.stored != 0 && got != cp.stored {
-						t.Fatalf("stored record after the cut is %s, want %s", typeName(got), typeName(cp.stored))
+						t.Fatalf("stored record after the cut is %s, want %s", engine.TypeName(got), engine.TypeName(cp.stored))
 					}
 					px.SetRefuse(false)
 					start(t, cfg) // a new process, same store

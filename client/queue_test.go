@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tethermq/tether/client/internal/engine"
 	"github.com/tethermq/tether/store"
 	"github.com/tethermq/tether/store/memory"
 )
@@ -124,7 +125,7 @@ func (s *sizeStore) Apply(ctx context.Context, k store.Key, ops ...store.Op) err
 }
 
 // TestGroupCommitBounded: a burst of 5,000 publishes against a slow store
-// becomes several Applies of at most maxBatchOps operations each, not one
+// becomes several Applies of at most engine.MaxBatchOps operations each, not one
 // of thousands, and every message still arrives once, in order, with its
 // token completed.
 func TestGroupCommitBounded(t *testing.T) {
@@ -146,10 +147,10 @@ func TestGroupCommitBounded(t *testing.T) {
 	st.mu.Lock()
 	largest := st.largest
 	st.mu.Unlock()
-	if largest > maxBatchOps {
-		t.Fatalf("an Apply of %d operations, bound %d", largest, maxBatchOps)
+	if largest > engine.MaxBatchOps {
+		t.Fatalf("an Apply of %d operations, bound %d", largest, engine.MaxBatchOps)
 	}
-	if largest < maxBatchOps {
+	if largest < engine.MaxBatchOps {
 		t.Logf("largest Apply %d operations: the burst never reached the bound", largest)
 	}
 }

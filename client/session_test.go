@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tethermq/tether/client/internal/engine"
 	"github.com/tethermq/tether/faultproxy"
 	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/packets"
@@ -43,7 +44,7 @@ func TestBacklogResentInOrder(t *testing.T) {
 		return countDir(records(t, st, b.URL(), id), store.Outbound) == 0
 	})
 	c.mu.Lock()
-	peak := c.maxInflight
+	peak := c.eng.PeakInflight()
 	c.mu.Unlock()
 	if peak > 10 || peak < 2 {
 		t.Errorf("peak in flight %d, want between 2 and the server's Receive Maximum 10", peak)
@@ -102,7 +103,7 @@ func TestSessionPresentZero(t *testing.T) {
 			eventually(t, 5*time.Second, "5 messages in flight", func() bool {
 				c.mu.Lock()
 				defer c.mu.Unlock()
-				return len(c.byID) == 5
+				return c.eng.InFlight() == 5
 			})
 			// No CONNECT may reach the broker while it restarts: a CONNECT
 			// whose CONNACK is cut would create a fresh session there, and
@@ -163,12 +164,12 @@ func TestSessionExpiredLocally(t *testing.T) {
 	// Age the meta record: last connected two minutes ago.
 	k := store.Key{Server: px.URL(), ClientID: id}
 	recs, _ := st.Load(context.Background(), k)
-	md, err := decodeMeta(recs[0].Packet)
+	md, err := engine.DecodeMeta(recs[0].Packet)
 	if err != nil || recs[0].Dir != store.Meta {
 		t.Fatalf("meta record: %v %+v", err, recs[0])
 	}
-	md.lastConnected = time.Now().Add(-2 * time.Minute)
-	if err := st.Apply(context.Background(), k, store.Put(store.Record{Seq: 0, Dir: store.Meta, Packet: md.encode()})); err != nil {
+	md.LastConnected = time.Now().Add(-2 * time.Minute)
+	if err := st.Apply(context.Background(), k, store.Put(store.Record{Seq: 0, Dir: store.Meta, Packet: md.Encode()})); err != nil {
 		t.Fatal(err)
 	}
 
@@ -234,7 +235,7 @@ func TestPacketIDExhaustion(t *testing.T) {
 	checkOrder(t, col.waitFor(t, n, 10*time.Second), n)
 	col.quiet(t, n, 200*time.Millisecond)
 	c.mu.Lock()
-	peak := c.maxInflight
+	peak := c.eng.PeakInflight()
 	c.mu.Unlock()
 	// The subscriber holds one identifier at most for its SUBSCRIBE; the
 	// publisher never has more than the 4 identifiers in flight.
@@ -309,7 +310,7 @@ func TestManualAckAfterDisconnect(t *testing.T) {
 		return countDir(records(t, st, px.URL(), id), store.Inbound) == 0 && func() bool {
 			sub.mu.Lock()
 			defer sub.mu.Unlock()
-			return sub.conn != nil && len(sub.inQoS2) == 0
+			return sub.conn != nil && sub.eng.RecordedCount() == 0
 		}()
 	})
 	select {
@@ -338,7 +339,8 @@ func TestManualAckOrder(t *testing.T) {
 	unacked := func() int {
 		sub.mu.Lock()
 		defer sub.mu.Unlock()
-		return sub.conn.inCount
+		n, _ := sub.eng.Unacked()
+		return n
 	}
 	if err := ms[1].Ack(); err != nil {
 		t.Fatal(err)
@@ -474,7 +476,7 @@ func TestTopicAliasesOutbound(t *testing.T) {
 		}
 	}
 	c.mu.Lock()
-	aliases, limit := len(c.conn.aliasOut), c.conn.aliasMax
+	aliases, limit := c.eng.Aliases(), c.eng.Limits().AliasMax
 	c.mu.Unlock()
 	if aliases == 0 || aliases > int(limit) { // MQTT-3.3.2-9
 		t.Errorf("%d aliases in use, server maximum %d", aliases, limit)
@@ -514,7 +516,8 @@ func TestSubscriptionOptions(t *testing.T) {
 		t.Errorf("unsubscribe: %v %v", codes, err)
 	}
 	c.mu.Lock()
-	subs := len(c.meta.subs)
+	md, _ := c.eng.Meta()
+	subs := len(md.Subs)
 	c.mu.Unlock()
 	if subs != 1 {
 		t.Errorf("%d subscriptions remembered, want 1", subs)

@@ -1,0 +1,174 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/tethermq/tether/client/internal/engine"
+	"github.com/tethermq/tether/store"
+)
+
+// The client drives the session engine (internal/engine), which holds every
+// MQTT session rule and does no I/O: each call into it happens with c.mu
+// held, and flush then performs the effects it queued, in order, before
+// c.mu is released. The committer applies the store batches the engine
+// hands out, one at a time, and reports each back.
+//
+// Lock order: Client.mu, then conn.wmu (write side of a connection), then
+// delivery.mu and Token.smu. Callbacks into the application run with none
+// of them held.
+
+// flush performs the effects the engine queued. mu held.
+func (c *Client) flush() {
+	for _, f := range c.eng.Effects() {
+		switch f.Kind {
+		case engine.Write:
+			if cn := c.conn; cn != nil && cn.gen == f.Conn {
+				cn.writeNumbered(f.Packet, f.Num)
+			}
+		case engine.Publish0:
+			tok := f.Ticket.(*Token)
+			cn := c.conn
+			switch {
+			case cn == nil || cn.gen != f.Conn:
+				tok.complete(ErrNotConnected)
+			case cn.bufferFull():
+				tok.complete(ErrBufferFull)
+			default:
+				cn.write(f.Packet)
+				tok.complete(nil)
+			}
+		case engine.Deliver:
+			c.deliv.push(f.In.App.(*Message))
+		case engine.Complete:
+			f.Ticket.(*Token).complete(publicErr(f.Err))
+		case engine.Stored:
+			f.Ticket.(*Token).markStored()
+		case engine.IDFreed:
+			if c.idFreed != nil {
+				close(c.idFreed)
+				c.idFreed = nil
+			}
+		case engine.QueueRoom:
+			c.wakeQueue()
+		case engine.Fail:
+			if cn := c.conn; cn != nil && cn.gen == f.Conn {
+				cn.fail(f.Err, 0, false)
+			}
+		}
+	}
+	if c.eng.NeedsCommit() {
+		c.kickCommitter()
+	}
+}
+
+// publicErr gives an error of the engine the client's exported type.
+func publicErr(err error) error {
+	if ae, ok := err.(*engine.AckError); ok {
+		return &ReasonError{Packet: ae.Packet, Code: ae.Code, Reason: ae.Reason}
+	}
+	return err
+}
+
+func (c *Client) kickCommitter() {
+	select {
+	case c.commitKick <- struct{}{}:
+	default:
+	}
+}
+
+// committer is the single goroutine that writes the session to the store:
+// it takes every operation the engine queued so far, applies them as one
+// batch (group commit), and reports the outcome, which releases the
+// packets that waited for the batch. After a failed Apply the engine keeps
+// the batch; the committer retries it with backoff.
+func (c *Client) committer() {
+	defer c.wg.Done()
+	var retry <-chan time.Time
+	delay := 50 * time.Millisecond
+	for {
+		select {
+		case <-c.commitKick:
+		case <-retry:
+		case <-c.commitStop:
+			return
+		}
+		failed := false
+		c.mu.Lock()
+		for c.eng.NeedsCommit() {
+			ops := c.eng.Commit()
+			key := c.key
+			c.mu.Unlock()
+
+			var err error
+			if len(ops) > 0 {
+				err = c.st.Apply(c.storeCtx, key, ops...)
+			}
+
+			c.mu.Lock()
+			if err != nil {
+				err = fmt.Errorf("client: store: %w", err)
+				c.log.Error("store write failed", "key", key.String(), "err", err)
+				c.eng.CommitFailed(err)
+				if errors.Is(err, store.ErrSessionTaken) {
+					c.setFatal(ErrSessionTaken)
+				}
+				c.flush()
+				failed = true
+				break
+			}
+			c.eng.Committed()
+			c.flush()
+		}
+		c.idleCond.Broadcast()
+		c.mu.Unlock()
+		if failed {
+			retry = time.After(delay)
+			delay = min(delay*2, 2*time.Second)
+		} else {
+			retry, delay = nil, 50*time.Millisecond
+		}
+	}
+}
+
+// waitIdle waits until the committer has nothing queued or in progress, or
+// is failing to write (the store is down). mu held; it is released while
+// waiting.
+func (c *Client) waitIdle() {
+	for !c.eng.Idle() {
+		c.kickCommitter()
+		c.idleCond.Wait()
+	}
+}
+
+// loadFirst loads the session of the first server before anything is
+// published: once per Client, not on the hot path. mu held.
+func (c *Client) loadFirst() error {
+	c.waitIdle()
+	if _, ok := c.eng.Loaded(); ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(c.storeCtx, c.cfg.ConnectTimeout)
+	defer cancel()
+	return c.loadSession(ctx, c.key)
+}
+
+// maxPacketID is the highest packet identifier the client uses. Tests lower
+// it to exercise identifier exhaustion without 65,535 messages in flight.
+var maxPacketID uint16 = 65535
+
+// engineLog is the engine's Logger: the client's, and its rate-limited
+// warnings for what a server can trigger at will.
+type engineLog struct {
+	log   *slog.Logger
+	flood *floodLog
+}
+
+func (l engineLog) Log(level slog.Level, msg string, args ...any) {
+	l.log.Log(context.Background(), level, msg, args...)
+}
+
+func (l engineLog) Flood(msg string, args ...any) { l.flood.warn(msg, args...) }

@@ -1,0 +1,534 @@
+// Package engine holds the MQTT session rules of the client as a state
+// machine without I/O: packet identifiers, the outbound and inbound QoS 1
+// and 2 flows, flow control both ways, topic aliases, resend order,
+// Session Present, local session expiry, failover between servers and the
+// crash window. Inputs go in (an application call, a packet read, a store
+// batch that became durable or failed, a connection that came up or went
+// down, the time); effects come out, in the order they must happen: store
+// operations, packets to write, messages to deliver, publishes to complete.
+//
+// The engine starts no goroutine, takes no lock, reads no clock, sets no
+// timer and does no I/O (a test over its source checks it). Its caller, the
+// driver, serialises every call, runs the store batches the engine hands
+// it one at a time, and performs the effects in order. The client package
+// is the driver over real connections and stores; the simulation in
+// client/internal/sim drives it over models of both.
+//
+// # What must be durable before which packet
+//
+// Every store operation goes into the batch being accumulated. An effect
+// that depends on the store — a PUBLISH on its record, a PUBREL on the
+// PUBLISH→PUBREL replacement, a PUBREC on the inbound record, a PUBCOMP on
+// that record's deletion — waits until every operation queued before it is
+// durable (Engine.Commit, Engine.Committed), and so does every effect
+// queued after one that waits: nothing ever overtakes the store write it
+// depends on, nor a packet queued before it.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/tethermq/tether/packets"
+	"github.com/tethermq/tether/store"
+)
+
+// Sentinel errors the engine completes publishes with. The client package
+// exports them under the same names.
+var (
+	ErrPacketTooLarge = errors.New("client: packet too large for the server")
+	ErrSessionLost    = errors.New("client: session lost")
+	ErrNotConnected   = errors.New("client: not connected")
+	ErrSessionTaken   = store.ErrSessionTaken
+)
+
+// AckError is a negative acknowledgement (PUBACK or PUBREC with a reason
+// code of 0x80 or more) that ended an outbound exchange.
+type AckError struct {
+	Packet packets.Type
+	Code   packets.ReasonCode
+	Reason string
+}
+
+func (e *AckError) Error() string {
+	return fmt.Sprintf("client: %s: %s (0x%02x)", TypeName(e.Packet), e.Code, byte(e.Code))
+}
+
+// ProtocolError is a protocol violation by the server: the connection ends
+// with a DISCONNECT carrying Code.
+type ProtocolError struct {
+	Code packets.ReasonCode
+	Msg  string
+}
+
+func (e *ProtocolError) Error() string {
+	return fmt.Sprintf("client: protocol violation by server: %s (DISCONNECT 0x%02x %s)", e.Msg, byte(e.Code), e.Code)
+}
+
+// Logger receives what the engine has to say. Flood is for warnings a
+// server can trigger at will, which the driver rate-limits.
+type Logger interface {
+	Log(level slog.Level, msg string, args ...any)
+	Flood(msg string, args ...any)
+}
+
+// Link is the engine's view of one connection: whether it has closed.
+// Packets for a closed link are not written, acknowledgements are not
+// sent on it, and held messages stay held.
+type Link interface {
+	Closed() bool
+}
+
+// Config is what the engine needs of the client's configuration.
+type Config struct {
+	ReceiveMaximum       uint16 // ours, announced in CONNECT
+	CrashWindow          int    // at most ReceiveMaximum
+	StrictReceiveMaximum bool
+	TopicAliasMaximum    uint16 // ours, announced in CONNECT
+	OutboundTopicAliases bool
+	RepublishLost        bool
+	CleanStart           bool
+	SessionExpiry        uint32 // seconds, as announced in CONNECT
+	MaxQueued            int
+	MaxQueuedBytes       int
+	// MaxPacketID is the highest packet identifier used; 0 means 65,535.
+	// Tests lower it to exhaust identifiers with a few messages.
+	MaxPacketID uint16
+	Log         Logger
+}
+
+// EffectKind says what the driver must do for an Effect.
+type EffectKind uint8
+
+// The kinds of effect.
+const (
+	// Write Packet on the connection of generation Conn, if it is still the
+	// live one. A QoS 1 or 2 PUBLISH counts as one of the connection's
+	// numbered writes (see Engine.ConnDown); so does every Write.
+	Write EffectKind = iota + 1
+	// Publish0 writes the QoS 0 PUBLISH Packet on connection Conn and
+	// completes Ticket: with nil, or ErrBufferFull (the driver's) when the
+	// write buffer is full. Not a numbered write.
+	Publish0
+	// Deliver In to the application.
+	Deliver
+	// Complete the publish of Ticket with Err.
+	Complete
+	// Stored: the message of Ticket is durable in the store.
+	Stored
+	// IDFreed: a packet identifier became free (wake waiting requests).
+	IDFreed
+	// QueueRoom: a message left the outbound queue (wake waiting publishers).
+	QueueRoom
+	// Fail ends connection Conn with Err (a protocol violation or a store
+	// failure), with a DISCONNECT when Err is a *ProtocolError.
+	Fail
+)
+
+// Effect is one thing the driver must do, in order.
+type Effect struct {
+	Kind   EffectKind
+	Conn   uint64 // connection generation, for Write, Publish0 and Fail
+	Num    uint64 // a Write's number among its connection's numbered writes
+	Packet packets.Packet
+	In     *Inbound
+	Ticket any
+	Err    error
+}
+
+// action is an effect waiting for the store, or one decided only when it
+// runs (a PUBLISH is written only if its message is still unfinished).
+type action struct {
+	kind  uint8
+	m     *Out
+	eff   Effect // actEffect: Ticket and Packet of actPublish0
+	pkt   packets.Type
+	id    uint16
+	code  packets.ReasonCode
+	conn  *connState
+	after int // how many of its batch's operations precede it
+}
+
+const (
+	actEffect   = iota + 1 // emit eff as is (a Write: on conn, if live)
+	actPublish             // write m's PUBLISH on conn
+	actPublish0            // write the QoS 0 PUBLISH eff.Packet on conn, complete eff.Ticket
+	actAck                 // write an Ack of pkt/id/code on conn
+	actFreeID              // packet identifier id may be reused
+	actInDone              // a delivered message's acknowledgement is out on conn
+)
+
+// MaxBatchOps bounds the operations of one group commit, so that a burst
+// (a backlog queued while disconnected, thousands of publishers at once)
+// becomes several Applies of bounded size rather than one that holds the
+// store — a Redis server runs a batch as one script and serves nothing
+// else meanwhile — for as long as the whole burst takes.
+const MaxBatchOps = 1024
+
+// batch is a group commit: store operations and the actions that wait for
+// them, and the messages whose first Put is among the operations.
+type batch struct {
+	ops  []store.Op
+	acts []action
+	msgs []*Out
+}
+
+func (b *batch) empty() bool { return len(b.ops) == 0 && len(b.acts) == 0 }
+
+func (b *batch) reset() {
+	clear(b.ops)
+	clear(b.acts)
+	clear(b.msgs)
+	b.ops, b.acts, b.msgs = b.ops[:0], b.acts[:0], b.msgs[:0]
+}
+
+// split keeps the first k operations in b, with the actions that wait for
+// no more than them and the messages whose first Put is among them, and
+// returns the rest as a batch of its own.
+func (b *batch) split(k int) batch {
+	var rest batch
+	rest.ops = append(rest.ops, b.ops[k:]...)
+	clear(b.ops[k:])
+	b.ops = b.ops[:k]
+	n := 0
+	for _, a := range b.acts {
+		if a.after <= k {
+			b.acts[n] = a
+			n++
+		} else {
+			a.after -= k
+			rest.acts = append(rest.acts, a)
+		}
+	}
+	clear(b.acts[n:])
+	b.acts = b.acts[:n]
+	here := make(map[uint64]bool, k)
+	for _, op := range b.ops {
+		if op.Kind == store.OpPut {
+			here[op.Record.Seq] = true
+		}
+	}
+	n = 0
+	for _, m := range b.msgs {
+		if here[m.seq] {
+			b.msgs[n] = m
+			n++
+		} else {
+			rest.msgs = append(rest.msgs, m)
+		}
+	}
+	clear(b.msgs[n:])
+	b.msgs = b.msgs[:n]
+	return rest
+}
+
+// Engine is one client's session. It is not safe for concurrent use: the
+// driver serialises every call.
+type Engine struct {
+	cfg Config
+	log Logger
+
+	key      store.Key // the session loaded
+	loaded   bool      // a session has been loaded (Load)
+	nextSeq  uint64
+	haveMeta bool
+	meta     Meta
+	metaAt   int64 // unix ms the meta record was last written
+
+	msgs     map[uint64]*Out // outbound messages by Seq
+	byID     map[uint16]*Out // outbound messages holding a packet identifier
+	ids      idSet
+	inQoS2   map[uint16]uint64   // inbound QoS 2 identifiers recorded → Seq
+	in2      map[uint16]*Inbound // inbound QoS 2 messages with the application, not yet recorded
+	waiting  []*Out              // to send on this connection, in Seq order
+	waitHead int
+	quota    int // the server's Receive Maximum left
+	peak     int // the most QoS>0 PUBLISHes in flight at once (for tests)
+	lim      Limits
+	conn     *connState // nil when disconnected
+	gen      uint64     // generation of the last connection
+
+	queued0     []*packets.Publish // QoS 0 published while disconnected
+	tickets0    []any
+	queuedBytes int
+
+	corrupt      *store.CorruptError
+	corruptIDs   []uint16
+	abandonedIDs []uint16 // identifiers of dropped QoS 2 messages the server may hold
+
+	cur        batch // the group commit being accumulated
+	inflight   batch // the group commit being applied (Commit .. Committed)
+	spare      batch // an applied batch's buffers, for the next one
+	committing bool
+	failing    bool // the last commit failed; the driver is retrying
+
+	recBufs [][]byte
+	recPub  packets.Publish
+	recAck  packets.Ack
+
+	fx   []Effect           // effects for the driver, in order
+	pubs []*packets.Publish // packets of the Write effects in fx, reused
+	acks []*packets.Ack
+	npub int
+	nack int
+}
+
+// New returns an engine with no session loaded.
+func New(cfg Config) *Engine {
+	if cfg.MaxPacketID == 0 {
+		cfg.MaxPacketID = 65535
+	}
+	if cfg.ReceiveMaximum == 0 {
+		cfg.ReceiveMaximum = 65535
+	}
+	if cfg.CrashWindow <= 0 || cfg.CrashWindow > int(cfg.ReceiveMaximum) {
+		cfg.CrashWindow = int(cfg.ReceiveMaximum)
+	}
+	if cfg.Log == nil {
+		cfg.Log = nopLog{}
+	}
+	e := &Engine{cfg: cfg, log: cfg.Log, nextSeq: 1, lim: DefaultLimits()}
+	e.ids.max = cfg.MaxPacketID
+	e.msgs = make(map[uint64]*Out)
+	e.byID = make(map[uint16]*Out)
+	e.inQoS2 = make(map[uint16]uint64)
+	e.in2 = make(map[uint16]*Inbound)
+	return e
+}
+
+type nopLog struct{}
+
+func (nopLog) Log(slog.Level, string, ...any) {}
+func (nopLog) Flood(string, ...any)           {}
+
+// Effects returns the effects queued so far and forgets them. The slice is
+// reused by the next call: perform them before calling the engine again.
+func (e *Engine) Effects() []Effect {
+	fx := e.fx
+	e.fx = e.fx[:0]
+	e.npub, e.nack = 0, 0
+	return fx
+}
+
+// scratchPub returns a PUBLISH for a Write effect, valid until the next
+// Effects call.
+func (e *Engine) scratchPub() *packets.Publish {
+	if e.npub == len(e.pubs) {
+		e.pubs = append(e.pubs, new(packets.Publish))
+	}
+	p := e.pubs[e.npub]
+	e.npub++
+	return p
+}
+
+func (e *Engine) scratchAck() *packets.Ack {
+	if e.nack == len(e.acks) {
+		e.acks = append(e.acks, new(packets.Ack))
+	}
+	a := e.acks[e.nack]
+	e.nack++
+	return a
+}
+
+// Send writes p (a SUBSCRIBE or UNSUBSCRIBE the driver built) on the live
+// connection, in order behind every packet queued before it.
+func (e *Engine) Send(p packets.Packet) {
+	if e.conn != nil {
+		e.emit(action{kind: actEffect, conn: e.conn, eff: Effect{Kind: Write, Packet: p}})
+	}
+}
+
+// live reports whether cn is the connection in use and still open.
+func (e *Engine) live(cn *connState) bool { return cn != nil && cn == e.conn && !cn.link.Closed() }
+
+// Pending reports whether effects wait to be taken.
+func (e *Engine) Pending() bool { return len(e.fx) > 0 }
+
+func (e *Engine) effect(f Effect) { e.fx = append(e.fx, f) }
+
+// addOp queues a store operation for the next group commit.
+func (e *Engine) addOp(op store.Op) { e.cur.ops = append(e.cur.ops, op) }
+
+// emit runs a at once when nothing waits for the store, and otherwise after
+// every store change queued before it is durable.
+func (e *Engine) emit(a action) {
+	if e.committing || !e.cur.empty() {
+		a.after = len(e.cur.ops)
+		e.cur.acts = append(e.cur.acts, a)
+		return
+	}
+	e.run(&a)
+}
+
+// NeedsCommit reports whether a batch waits to be committed and none is
+// being applied.
+func (e *Engine) NeedsCommit() bool { return !e.committing && !e.cur.empty() }
+
+// Idle reports whether nothing waits for the store, or the store is
+// failing (the driver retries with backoff).
+func (e *Engine) Idle() bool { return (!e.committing && e.cur.empty()) || e.failing }
+
+// Failing reports whether the last commit failed.
+func (e *Engine) Failing() bool { return e.failing }
+
+// Commit takes the next batch for the driver to apply. The operations
+// (possibly none) stay valid until Committed or CommitFailed; exactly one
+// of those must follow.
+func (e *Engine) Commit() []store.Op {
+	b := e.cur
+	e.cur, e.spare = e.spare, batch{}
+	if len(b.ops) > MaxBatchOps {
+		e.cur = b.split(MaxBatchOps) // next, before anything queued later
+	}
+	e.inflight = b
+	e.committing = true
+	return b.ops
+}
+
+// Committed reports that the batch Commit returned is durable: the actions
+// that waited for it run.
+func (e *Engine) Committed() {
+	b := &e.inflight
+	e.recycle(b.ops)
+	for _, m := range b.msgs {
+		m.stored = true
+		m.putQueued = false
+		if m.ticket != nil {
+			e.effect(Effect{Kind: Stored, Ticket: m.ticket})
+		}
+	}
+	e.committing = false
+	e.failing = false
+	acts := b.acts
+	for i := range acts {
+		e.run(&acts[i])
+	}
+	b.reset()
+	e.spare, e.inflight = *b, batch{}
+}
+
+// CommitFailed reports that the batch Commit returned failed with err.
+// Messages whose first record was in the batch fail with err, and were
+// never sent. The batch may still have been applied (a store whose reply
+// was lost, such as Redis), so the retry starts by deleting those records,
+// and their packet identifiers are freed only once that deletion is
+// durable: a later connection or process never sends a message whose
+// publish failed, and no identifier is held by two records. The batch's
+// other operations and its actions go back to the front of the queue: the
+// session in memory stays the truth and the store catches up. The
+// connection is ended, since packets that waited for the batch were not
+// sent; the next connection resends.
+func (e *Engine) CommitFailed(err error) {
+	b := &e.inflight
+	e.committing = false
+	e.failing = true
+	failed := map[uint64]bool{}
+	var undo []store.Op
+	var freeIDs []action
+	for _, m := range b.msgs {
+		m.putQueued = false
+		if m.done {
+			continue
+		}
+		failed[m.seq] = true
+		m.done = true
+		e.untrack(m)
+		undo = append(undo, store.Delete(m.seq))
+		if m.id != 0 {
+			delete(e.byID, m.id)
+			freeIDs = append(freeIDs, action{kind: actFreeID, id: m.id})
+		}
+		e.complete(m, err)
+	}
+	ops := make([]store.Op, 0, len(undo)+len(b.ops)+len(e.cur.ops))
+	ops = append(ops, undo...)
+	for _, op := range b.ops {
+		if !failed[op.Record.Seq] {
+			ops = append(ops, op)
+		}
+	}
+	for _, op := range e.cur.ops {
+		if !failed[op.Record.Seq] {
+			ops = append(ops, op)
+		}
+	}
+	acts := make([]action, 0, len(b.acts)+len(freeIDs)+len(e.cur.acts))
+	acts = append(append(append(acts, b.acts...), freeIDs...), e.cur.acts...)
+	for i := range acts {
+		acts[i].after = len(ops) // after the whole retry: the order is rebuilt
+	}
+	var msgs []*Out
+	for _, m := range e.cur.msgs {
+		if !failed[m.seq] {
+			msgs = append(msgs, m)
+		}
+	}
+	e.cur = batch{ops: ops, acts: acts, msgs: msgs}
+	b.reset()
+	if cn := e.conn; cn != nil {
+		e.effect(Effect{Kind: Fail, Conn: cn.gen, Err: err})
+	}
+}
+
+// run performs one action whose store dependencies are durable.
+func (e *Engine) run(a *action) {
+	switch a.kind {
+	case actEffect:
+		if a.eff.Kind == Write {
+			if !e.live(a.conn) {
+				return // that connection is gone; the next one resends
+			}
+			a.conn.writes++
+			a.eff.Conn, a.eff.Num = a.conn.gen, a.conn.writes
+		}
+		e.effect(a.eff)
+	case actPublish:
+		e.writePublish(a.conn, a.m)
+	case actPublish0:
+		e.writePublish0(a.conn, a.eff.Packet.(*packets.Publish), a.eff.Ticket)
+	case actAck:
+		if !e.live(a.conn) {
+			return
+		}
+		ack := e.scratchAck()
+		*ack = packets.Ack{Kind: a.pkt, PacketID: a.id, ReasonCode: a.code}
+		a.conn.writes++
+		e.effect(Effect{Kind: Write, Conn: a.conn.gen, Num: a.conn.writes, Packet: ack})
+	case actFreeID:
+		e.freeID(a.id)
+	case actInDone:
+		e.inboundDone(a.conn)
+	}
+}
+
+// recycle keeps the record buffers of an applied batch for later records:
+// a store never retains the caller's slices once Apply has returned.
+func (e *Engine) recycle(ops []store.Op) {
+	for i := range ops {
+		r := &ops[i].Record
+		if ops[i].Kind == store.OpPut && r.Dir == store.Outbound && cap(r.Packet) <= 4096 && len(e.recBufs) < 4096 {
+			e.recBufs = append(e.recBufs, r.Packet[:0])
+		}
+	}
+}
+
+func (e *Engine) recBuf() []byte {
+	if n := len(e.recBufs); n > 0 {
+		b := e.recBufs[n-1]
+		e.recBufs = e.recBufs[:n-1]
+		return b
+	}
+	return nil
+}
+
+// TypeName returns the name of a packet type, for errors and logs.
+func TypeName(t packets.Type) string {
+	names := [...]string{"", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL",
+		"PUBCOMP", "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP",
+		"DISCONNECT", "AUTH"}
+	if int(t) < len(names) && t > 0 {
+		return names[t]
+	}
+	return fmt.Sprintf("packet type %d", t)
+}

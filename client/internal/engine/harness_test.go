@@ -1,0 +1,175 @@
+package engine
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tethermq/tether/packets"
+	"github.com/tethermq/tether/store"
+)
+
+// link is a connection's liveness for scripted tests.
+type link struct{ closed bool }
+
+func (l *link) Closed() bool { return l.closed }
+
+// rig drives an engine by hand: it performs effects into slices a test
+// inspects, and applies store batches only when told to, so that a test
+// sees exactly what waits for what.
+type rig struct {
+	t         *testing.T
+	e         *Engine
+	st        map[uint64]store.Record // what is durable
+	link      *link
+	wire      []packets.Packet // packets written, decoded back from their bytes
+	nums      []uint64         // the numbered writes among them
+	delivered []*Inbound
+	outcome   map[int]error // ticket → Complete's error
+	stored    map[int]bool
+	now       time.Time
+}
+
+func newRig(t *testing.T, cfg Config) *rig {
+	r := &rig{t: t, e: New(cfg), st: map[uint64]store.Record{}, outcome: map[int]error{}, stored: map[int]bool{},
+		now: time.Unix(1_700_000_000, 0)}
+	r.e.Load(store.Key{Server: "mqtt://sim:1883", ClientID: "c"}, nil, nil)
+	r.effects()
+	return r
+}
+
+// load loads a session of recs and a meta record, as a process restarting
+// on a store would.
+func (r *rig) load(recs ...store.Record) {
+	m := Meta{Expiry: 3600, LastConnected: r.now}
+	all := append([]store.Record{{Seq: store.MetaSeq, Dir: store.Meta, Packet: m.Encode()}}, recs...)
+	for _, rec := range all {
+		r.st[rec.Seq] = rec
+	}
+	r.e.Load(r.e.key, all, nil)
+	r.effects()
+}
+
+// effects performs the effects queued so far.
+func (r *rig) effects() {
+	r.t.Helper()
+	for _, f := range r.e.Effects() {
+		switch f.Kind {
+		case Write, Publish0:
+			b, err := packets.Append(nil, f.Packet)
+			if err != nil {
+				r.t.Fatalf("encode %T: %v", f.Packet, err)
+			}
+			p, err := packets.Decode(b, 0)
+			if err != nil {
+				r.t.Fatalf("decode what the engine wrote: %v", err)
+			}
+			r.wire = append(r.wire, p)
+			if f.Kind == Write {
+				r.nums = append(r.nums, f.Num)
+			} else {
+				r.outcome[f.Ticket.(int)] = nil
+			}
+		case Deliver:
+			r.delivered = append(r.delivered, f.In)
+		case Complete:
+			id := f.Ticket.(int)
+			if _, dup := r.outcome[id]; dup {
+				r.t.Fatalf("publish %d completed twice", id)
+			}
+			r.outcome[id] = f.Err
+		case Stored:
+			r.stored[f.Ticket.(int)] = true
+		}
+	}
+}
+
+// commit applies every batch the engine has queued, one at a time.
+func (r *rig) commit() {
+	r.t.Helper()
+	for r.e.NeedsCommit() {
+		for _, op := range r.e.Commit() {
+			if op.Kind == store.OpPut {
+				rec := op.Record
+				rec.Packet = append([]byte(nil), rec.Packet...)
+				r.st[rec.Seq] = rec
+			} else {
+				delete(r.st, op.Record.Seq)
+			}
+		}
+		r.e.Committed()
+		r.effects()
+	}
+}
+
+// connect brings a connection up with a CONNACK carrying ca's fields.
+func (r *rig) connect(ca packets.Connack) {
+	r.t.Helper()
+	r.commit()
+	clean, _ := r.e.Prepare(r.now, false)
+	r.effects()
+	r.commit()
+	r.link = &link{}
+	if _, err := r.e.Connected(r.link, &ca, clean, r.now); err != nil {
+		r.t.Fatal(err)
+	}
+	r.effects()
+}
+
+// cut ends the connection; handed is how many numbered writes reached the
+// network.
+func (r *rig) cut(handed uint64) {
+	r.link.closed = true
+	r.e.Disconnected(handed, r.now)
+	r.effects()
+}
+
+// publish publishes a QoS 1 or 2 message as ticket id.
+func (r *rig) publish(id int, qos byte, topic string, payload []byte) {
+	p := &packets.Publish{Topic: topic, QoS: qos, Payload: payload}
+	r.e.Publish(new(Out), p, "", id)
+	r.effects()
+}
+
+// take returns the packets written since the last take.
+func (r *rig) take() []packets.Packet {
+	w := r.wire
+	r.wire = nil
+	return w
+}
+
+func (r *rig) receive(p packets.Packet) error {
+	r.t.Helper()
+	var err error
+	switch p := p.(type) {
+	case *packets.Publish:
+		if err = r.e.Resolve(p); err == nil {
+			if p.QoS == 0 {
+				break
+			}
+			err = r.e.Arrived(&Inbound{QoS: p.QoS, ID: p.PacketID, App: string(p.Payload), Cost: len(p.Payload)})
+		}
+	case *packets.Ack:
+		r.e.Received(p)
+	}
+	r.effects()
+	return err
+}
+
+func ack(kind packets.Type, id uint16) *packets.Ack { return &packets.Ack{Kind: kind, PacketID: id} }
+
+func kinds(ps []packets.Packet) []string {
+	var s []string
+	for _, p := range ps {
+		name := TypeName(p.Type())
+		switch p := p.(type) {
+		case *packets.Publish:
+			if p.Dup {
+				name += "(dup)"
+			}
+		case *packets.Ack:
+			name = TypeName(p.Kind)
+		}
+		s = append(s, name)
+	}
+	return s
+}

@@ -1,0 +1,423 @@
+package engine
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/tethermq/tether/packets"
+	"github.com/tethermq/tether/store"
+)
+
+// Out is one outbound QoS 1 or 2 message of the session: queued, in
+// flight, or waiting for PUBCOMP. The driver may allocate it with the
+// publish's other parts; the engine owns it from Publish on.
+type Out struct {
+	seq       uint64
+	id        uint16 // packet identifier, 0 while never assigned
+	qos       byte   // 1 or 2
+	pubrel    bool   // PUBREC received: the stored record is the PUBREL
+	stored    bool   // its record is durable
+	sent      bool   // went on the wire before: resend with DUP=1
+	onWire    bool   // counted in flight on the current connection
+	done      bool   // finished or dropped; skip in queues
+	putQueued bool   // its first Put is in a batch not yet applied
+	size      uint32 // wire size with a packet identifier and no alias; 0 until needed
+	wconn     *connState
+	wnum      uint64           // the numbered write of wconn it went out in
+	sentPrev  bool             // sent, as it was before that write
+	pub       *packets.Publish // full topic, never an alias; nil for loaded PUBRELs
+	ref       string
+	ticket    any
+}
+
+// Publish adds the QoS 1 or 2 message p (validated by the driver) to the
+// session, as m, completing ticket when its exchange ends. It is stored
+// before it is sent, and sent in order. The engine keeps p until then.
+func (e *Engine) Publish(m *Out, p *packets.Publish, ref string, ticket any) {
+	*m = Out{seq: e.nextSeq, qos: p.QoS, pub: p, ticket: ticket, ref: ref}
+	e.nextSeq++
+	e.track(m)
+	if cn := e.conn; cn != nil {
+		e.waiting = append(e.waiting, m)
+		e.pump()
+	}
+	if m.id == 0 && !m.done {
+		// Not on the wire yet (no quota, no free identifier, or offline):
+		// stored as queued, it gets its identifier when it is sent.
+		e.putRecord(m)
+	}
+}
+
+// Publish0 sends the QoS 0 message p, or queues it while disconnected when
+// queue is set. It reports false when it neither sent nor queued it: the
+// driver then fails the publish with ErrNotConnected.
+func (e *Engine) Publish0(p *packets.Publish, ticket any, queue bool) bool {
+	switch {
+	case e.conn != nil:
+		e.emit(action{kind: actPublish0, conn: e.conn, eff: Effect{Packet: p, Ticket: ticket}})
+	case queue:
+		e.queued0 = append(e.queued0, p)
+		e.tickets0 = append(e.tickets0, ticket)
+		e.queuedBytes += PubCost(p)
+	default:
+		return false
+	}
+	return true
+}
+
+func (e *Engine) writePublish0(cn *connState, p *packets.Publish, ticket any) {
+	if !e.live(cn) {
+		e.effect(Effect{Kind: Complete, Ticket: ticket, Err: ErrNotConnected})
+		return
+	}
+	if cn.maxOut != 0 {
+		if n, err := packets.Size(p); err == nil && uint32(n) > cn.maxOut { // MQTT-3.2.2-15
+			e.effect(Effect{Kind: Complete, Ticket: ticket,
+				Err: fmt.Errorf("%w: %d bytes, server maximum %d", ErrPacketTooLarge, n, cn.maxOut)})
+			return
+		}
+	}
+	w := e.scratchPub()
+	*w = *p
+	e.alias(cn, w)
+	e.effect(Effect{Kind: Publish0, Conn: cn.gen, Packet: w, Ticket: ticket})
+}
+
+// writePublish writes m's PUBLISH on cn, unless m has finished or cn is no
+// longer live: the next connection then sends it, with DUP 0 if it never
+// went out (MQTT-4.3.2-2, MQTT-4.3.3-2).
+func (e *Engine) writePublish(cn *connState, m *Out) {
+	if m.done || !e.live(cn) {
+		return
+	}
+	w := e.scratchPub()
+	*w = *m.pub
+	w.PacketID = m.id
+	w.Dup = m.sent
+	e.alias(cn, w)
+	cn.writes++
+	m.sentPrev, m.sent = m.sent, true
+	m.wconn, m.wnum = cn, cn.writes
+	e.effect(Effect{Kind: Write, Conn: cn.gen, Num: cn.writes, Packet: w})
+}
+
+// alias replaces p's topic by an alias when outbound aliases are on and
+// the alias keeps the packet within the server's Maximum Packet Size
+// (MQTT-3.2.2-15): the Topic Alias property costs three bytes, more than a
+// short topic saves.
+func (e *Engine) alias(cn *connState, p *packets.Publish) {
+	if !e.cfg.OutboundTopicAliases || cn.aliasMax == 0 {
+		return
+	}
+	if a, ok := cn.aliasOut[p.Topic]; ok {
+		topic := p.Topic
+		p.Properties.TopicAlias, p.Topic = a, ""
+		if cn.tooLarge(p) {
+			p.Properties.TopicAlias, p.Topic = 0, topic
+		}
+	} else if len(cn.aliasOut) < int(cn.aliasMax) {
+		a := uint16(len(cn.aliasOut) + 1) // MQTT-3.3.2-8, MQTT-3.3.2-9
+		p.Properties.TopicAlias = a
+		if cn.tooLarge(p) {
+			p.Properties.TopicAlias = 0
+		} else {
+			cn.aliasOut[p.Topic] = a
+		}
+	}
+}
+
+// pump sends queued messages in Seq order while the server's Receive
+// Maximum and the packet identifiers allow (MQTT-4.9.0-1, MQTT-4.9.0-2).
+// A PUBREL needs no quota (MQTT-4.9.0-3) but keeps its place in the order,
+// and counts as in flight until its PUBCOMP.
+func (e *Engine) pump() {
+	cn := e.conn
+	if cn == nil {
+		return
+	}
+	for e.waitHead < len(e.waiting) {
+		m := e.waiting[e.waitHead]
+		if m.done || m.onWire {
+			e.popWaiting()
+			continue
+		}
+		if m.pubrel {
+			m.onWire = true
+			e.quota--
+			e.emit(action{kind: actAck, conn: cn, pkt: packets.PUBREL, id: m.id})
+			e.popWaiting()
+			continue
+		}
+		if cn.maxOut != 0 && e.wireSize(m) > cn.maxOut {
+			e.popWaiting()
+			e.dropTooLarge(m, cn.maxOut)
+			continue
+		}
+		if e.quota <= 0 {
+			return
+		}
+		if m.id == 0 {
+			id, ok := e.ids.alloc()
+			if !ok {
+				return // MQTT-2.2.1-3: wait for a free identifier, never reuse one
+			}
+			m.id = id
+			e.byID[id] = m
+			if !e.putRecord(m) {
+				e.popWaiting()
+				continue
+			}
+		}
+		e.quota--
+		e.peak = max(e.peak, int(e.lim.ReceiveMax)-e.quota)
+		m.onWire = true
+		e.emit(action{kind: actPublish, conn: cn, m: m})
+		e.popWaiting()
+	}
+}
+
+func (e *Engine) popWaiting() {
+	e.waiting[e.waitHead] = nil
+	e.waitHead++
+	if e.waitHead == len(e.waiting) {
+		e.waiting, e.waitHead = e.waiting[:0], 0
+	} else if e.waitHead > 1024 && e.waitHead*2 > len(e.waiting) {
+		n := copy(e.waiting, e.waiting[e.waitHead:])
+		clear(e.waiting[n:])
+		e.waiting, e.waitHead = e.waiting[:n], 0
+	}
+}
+
+// putRecord queues the Put of m's PUBLISH record, with its packet
+// identifier (a placeholder in the packet while Record.ID is 0, since a
+// QoS>0 PUBLISH cannot be encoded without one). A message that cannot be
+// encoded is failed rather than ever sent unstored; putRecord then reports
+// false.
+func (e *Engine) putRecord(m *Out) bool {
+	p := &e.recPub // a field: one on the stack would escape into Append
+	*p = *m.pub
+	p.Dup = false
+	p.PacketID = m.id
+	if p.PacketID == 0 {
+		p.PacketID = 1
+	}
+	b, err := packets.Append(e.recBuf(), p)
+	*p = packets.Publish{} // keep no reference to the message's payload
+	b = AppendRef(b, m.ref)
+	if err != nil {
+		// Validated at Publish, so this is a bug; fail the message, never
+		// panic and never send it without its record.
+		e.log.Log(slog.LevelError, "encode stored publish", "seq", m.seq, "err", err)
+		m.done = true
+		e.untrack(m)
+		e.addOp(store.Delete(m.seq)) // an earlier record of it, if any
+		if m.id != 0 {
+			delete(e.byID, m.id)
+			e.emit(action{kind: actFreeID, id: m.id}) // once that deletion is durable
+		}
+		e.complete(m, fmt.Errorf("client: encode message for the store: %w", err))
+		return false
+	}
+	e.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
+	if !m.stored && !m.putQueued {
+		m.putQueued = true
+		e.cur.msgs = append(e.cur.msgs, m)
+	}
+	return true
+}
+
+func (e *Engine) complete(m *Out, err error) {
+	if m.ticket != nil {
+		e.effect(Effect{Kind: Complete, Ticket: m.ticket, Err: err})
+		m.ticket = nil
+	}
+}
+
+// finishOut ends the exchange of m and lets the next message take the
+// quota it gave back.
+func (e *Engine) finishOut(m *Out, err error) {
+	e.retire(m, err)
+	e.pump()
+}
+
+// retire ends m, whatever ended it: its record is deleted (lazily, in the
+// next batch), its packet identifier freed once that deletion is durable,
+// its quota given back and its publish completed.
+func (e *Engine) retire(m *Out, err error) {
+	m.done = true
+	e.untrack(m)
+	if m.onWire {
+		m.onWire = false
+		if e.quota < int(e.lim.ReceiveMax) {
+			e.quota++
+		}
+	}
+	e.addOp(store.Delete(m.seq))
+	if m.id != 0 {
+		delete(e.byID, m.id)
+		e.emit(action{kind: actFreeID, id: m.id})
+	}
+	e.complete(m, err)
+}
+
+// wireSize returns the size of m's PUBLISH on the wire without an alias.
+func (e *Engine) wireSize(m *Out) uint32 {
+	if m.size == 0 && m.pub != nil {
+		p := &e.recPub
+		*p = *m.pub
+		p.PacketID = 1
+		n, err := packets.Size(p)
+		*p = packets.Publish{}
+		if err != nil {
+			n = 1<<32 - 1 // unencodable: larger than any limit
+		}
+		m.size = uint32(min(n, 1<<32-1))
+	}
+	return m.size
+}
+
+// dropTooLarge fails a message that this server's Maximum Packet Size will
+// never let through (MQTT-3.2.2-15), once, and removes it from the session
+// instead of sending it and being disconnected for it on every connection.
+// A QoS 2 message that may have reached the server keeps its packet
+// identifier out of use for the rest of the session: the server may still
+// hold that identifier's exchange (MQTT-4.3.3-10).
+func (e *Engine) dropTooLarge(m *Out, limit uint32) {
+	err := fmt.Errorf("%w: %d bytes, server maximum %d", ErrPacketTooLarge, e.wireSize(m), limit)
+	e.log.Log(slog.LevelWarn, "message too large for the server: failed and removed from the session",
+		"seq", m.seq, "topic", m.pub.Topic, "bytes", e.wireSize(m), "server_maximum", limit)
+	if m.sent && m.qos == 2 && m.id != 0 {
+		delete(e.byID, m.id)
+		e.abandonedIDs = append(e.abandonedIDs, m.id)
+		m.id = 0 // retire must not free it
+	}
+	e.retire(m, err)
+}
+
+// outboundAck runs the sender side of QoS 1 and 2 for a PUBACK, PUBREC or
+// PUBCOMP.
+func (e *Engine) outboundAck(cn *connState, a *packets.Ack) {
+	m := e.byID[a.PacketID]
+	switch a.Kind {
+	case packets.PUBACK:
+		if m == nil || m.qos != 1 || !m.onWire {
+			e.log.Flood("PUBACK for unknown packet identifier", "id", a.PacketID)
+			return
+		}
+		e.finishOut(m, ackErr(a)) // MQTT-4.4.0-2: an error code also ends it
+	case packets.PUBREC:
+		if m == nil || m.qos != 2 || !m.onWire {
+			// Not ours: answer so the server can finish (§4.3.3).
+			e.emit(action{kind: actAck, conn: cn, pkt: packets.PUBREL, id: a.PacketID,
+				code: packets.PacketIdentifierNotFound})
+			return
+		}
+		if a.ReasonCode.IsError() {
+			e.finishOut(m, ackErr(a)) // MQTT-4.3.3-9 on the server's side
+			return
+		}
+		if !m.pubrel {
+			// The PUBLISH→PUBREL replacement is durable before the PUBREL
+			// leaves, so a crash never resends the PUBLISH (MQTT-4.3.3-6).
+			m.pubrel = true
+			e.recAck = packets.Ack{Kind: packets.PUBREL, PacketID: m.id}
+			b, _ := packets.Append(e.recBuf(), &e.recAck)
+			b = AppendRef(b, m.ref) // the message stays identifiable (Client.Pending)
+			e.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
+		}
+		e.emit(action{kind: actAck, conn: cn, pkt: packets.PUBREL, id: m.id}) // MQTT-4.3.3-4
+	case packets.PUBCOMP:
+		if m == nil || !m.pubrel {
+			e.log.Flood("PUBCOMP for unknown packet identifier", "id", a.PacketID)
+			return
+		}
+		e.finishOut(m, nil)
+	}
+}
+
+func ackErr(a *packets.Ack) error {
+	if !a.ReasonCode.IsError() {
+		return nil
+	}
+	return &AckError{Packet: a.Kind, Code: a.ReasonCode, Reason: a.Properties.ReasonString}
+}
+
+// PubCost is what a queued message counts against MaxQueuedBytes: its
+// topic, payload and properties, and the structures around them.
+func PubCost(p *packets.Publish) int {
+	if p == nil {
+		return 128 // a PUBREL: no payload
+	}
+	return 128 + ContentCost(p.Topic, p.Payload, &p.Properties)
+}
+
+// ContentCost estimates the memory a message's topic, payload and
+// properties hold: what both bounds on held messages count
+// (MaxQueuedBytes outbound, MaxInboundBytes inbound).
+func ContentCost(topic string, payload []byte, pr *packets.Properties) int {
+	n := len(topic) + len(payload) + len(pr.ResponseTopic) + len(pr.CorrelationData) +
+		len(pr.ContentType) + 4*len(pr.SubscriptionIdentifier)
+	for _, u := range pr.User {
+		n += 32 + len(u.Key) + len(u.Value)
+	}
+	return n
+}
+
+func msgCost(m *Out) int { return PubCost(m.pub) + len(m.ref) }
+
+// track adds m to the session's outbound messages.
+func (e *Engine) track(m *Out) {
+	e.msgs[m.seq] = m
+	e.queuedBytes += msgCost(m)
+}
+
+// untrack removes m from the session's outbound messages and wakes
+// publishers waiting for room in the queue.
+func (e *Engine) untrack(m *Out) {
+	if e.msgs[m.seq] != m {
+		return
+	}
+	delete(e.msgs, m.seq)
+	e.queuedBytes -= msgCost(m)
+	e.effect(Effect{Kind: QueueRoom})
+}
+
+// QueueFull reports whether one more message p would exceed the queue's
+// bounds (MaxQueued, MaxQueuedBytes). A queue holding nothing always takes
+// one message, however large. A QoS 0 message counts only while it waits
+// for a connection.
+func (e *Engine) QueueFull(p *packets.Publish) bool {
+	if p.QoS == 0 && e.conn != nil {
+		return false
+	}
+	n := len(e.msgs) + len(e.queued0)
+	return n > 0 && (n >= e.cfg.MaxQueued || e.queuedBytes+PubCost(p) > e.cfg.MaxQueuedBytes)
+}
+
+// Queued returns the messages and bytes the outbound queue holds.
+func (e *Engine) Queued() (n, bytes int) { return len(e.msgs) + len(e.queued0), e.queuedBytes }
+
+// PeakInflight returns the most QoS>0 PUBLISHes seen in flight at once.
+func (e *Engine) PeakInflight() int { return e.peak }
+
+// AliasOf returns the alias the live connection uses for topic (for
+// tests).
+func (e *Engine) AliasOf(topic string) (uint16, bool) {
+	if e.conn == nil {
+		return 0, false
+	}
+	a, ok := e.conn.aliasOut[topic]
+	return a, ok
+}
+
+// Aliases returns how many outbound topic aliases the live connection
+// uses (for tests).
+func (e *Engine) Aliases() int {
+	if e.conn == nil {
+		return 0
+	}
+	return len(e.conn.aliasOut)
+}
+
+// InFlight returns how many outbound messages hold a packet identifier.
+func (e *Engine) InFlight() int { return len(e.byID) }

@@ -1,0 +1,186 @@
+package engine
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/tethermq/tether/packets"
+	"github.com/tethermq/tether/store"
+)
+
+var present = packets.Connack{SessionPresent: true}
+
+// TestPublishWaitsForItsRecord: a QoS 1 or 2 PUBLISH is written only once
+// its record is durable (DESIGN: what must be durable before which
+// packet), and a PUBREL only once the PUBLISH→PUBREL replacement is.
+func TestPublishWaitsForItsRecord(t *testing.T) {
+	r := newRig(t, Config{})
+	r.connect(packets.Connack{})
+	r.commit()
+	r.take()
+	r.publish(1, 2, "a", []byte("x"))
+	if w := r.take(); len(w) != 0 {
+		t.Fatalf("written before the record is durable: %v", kinds(w))
+	}
+	r.commit()
+	w := r.take()
+	if len(w) != 1 || w[0].(*packets.Publish).PacketID == 0 || !r.stored[1] {
+		t.Fatalf("after the commit: %v, stored %v", kinds(w), r.stored[1])
+	}
+	id := w[0].(*packets.Publish).PacketID
+	if err := r.receive(ack(packets.PUBREC, id)); err != nil {
+		t.Fatal(err)
+	}
+	if w := r.take(); len(w) != 0 {
+		t.Fatalf("PUBREL written before its record is durable: %v", kinds(w))
+	}
+	r.commit()
+	if w := r.take(); !slices.Equal(kinds(w), []string{"PUBREL"}) {
+		t.Fatalf("after the commit: %v", kinds(w))
+	}
+	if rec := r.st[1]; rec.Dir != store.Outbound || rec.ID != id {
+		t.Fatalf("stored %+v, want the PUBREL of id %d", rec, id)
+	}
+	r.receive(ack(packets.PUBCOMP, id))
+	r.commit()
+	if err, ok := r.outcome[1]; !ok || err != nil {
+		t.Fatalf("outcome %v %v", ok, err)
+	}
+	if len(r.st) != 1 { // the meta record only
+		t.Fatalf("records left after the exchange: %v", r.st)
+	}
+}
+
+// TestDyingConnectionWrites: PUBLISHes written into a buffer the network
+// never took did not reach the server: they are resent with DUP 0
+// (MQTT-3.3.1-1) and, when the server has lost the session, kept rather
+// than reported lost. The one that did go out is resent with DUP 1.
+func TestDyingConnectionWrites(t *testing.T) {
+	r := newRig(t, Config{SessionExpiry: 3600})
+	r.connect(packets.Connack{})
+	r.commit()
+	for i := 1; i <= 3; i++ {
+		r.publish(i, 1, "a", []byte{byte(i)})
+	}
+	r.commit()
+	w := r.take()
+	if len(w) != 3 {
+		t.Fatalf("wrote %v", kinds(w))
+	}
+	r.cut(r.nums[len(r.nums)-3]) // only the first reached the network
+	r.connect(present)
+	r.commit()
+	if got := kinds(r.take()); !slices.Equal(got, []string{"PUBLISH(dup)", "PUBLISH", "PUBLISH"}) {
+		t.Fatalf("resent %v, want the first with DUP 1, the others DUP 0", got)
+	}
+	r.cut(r.nums[len(r.nums)-3])
+	r.connect(packets.Connack{}) // the server lost the session
+	r.commit()
+	if err := r.outcome[1]; !errors.Is(err, ErrSessionLost) {
+		t.Fatalf("message 1: %v, want ErrSessionLost", err)
+	}
+	for i := 2; i <= 3; i++ {
+		if _, done := r.outcome[i]; done {
+			t.Fatalf("message %d reported %v, though it never left the process", i, r.outcome[i])
+		}
+	}
+	if got := kinds(r.take()); !slices.Equal(got, []string{"PUBLISH", "PUBLISH"}) {
+		t.Fatalf("sent %v, want messages 2 and 3 as new", got)
+	}
+}
+
+// TestPubrelOvertakingQueuedPubrec: a repeat of a recorded QoS 2 message
+// queues its PUBREC behind an unacknowledged message (MQTT-4.6.0-3); when
+// the server's PUBREL overtakes that PUBREC, the exchange ends, and the
+// queued PUBREC must not record the identifier again — or the next message
+// with it would be taken for a duplicate and lost.
+func TestPubrelOvertakingQueuedPubrec(t *testing.T) {
+	r := newRig(t, Config{ReceiveMaximum: 10})
+	r.load(InboundRecord(7, 5)) // id 5 recorded by an earlier process
+	r.connect(present)
+	r.commit()
+	r.receive(&packets.Publish{Topic: "a", QoS: 1, PacketID: 1, Payload: []byte("one")})
+	r.receive(&packets.Publish{Topic: "a", QoS: 2, PacketID: 5, Dup: true, Payload: []byte("old")})
+	if len(r.delivered) != 1 {
+		t.Fatalf("delivered %d, want only the QoS 1 message", len(r.delivered))
+	}
+	r.receive(ack(packets.PUBREL, 5))
+	r.commit()
+	if got := kinds(r.take()); !slices.Equal(got, []string{"PUBCOMP"}) {
+		t.Fatalf("wrote %v, want PUBCOMP", got)
+	}
+	if err := r.e.Ack(r.delivered[0]); err != nil {
+		t.Fatal(err)
+	}
+	r.effects()
+	r.commit()
+	if got := kinds(r.take()); !slices.Equal(got, []string{"PUBACK"}) {
+		t.Fatalf("wrote %v, want PUBACK alone (the overtaken PUBREC dropped)", got)
+	}
+	if r.e.Recorded(5) {
+		t.Fatal("identifier 5 recorded again by the overtaken PUBREC")
+	}
+	r.receive(&packets.Publish{Topic: "a", QoS: 2, PacketID: 5, Payload: []byte("new")})
+	if len(r.delivered) != 2 || r.delivered[1].App != "new" {
+		t.Fatal("the next message with identifier 5 was not delivered")
+	}
+}
+
+// TestHeldMessagesKeepOrder: with the crash window full, later messages
+// wait; once the connection has closed they stay held, so that a message
+// the reader still hands over never overtakes them.
+func TestHeldMessagesKeepOrder(t *testing.T) {
+	r := newRig(t, Config{ReceiveMaximum: 10, CrashWindow: 1})
+	r.load()
+	r.connect(present)
+	r.commit()
+	for i := uint16(1); i <= 3; i++ {
+		r.receive(&packets.Publish{Topic: "a", QoS: 1, PacketID: i, Payload: []byte{byte('0' + i)}})
+	}
+	if len(r.delivered) != 1 {
+		t.Fatalf("delivered %d with a crash window of 1", len(r.delivered))
+	}
+	r.link.closed = true // closing; the engine has not heard yet
+	if err := r.e.Ack(r.delivered[0]); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("ack after the connection closed: %v", err)
+	}
+	r.effects()
+	if len(r.delivered) != 1 || len(r.take()) != 0 {
+		t.Fatalf("delivered %d and wrote on a closed connection", len(r.delivered))
+	}
+}
+
+// TestStoredMessageTooLarge: a stored message the server's Maximum Packet
+// Size will never let through fails once and leaves the session; a QoS 2
+// one that may have reached the server keeps its identifier reserved
+// (MQTT-3.2.2-15, MQTT-4.3.3-10).
+func TestStoredMessageTooLarge(t *testing.T) {
+	big := make([]byte, 2000)
+	enc := func(qos byte, id uint16) []byte {
+		b, err := packets.Append(nil, &packets.Publish{Topic: "big", QoS: qos, PacketID: id, Payload: big})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	r := newRig(t, Config{})
+	r.load(
+		store.Record{Seq: 1, Dir: store.Outbound, ID: 0, Packet: enc(1, 1)}, // queued
+		store.Record{Seq: 2, Dir: store.Outbound, ID: 9, Packet: enc(2, 9)}, // sent
+	)
+	r.connect(packets.Connack{SessionPresent: true, Properties: packets.Properties{MaximumPacketSize: 1000}})
+	r.commit()
+	if w := r.take(); len(w) != 0 {
+		t.Fatalf("wrote %v to a server whose maximum is 1000 bytes", kinds(w))
+	}
+	if _, ok := r.st[1]; ok {
+		t.Fatal("the too-large record stayed in the store")
+	}
+	if _, ok := r.st[2]; ok {
+		t.Fatal("the too-large QoS 2 record stayed in the store")
+	}
+	if !r.e.IDInUse(9) {
+		t.Fatal("the QoS 2 message's identifier was freed though the server may hold its exchange")
+	}
+}

@@ -1,0 +1,551 @@
+package engine
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/tethermq/tether/packets"
+	"github.com/tethermq/tether/store"
+)
+
+// Limits are the server's limits from its CONNACK.
+type Limits struct {
+	ReceiveMax    uint16
+	MaxQoS        byte
+	Retain        bool
+	MaxPacket     uint32
+	AliasMax      uint16
+	Wildcard      bool
+	SubID         bool
+	Shared        bool
+	SessionExpiry uint32
+}
+
+// DefaultLimits are the limits before any CONNACK: the protocol's own.
+func DefaultLimits() Limits {
+	return Limits{ReceiveMax: 65535, MaxQoS: 2, Retain: true, Wildcard: true, SubID: true, Shared: true}
+}
+
+// LimitsOf reads the server's limits from its CONNACK; expiry is the
+// Session Expiry Interval the client asked for, in force unless the server
+// says otherwise.
+func LimitsOf(ca *packets.Connack, expiry uint32) Limits {
+	pr := &ca.Properties
+	lim := DefaultLimits()
+	if pr.ReceiveMaximum != 0 {
+		lim.ReceiveMax = pr.ReceiveMaximum
+	}
+	if pr.MaximumQoS != nil {
+		lim.MaxQoS = *pr.MaximumQoS
+	}
+	if pr.RetainAvailable != nil {
+		lim.Retain = *pr.RetainAvailable != 0
+	}
+	lim.MaxPacket = pr.MaximumPacketSize
+	lim.AliasMax = pr.TopicAliasMaximum
+	if pr.WildcardSubAvailable != nil {
+		lim.Wildcard = *pr.WildcardSubAvailable != 0
+	}
+	if pr.SubIDAvailable != nil {
+		lim.SubID = *pr.SubIDAvailable != 0
+	}
+	if pr.SharedSubAvailable != nil {
+		lim.Shared = *pr.SharedSubAvailable != 0
+	}
+	lim.SessionExpiry = expiry
+	if pr.SessionExpiry != nil {
+		lim.SessionExpiry = *pr.SessionExpiry
+	}
+	return lim
+}
+
+// Limits returns the server's limits from the last CONNACK.
+func (e *Engine) Limits() Limits { return e.lim }
+
+// connState is the session's state of one connection.
+type connState struct {
+	gen      uint64
+	link     Link
+	writes   uint64            // numbered writes emitted (see ConnDown)
+	maxOut   uint32            // the server's Maximum Packet Size, 0 for none
+	aliasMax uint16            // the server's Topic Alias Maximum
+	aliasOut map[string]uint16 // outbound topic → alias, this connection only (MQTT-3.3.2-7)
+	aliasIn  []string          // inbound alias → topic, this connection only
+
+	inState       []uint8    // per inbound packet identifier: in* states
+	inCount       int        // inbound QoS>0 messages unacknowledged (our Receive Maximum)
+	inq           []*Inbound // inbound QoS>0 messages not yet acknowledged, in arrival order
+	pending       int        // delivered messages whose acknowledgement is not out yet
+	held          []*Inbound // messages waiting for the crash window
+	heldBytes     int
+	overrunLogged bool
+}
+
+// tooLarge reports whether p exceeds the server's Maximum Packet Size.
+func (cn *connState) tooLarge(p packets.Packet) bool {
+	if cn.maxOut == 0 {
+		return false
+	}
+	n, err := packets.Size(p)
+	return err != nil || uint32(n) > cn.maxOut
+}
+
+// Lost is an outbound message of a session the server no longer has.
+type Lost struct {
+	Ref string
+	Pub *packets.Publish
+}
+
+// Loaded reports whether a session has been loaded, and for which key.
+func (e *Engine) Loaded() (store.Key, bool) { return e.key, e.loaded }
+
+// Load rebuilds the session from the records a store returned for k (and
+// the corruption it reported, if any). Publishes still pending are
+// attached to their records again; those whose record is gone fail with
+// ErrSessionLost.
+//
+// Records that cannot be used — reported corrupt by the store, or readable
+// but not a valid record of this client — are left out, kept in the store,
+// and reported (Corrupt). A packet identifier such a record holds stays
+// reserved while the record exists: the server may still hold that
+// identifier's exchange.
+func (e *Engine) Load(k store.Key, recs []store.Record, corrupt *store.CorruptError) {
+	bad := &store.CorruptError{Key: k}
+	var causes []error // errors.Is finds each, the store's own included
+	if corrupt != nil {
+		bad.Seqs = append(bad.Seqs, corrupt.Seqs...)
+		if corrupt.Err != nil {
+			causes = append(causes, corrupt.Err)
+		} else {
+			causes = append(causes, errors.New("integrity check failed"))
+		}
+	}
+	old := e.msgs
+	if k != e.key {
+		clear(e.in2) // those belong to another server's session
+	}
+	e.key = k
+	e.msgs = make(map[uint64]*Out, len(recs))
+	e.queuedBytes = 0
+	e.byID = make(map[uint16]*Out)
+	e.inQoS2 = make(map[uint16]uint64)
+	e.ids.reset()
+	e.corruptIDs = nil
+	e.abandonedIDs = nil // they belonged to the session loaded before
+	e.haveMeta = false
+	e.meta = Meta{}
+	var top uint64
+	for _, s := range bad.Seqs {
+		if s < MaxSeq {
+			top = max(top, s) // never overwrite a record the store could not read
+		}
+	}
+	for _, r := range recs {
+		if r.Seq < MaxSeq {
+			top = max(top, r.Seq)
+		}
+		if err := e.loadRecord(r, old); err != nil {
+			bad.Seqs = append(bad.Seqs, r.Seq)
+			causes = append(causes, fmt.Errorf("seq %d: %w", r.Seq, err))
+			if r.ID != 0 && r.Dir == store.Outbound {
+				e.ids.set(r.ID)
+				e.corruptIDs = append(e.corruptIDs, r.ID)
+			}
+		}
+	}
+	// A pending publish whose record is gone can only belong to a message
+	// the store lost; it must not wait forever.
+	for _, o := range old {
+		if !o.done {
+			o.done = true
+			e.complete(o, ErrSessionLost)
+		}
+	}
+	e.nextSeq = max(e.nextSeq, top+1)
+	e.waiting, e.waitHead = e.waiting[:0], 0
+	e.loaded = true
+	e.corrupt = nil
+	if len(bad.Seqs) > 0 {
+		slices.Sort(bad.Seqs)
+		bad.Seqs = slices.Compact(bad.Seqs)
+		bad.Err = errors.Join(causes...)
+		e.corrupt = bad
+		e.log.Log(slog.LevelError, "corrupt session records left out (see Config.OnCorrupt and Client.DiscardCorrupt)",
+			"key", k.String(), "seqs", bad.Seqs, "err", bad.Err)
+	}
+}
+
+// loadRecord adds one stored record to the session, or says why it cannot.
+func (e *Engine) loadRecord(r store.Record, old map[uint64]*Out) error {
+	pr, err := ParseRecord(r)
+	if err != nil {
+		return err
+	}
+	switch r.Dir {
+	case store.Meta:
+		e.meta, e.haveMeta = pr.Meta, true
+		return nil
+	case store.Inbound:
+		e.inQoS2[r.ID] = r.Seq
+		return nil
+	}
+	m := &Out{seq: r.Seq, id: r.ID, stored: true, sent: r.ID != 0, ref: pr.Ref, pub: pr.Pub, qos: 2, pubrel: pr.Pubrel}
+	if pr.Pub != nil {
+		m.qos = pr.Pub.QoS
+	}
+	if m.id != 0 && e.ids.has(m.id) {
+		return fmt.Errorf("packet identifier %d held by two records", m.id)
+	}
+	if o := old[r.Seq]; o != nil && !o.done {
+		m.ticket, o.ticket = o.ticket, nil
+		if m.pub == nil {
+			m.pub = o.pub
+		}
+		o.done = true
+	}
+	e.track(m)
+	if m.id != 0 {
+		e.byID[m.id] = m
+		e.ids.set(m.id)
+	}
+	return nil
+}
+
+// Corrupt returns the records the last load left out, or nil.
+func (e *Engine) Corrupt() *store.CorruptError { return e.corrupt }
+
+// CorruptDiscarded reports that the driver deleted the corrupt records
+// from the store: the packet identifiers they held are free.
+func (e *Engine) CorruptDiscarded() {
+	if e.corrupt != nil && e.corrupt.Key == e.key {
+		for _, id := range e.corruptIDs {
+			if e.byID[id] == nil {
+				e.freeID(id)
+			}
+		}
+	}
+	e.corrupt, e.corruptIDs = nil, nil
+}
+
+// sorted returns the session's outbound messages in Seq order.
+func (e *Engine) sorted() []*Out {
+	ms := make([]*Out, 0, len(e.msgs))
+	for _, m := range e.msgs {
+		ms = append(ms, m)
+	}
+	slices.SortFunc(ms, func(a, b *Out) int { return cmp.Compare(a.seq, b.seq) })
+	return ms
+}
+
+// Prepare decides, before a CONNECT, whether the session is kept (Clean
+// Start 0) or dropped (Clean Start 1: no state held, the session expired
+// locally, or Config.CleanStart on the first connection). Dropping it
+// reports the messages lost.
+func (e *Engine) Prepare(now time.Time, first bool) (clean bool, lost []Lost) {
+	hasState := e.haveMeta && !e.meta.Expired(now)
+	clean = !hasState || (e.cfg.CleanStart && first)
+	if clean {
+		if e.haveMeta && !hasState {
+			e.log.Log(slog.LevelInfo, "session expired locally: discarding", "key", e.key.String())
+		}
+		lost = e.discard()
+		if e.cfg.CleanStart && first {
+			e.meta.Subs = nil
+		}
+	}
+	return clean, lost
+}
+
+// Connected applies a successful CONNACK on a new connection: the server's
+// limits, Session Present, then the resend of the stored session in Seq
+// order (MQTT-4.4.0-1, MQTT-4.6.0-1) and of what was published meanwhile.
+// A *ProtocolError says the CONNACK is a violation; nothing changed.
+func (e *Engine) Connected(link Link, ca *packets.Connack, clean bool, now time.Time) (Connection, error) {
+	var r Connection
+	if ca.SessionPresent && clean {
+		// MQTT-3.2.2-4: we hold no session, the server says it has one.
+		return r, &ProtocolError{Code: packets.ProtocolError, Msg: "Session Present 1 in answer to Clean Start 1"}
+	}
+	if !ca.SessionPresent && !clean {
+		// MQTT-3.2.2-5: the server lost the session; discard ours.
+		e.log.Log(slog.LevelWarn, "server has no session: discarding stored state", "key", e.key.String())
+		r.Lost = e.discard()
+	}
+	e.lim = LimitsOf(ca, e.cfg.SessionExpiry)
+	e.quota = int(e.lim.ReceiveMax)
+	e.gen++
+	cn := &connState{gen: e.gen, link: link, maxOut: e.lim.MaxPacket, aliasMax: e.lim.AliasMax,
+		aliasOut: make(map[string]uint16), aliasIn: make([]string, int(e.cfg.TopicAliasMaximum)+1),
+		inState: make([]uint8, 65536)}
+	e.meta.Expiry = e.lim.SessionExpiry
+	e.putMeta(now)
+	if !ca.SessionPresent {
+		r.Resubscribe = e.meta.Subs
+	}
+	e.conn = cn
+	e.waiting, e.waitHead = e.waiting[:0], 0
+	for _, m := range e.sorted() {
+		m.onWire = false
+		if m.id != 0 {
+			r.Resent++
+		}
+		e.waiting = append(e.waiting, m)
+	}
+	e.pump()
+	for i, p := range e.queued0 {
+		e.emit(action{kind: actPublish0, conn: cn, eff: Effect{Packet: p, Ticket: e.tickets0[i]}})
+	}
+	e.dropQueued0()
+	return r, nil
+}
+
+// Connection is what Connected reports.
+type Connection struct {
+	Lost        []Lost // messages of a session the server no longer had
+	Resubscribe []Sub  // subscriptions to make again: the server has none of them
+	Resent      int    // stored messages being resent
+}
+
+// Generation returns the generation of the live connection, 0 when none.
+func (e *Engine) Generation() uint64 {
+	if e.conn == nil {
+		return 0
+	}
+	return e.conn.gen
+}
+
+// Disconnected ends the live connection. handed is how many of its
+// numbered writes (Write effects) the driver handed to the network: a
+// PUBLISH in a later one never left the process, so it has not been sent
+// (its first transmission must carry DUP 0, MQTT-3.3.1-1, and a lost
+// session must not count it as in flight). The meta record takes the
+// time, so that local expiry counts from now.
+func (e *Engine) Disconnected(handed uint64, now time.Time) {
+	cn := e.conn
+	if cn == nil {
+		return
+	}
+	e.conn = nil
+	for _, m := range e.msgs {
+		m.onWire = false
+		if m.wconn == cn {
+			if m.wnum > handed {
+				m.sent = m.sentPrev
+			}
+			m.wconn = nil
+		}
+	}
+	e.waiting, e.waitHead = e.waiting[:0], 0
+	if e.haveMeta {
+		e.putMeta(now)
+	}
+}
+
+// discard drops the session state as MQTT-3.1.2-4 and MQTT-3.2.2-5 ask:
+// messages in flight are lost (or queued again as new messages when
+// RepublishLost is set), PUBRELs are complete (the server had the
+// message), inbound QoS 2 records go. Messages never sent are kept: they
+// are not part of the MQTT session.
+func (e *Engine) discard() []Lost {
+	var lost []Lost
+	for _, id := range e.abandonedIDs {
+		e.ids.clear(id)
+	}
+	e.abandonedIDs = nil
+	for _, m := range e.sorted() {
+		if m.id == 0 {
+			continue
+		}
+		e.ids.clear(m.id)
+		delete(e.byID, m.id)
+		if !m.sent && !m.pubrel {
+			// It took an identifier but never reached the network: not
+			// part of the lost session. Queued again, identifier-less.
+			m.id, m.onWire = 0, false
+			e.putRecord(m)
+			continue
+		}
+		if m.pubrel {
+			m.done = true
+			e.untrack(m)
+			e.addOp(store.Delete(m.seq))
+			e.complete(m, nil)
+			continue
+		}
+		if m.pub != nil {
+			lost = append(lost, Lost{Ref: m.ref, Pub: m.pub})
+		}
+		if e.cfg.RepublishLost && m.pub != nil {
+			m.id, m.sent, m.onWire = 0, false, false
+			e.putRecord(m)
+			continue
+		}
+		m.done = true
+		e.untrack(m)
+		e.addOp(store.Delete(m.seq))
+		e.complete(m, ErrSessionLost)
+	}
+	for id, seq := range e.inQoS2 {
+		e.addOp(store.Delete(seq))
+		delete(e.inQoS2, id)
+	}
+	clear(e.in2) // their acks find themselves orphaned and record nothing
+	return lost
+}
+
+// Moved is the outbound state a failover takes from one server's session
+// to another's.
+type Moved struct {
+	msgs []*Out
+	dels []store.Op // to apply on the old key once the move is durable
+}
+
+// Deletes returns the deletions to apply on the old session's key once the
+// moved messages are durable under the new one.
+func (mv *Moved) Deletes() []store.Op { return mv.dels }
+
+// Len returns how many messages move.
+func (mv *Moved) Len() int { return len(mv.msgs) }
+
+// Detach starts a failover to another server's session (several Servers
+// without Cluster): outbound PUBLISH messages, sent or not, move with the
+// client and are sent to the new server as new messages, in order — at
+// least once, so a QoS 2 message the old server had received may arrive
+// twice. PUBRELs and inbound QoS 2 records stay with the old server's
+// session (the old server has those messages); their publishes complete.
+// Load the new session next, then Attach; on a failed load, Reattach.
+func (e *Engine) Detach() *Moved {
+	mv := &Moved{}
+	for _, m := range e.sorted() {
+		if m.pubrel {
+			m.done = true
+			e.complete(m, nil)
+			e.untrack(m)
+			continue
+		}
+		if m.pub == nil {
+			continue
+		}
+		mv.dels = append(mv.dels, store.Delete(m.seq))
+		e.untrack(m)
+		mv.msgs = append(mv.msgs, m)
+	}
+	return mv
+}
+
+// Reattach undoes Detach after the new session could not be loaded.
+func (e *Engine) Reattach(mv *Moved) {
+	for _, m := range mv.msgs {
+		e.track(m)
+	}
+}
+
+// Attach adds the moved messages to the session loaded since Detach, as
+// new messages after its own. They are put under the new key before the
+// driver deletes them from the old one, so a crash in between duplicates
+// rather than loses.
+func (e *Engine) Attach(mv *Moved) {
+	for _, m := range mv.msgs {
+		nm := &Out{seq: e.nextSeq, qos: m.qos, pub: m.pub, ticket: m.ticket, ref: m.ref}
+		m.ticket = nil
+		e.nextSeq++
+		e.track(nm)
+		e.putRecord(nm)
+	}
+}
+
+// Meta returns the session's metadata, and whether the session has any.
+func (e *Engine) Meta() (Meta, bool) { return e.meta, e.haveMeta }
+
+// putMeta queues the Put of the meta record with the time now.
+func (e *Engine) putMeta(now time.Time) {
+	e.meta.LastConnected = now
+	e.haveMeta = true
+	e.metaAt = now.UnixMilli()
+	e.addOp(store.Put(store.Record{Seq: store.MetaSeq, Dir: store.Meta, Packet: e.meta.Encode()}))
+}
+
+// Tick rewrites the meta record now and then while connected, so that a
+// crash does not make a live session look expired.
+func (e *Engine) Tick(now time.Time) {
+	if !e.haveMeta || e.conn == nil || e.meta.Expiry == 0 || e.meta.Expiry == 0xFFFFFFFF {
+		return // nothing to keep alive: the session ends with the connection, or never
+	}
+	every := min(time.Duration(e.meta.Expiry)*time.Second/4, time.Minute)
+	if now.UnixMilli()-e.metaAt >= every.Milliseconds() {
+		e.putMeta(now)
+	}
+}
+
+// Subscribed records granted subscriptions in the meta record.
+func (e *Engine) Subscribed(subs []Sub) {
+	for _, s := range subs {
+		e.meta.setSub(s)
+	}
+	if len(subs) > 0 && e.haveMeta {
+		e.putMeta(e.meta.LastConnected)
+	}
+}
+
+// Unsubscribed forgets the subscriptions to filters.
+func (e *Engine) Unsubscribed(filters []string) {
+	for _, f := range filters {
+		e.meta.removeSub(f)
+	}
+	if len(filters) > 0 && e.haveMeta {
+		e.putMeta(e.meta.LastConnected)
+	}
+}
+
+// dropQueued0 forgets the QoS 0 messages queued while disconnected, which
+// have been sent or failed.
+func (e *Engine) dropQueued0() {
+	for _, p := range e.queued0 {
+		e.queuedBytes -= PubCost(p)
+	}
+	e.queued0, e.tickets0 = nil, nil
+	e.effect(Effect{Kind: QueueRoom})
+}
+
+// Abort completes every pending publish with err, without ending any
+// exchange: their records stay in the store for whoever holds the session
+// next (the Client closing, or its lease taken by another process).
+func (e *Engine) Abort(err error) {
+	for _, m := range e.msgs {
+		e.complete(m, err)
+	}
+	for _, t := range e.tickets0 {
+		e.effect(Effect{Kind: Complete, Ticket: t, Err: err})
+	}
+	e.dropQueued0()
+}
+
+// OutInfo describes one outbound message of the session (Client.Pending).
+type OutInfo struct {
+	Seq    uint64
+	ID     uint16
+	QoS    byte
+	Ref    string
+	Sent   bool
+	Pubrel bool
+	Pub    *packets.Publish // nil for a PUBREL loaded from the store
+}
+
+// Outbound lists the session's unfinished outbound messages in Seq order.
+func (e *Engine) Outbound() []OutInfo {
+	var out []OutInfo
+	for _, m := range e.sorted() {
+		if m.done {
+			continue
+		}
+		out = append(out, OutInfo{Seq: m.seq, ID: m.id, QoS: m.qos, Ref: m.ref, Sent: m.sent, Pubrel: m.pubrel, Pub: m.pub})
+	}
+	return out
+}
+
+// NextSeq returns the next sequence number the session will use.
+func (e *Engine) NextSeq() uint64 { return e.nextSeq }
