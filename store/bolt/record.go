@@ -4,13 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 
-	"github.com/tethermq/tether/internal/recordfmt"
 	"github.com/tethermq/tether/store"
+	"github.com/tethermq/tether/store/internal/recordfmt"
 )
 
-// Record values use the format of internal/recordfmt (version, Dir, ID,
-// Packet and a CRC-32C that also covers the Seq), shared with the sqlite
-// backend.
+// Record values use the format of store/internal/recordfmt (version, Dir,
+// ID, Packet and a CRC-32C that also covers the Seq), shared with the sqlite
+// and redis backends.
 
 // seqKey returns the bucket key of seq: big-endian, so bbolt's byte order is
 // Seq order.

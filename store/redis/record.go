@@ -4,25 +4,16 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
-	"hash/crc32"
 	"strings"
 
 	"github.com/tethermq/tether/store"
+	"github.com/tethermq/tether/store/internal/recordfmt"
 )
 
-// recordVersion is the first byte of every stored value, so that a later
-// layout can be told apart from this one instead of being misread.
-const recordVersion = 1
-
-// headerLen is version, direction and packet identifier; trailerLen the
-// CRC-32C that ends every value.
-const (
-	headerLen  = 4
-	trailerLen = 4
-)
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// Record values (fields of a session's rec hash) use the format of
+// store/internal/recordfmt (version, Dir, ID, Packet and a CRC-32C that also
+// covers the Seq), shared with the bolt and sqlite backends. Values written
+// before the format was shared have the same bytes and load unchanged.
 
 // seqField names a record inside its session's hash and sorted set. The
 // fixed-width big-endian hex form sorts lexically in numeric order, which
@@ -47,53 +38,12 @@ func parseSeqField(s string) (uint64, bool) {
 	return binary.BigEndian.Uint64(b), true
 }
 
-// checksum covers the sequence number as well as the value, so a value that
-// ends up under another record's field fails its check.
-func checksum(seq uint64, body []byte) uint32 {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], seq)
-	return crc32.Update(crc32.Checksum(b[:], castagnoli), castagnoli, body)
-}
+// encodeRecord returns the stored value of r.
+func encodeRecord(r store.Record) []byte { return recordfmt.Encode(r) }
 
-// encodeRecord lays a record out as version, direction, packet identifier,
-// packet, CRC-32C.
-func encodeRecord(r store.Record) []byte {
-	n := headerLen + len(r.Packet)
-	b := make([]byte, n+trailerLen)
-	b[0] = recordVersion
-	b[1] = byte(r.Dir)
-	binary.BigEndian.PutUint16(b[2:], r.ID)
-	copy(b[headerLen:], r.Packet)
-	binary.BigEndian.PutUint32(b[n:], checksum(r.Seq, b[:n]))
-	return b
-}
-
-var (
-	errShortRecord   = errors.New("record shorter than its header")
-	errRecordVersion = errors.New("unknown record version")
-	errChecksum      = errors.New("checksum mismatch")
-)
-
-// decodeRecord checks and unpacks a value written by encodeRecord. The
-// returned Packet aliases b, which the caller hands over.
-func decodeRecord(seq uint64, b []byte) (store.Record, error) {
-	if len(b) < headerLen+trailerLen {
-		return store.Record{}, errShortRecord
-	}
-	if b[0] != recordVersion {
-		return store.Record{}, errRecordVersion
-	}
-	n := len(b) - trailerLen
-	if binary.BigEndian.Uint32(b[n:]) != checksum(seq, b[:n]) {
-		return store.Record{}, errChecksum
-	}
-	return store.Record{
-		Seq:    seq,
-		Dir:    store.Direction(b[1]),
-		ID:     binary.BigEndian.Uint16(b[2:]),
-		Packet: b[headerLen:n:n],
-	}, nil
-}
+// decodeRecord parses the value v stored under seq; the packet it returns is
+// a copy, not part of v.
+func decodeRecord(seq uint64, v []byte) (store.Record, error) { return recordfmt.Decode(seq, v) }
 
 // sessionTag is the Redis Cluster hash tag shared by every key of one
 // session, so each script touches a single slot. It is the hex SHA-256 of a

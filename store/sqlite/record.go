@@ -3,13 +3,13 @@ package sqlite
 import (
 	"errors"
 
-	"github.com/tethermq/tether/internal/recordfmt"
 	"github.com/tethermq/tether/store"
+	"github.com/tethermq/tether/store/internal/recordfmt"
 )
 
 // Record values (column value of table tether_records) use the format of
-// internal/recordfmt (version, Dir, ID, Packet and a CRC-32C that also
-// covers the Seq), shared with the bolt backend.
+// store/internal/recordfmt (version, Dir, ID, Packet and a CRC-32C that also
+// covers the Seq), shared with the bolt and redis backends.
 
 // encodeRecord returns the stored value of r.
 func encodeRecord(r store.Record) []byte { return recordfmt.Encode(r) }

@@ -1,5 +1,5 @@
-// Package recordfmt is the on-disk format of a session record that the
-// embedded backends (bolt, sqlite) share: one definition, so the two files
+// Package recordfmt is the stored format of a session record that the
+// persistent backends (bolt, sqlite, redis) share: one definition, so their
 // formats cannot drift apart.
 //
 // A stored value is
