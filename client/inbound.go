@@ -61,7 +61,7 @@ func (c *Client) handlePublish(cn *conn, p *packets.Publish) error {
 		return nil
 	}
 	m.c, m.cn = c, cn
-	m.in = engine.Inbound{App: m, QoS: p.QoS, ID: p.PacketID, Cost: msgBytes(m)}
+	m.in = engine.Inbound{App: m, QoS: p.QoS, ID: p.PacketID, Dup: p.Dup, Cost: msgBytes(m)}
 	err := c.eng.Arrived(&m.in)
 	c.flush()
 	return err

@@ -147,6 +147,7 @@ type action struct {
 	id    uint16
 	code  packets.ReasonCode
 	conn  *connState
+	in    *Inbound
 	after int // how many of its batch's operations precede it
 }
 
@@ -156,7 +157,7 @@ const (
 	actPublish0            // write the QoS 0 PUBLISH eff.Packet on conn, complete eff.Ticket
 	actAck                 // write an Ack of pkt/id/code on conn
 	actFreeID              // packet identifier id may be reused
-	actInDone              // a delivered message's acknowledgement is out on conn
+	actInDone              // delivered message in is done with: its acknowledgement is out, or will never be
 )
 
 // MaxBatchOps bounds the operations of one group commit, so that a burst
@@ -248,6 +249,7 @@ type Engine struct {
 	lim      Limits
 	conn     *connState // nil when disconnected
 	gen      uint64     // generation of the last connection
+	handling int        // delivered messages not yet done with (the crash window)
 
 	queued0     []*packets.Publish // QoS 0 published while disconnected
 	tickets0    []any
@@ -498,7 +500,7 @@ func (e *Engine) run(a *action) {
 	case actFreeID:
 		e.freeID(a.id)
 	case actInDone:
-		e.inboundDone(a.conn)
+		e.inboundDone(a.in)
 	}
 }
 

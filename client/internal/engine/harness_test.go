@@ -146,7 +146,7 @@ func (r *rig) receive(p packets.Packet) error {
 			if p.QoS == 0 {
 				break
 			}
-			err = r.e.Arrived(&Inbound{QoS: p.QoS, ID: p.PacketID, App: string(p.Payload), Cost: len(p.Payload)})
+			err = r.e.Arrived(&Inbound{QoS: p.QoS, ID: p.PacketID, Dup: p.Dup, App: string(p.Payload), Cost: len(p.Payload)})
 		}
 	case *packets.Ack:
 		r.e.Received(p)

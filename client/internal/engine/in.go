@@ -25,11 +25,13 @@ type Inbound struct {
 	App  any
 	QoS  byte
 	ID   uint16
+	Dup  bool
 	Cost int // memory it holds, for MaxInboundBytes
 
 	conn    *connState
 	acked   bool
-	counted bool               // delivered, counted in its connection's pending
+	counted bool               // delivered: counted in the crash window until done
+	done    bool               // no longer counted
 	shadow  *Inbound           // QoS 2: the copy a later connection brought while this one was handled
 	answer  bool               // QoS 2: only the PUBREC answering a repeat of a recorded message
 	reason  packets.ReasonCode // an error code when the application refused the message
@@ -114,11 +116,22 @@ func (e *Engine) Arrived(in *Inbound) error {
 		e.deliver(cn, in)
 		return nil
 	}
-	if _, ok := e.inQoS2[id]; ok {
-		// Recorded by an earlier connection or process.
-		cn.inState[id] = inQoS2Rec
-		e.answerRecorded(cn, id)
-		return nil
+	if seq, ok := e.inQoS2[id]; ok {
+		if in.Dup {
+			// Recorded by an earlier connection or process.
+			cn.inState[id] = inQoS2Rec
+			e.answerRecorded(cn, id)
+			return nil
+		}
+		// A first transmission (DUP 0, MQTT-3.3.1-1) cannot repeat the
+		// recorded message: the server began a new exchange with this
+		// identifier, which it does only once the old one ended — or when
+		// its session is not the one the record belongs to (a process
+		// that stopped after Session Present 0, before the discard of the
+		// stale session was durable). The record is stale: taking the
+		// message for a repeat would lose it.
+		delete(e.inQoS2, id)
+		e.addOp(store.Delete(seq))
 	}
 	cn.inState[id] = inQoS2
 	if h := e.in2[id]; h != nil {
@@ -154,7 +167,7 @@ func (e *Engine) answerRecorded(cn *connState, id uint16) {
 // over packets it had buffered — and with room in the window those would
 // otherwise be delivered ahead of them.
 func (e *Engine) deliver(cn *connState, in *Inbound) {
-	if cn.pending >= e.cfg.CrashWindow || len(cn.held) > 0 {
+	if e.handling >= e.cfg.CrashWindow || len(cn.held) > 0 {
 		cn.held = append(cn.held, in)
 		cn.heldBytes += in.Cost
 		return
@@ -166,7 +179,7 @@ func (e *Engine) deliver(cn *connState, in *Inbound) {
 // on (in2), so that a redelivery on a later connection is not delivered
 // again before it is acknowledged.
 func (e *Engine) push(cn *connState, in *Inbound) {
-	cn.pending++
+	e.handling++
 	in.counted = true
 	if in.QoS == 2 {
 		e.in2[in.ID] = in
@@ -174,11 +187,21 @@ func (e *Engine) push(cn *connState, in *Inbound) {
 	e.effect(Effect{Kind: Deliver, In: in})
 }
 
-// inboundDone runs once the acknowledgement of a delivered message has gone
-// out (after its record was durable, for QoS 2): held messages may follow.
-func (e *Engine) inboundDone(cn *connState) {
-	cn.pending--
-	for len(cn.held) > 0 && cn.pending < e.cfg.CrashWindow && e.live(cn) {
+// inboundDone runs once a delivered message is done with: its
+// acknowledgement has gone out (after its record was durable, for QoS 2),
+// or never will on its connection (acknowledged or refused after the
+// connection dropped, or its session discarded). The crash window counts
+// delivered messages across connections: one handled on a connection that
+// dropped is delivered again after a crash just the same. Held messages
+// of the live connection may follow.
+func (e *Engine) inboundDone(in *Inbound) {
+	if !in.counted || in.done {
+		return
+	}
+	in.done = true
+	e.handling--
+	cn := e.conn
+	for cn != nil && len(cn.held) > 0 && e.handling < e.cfg.CrashWindow && e.live(cn) {
 		in := cn.held[0]
 		cn.held[0] = nil
 		cn.held = cn.held[1:]
@@ -231,6 +254,7 @@ func (e *Engine) Ack(in *Inbound) error {
 	if in.QoS == 2 {
 		if e.in2[in.ID] != in {
 			in.acked = true
+			e.inboundDone(in)
 			return ErrSessionLost
 		}
 		delete(e.in2, in.ID)
@@ -242,6 +266,7 @@ func (e *Engine) Ack(in *Inbound) error {
 		e.recordInbound(in.ID)
 		if !live {
 			in.acked = true
+			e.emit(action{kind: actInDone, in: in}) // once its record is durable
 			if s := in.shadow; s != nil {
 				s.acked = true
 				e.drainAcks(s.conn)
@@ -250,6 +275,7 @@ func (e *Engine) Ack(in *Inbound) error {
 		}
 	}
 	if !live {
+		e.inboundDone(in) // the server sends it again
 		return ErrNotConnected
 	}
 	in.acked = true
@@ -267,6 +293,9 @@ func (e *Engine) Refuse(in *Inbound, code packets.ReasonCode) {
 		delete(e.in2, in.ID)
 	}
 	in.acked, in.reason = true, code
+	if !e.live(in.conn) {
+		e.inboundDone(in) // nothing goes out on a dropped connection
+	}
 	e.drainAcks(in.conn)
 	if s := in.shadow; s != nil && !s.acked {
 		s.acked, s.reason = true, code
@@ -316,7 +345,7 @@ func (e *Engine) sendInboundAck(cn *connState, in *Inbound) {
 		e.emit(action{kind: actAck, conn: cn, pkt: packets.PUBREC, id: id}) // MQTT-4.3.3-8
 	}
 	if in.counted {
-		e.emit(action{kind: actInDone, conn: cn})
+		e.emit(action{kind: actInDone, in: in})
 	}
 }
 

@@ -184,3 +184,59 @@ func TestStoredMessageTooLarge(t *testing.T) {
 		t.Fatal("the QoS 2 message's identifier was freed though the server may hold its exchange")
 	}
 }
+
+// TestStaleInboundRecord: a recorded inbound QoS 2 identifier answers a
+// redelivery (DUP 1) without delivering it again (MQTT-4.3.3-10), but a
+// first transmission (DUP 0, MQTT-3.3.1-1) with that identifier is a new
+// message: the record belonged to a session the server no longer has (a
+// process stopped after Session Present 0 before its discard was
+// durable), and taking the message for a repeat would lose it.
+func TestStaleInboundRecord(t *testing.T) {
+	r := newRig(t, Config{})
+	r.load(InboundRecord(7, 5), InboundRecord(8, 6))
+	r.connect(present)
+	r.commit()
+	r.receive(&packets.Publish{Topic: "a", QoS: 2, PacketID: 5, Dup: true, Payload: []byte("repeat")})
+	r.receive(&packets.Publish{Topic: "a", QoS: 2, PacketID: 6, Payload: []byte("new")})
+	if len(r.delivered) != 1 || r.delivered[0].App != "new" {
+		t.Fatalf("delivered %d, want only the DUP 0 message", len(r.delivered))
+	}
+	r.commit()
+	if _, ok := r.st[8]; ok {
+		t.Fatal("the stale record of identifier 6 is still stored")
+	}
+	if got := kinds(r.take()); !slices.Equal(got, []string{"PUBREC"}) {
+		t.Fatalf("wrote %v, want the PUBREC answering the repeat", got)
+	}
+}
+
+// TestCrashWindowAcrossConnections: a message delivered on a connection
+// that dropped, still with the application, counts in the crash window on
+// the next connection too: a crash would deliver it again just the same.
+// (Found by the simulation: the window was counted per connection.)
+func TestCrashWindowAcrossConnections(t *testing.T) {
+	r := newRig(t, Config{ReceiveMaximum: 10, CrashWindow: 1})
+	r.load()
+	r.connect(present)
+	r.commit()
+	r.receive(&packets.Publish{Topic: "a", QoS: 2, PacketID: 1, Payload: []byte("one")})
+	r.cut(0)
+	r.connect(present)
+	r.commit()
+	r.receive(&packets.Publish{Topic: "a", QoS: 2, PacketID: 1, Dup: true, Payload: []byte("one")})
+	r.receive(&packets.Publish{Topic: "a", QoS: 2, PacketID: 2, Payload: []byte("two")})
+	if len(r.delivered) != 1 {
+		t.Fatalf("delivered %d while the first is still handled, crash window 1", len(r.delivered))
+	}
+	if err := r.e.Ack(r.delivered[0]); err != nil {
+		t.Fatal(err)
+	}
+	r.effects()
+	r.commit()
+	if len(r.delivered) != 2 || r.delivered[1].App != "two" {
+		t.Fatalf("the held message did not follow the acknowledgement: %d delivered", len(r.delivered))
+	}
+	if got := kinds(r.take()); !slices.Equal(got, []string{"PUBREC"}) {
+		t.Fatalf("wrote %v, want the PUBREC of the first", got)
+	}
+}

@@ -79,7 +79,6 @@ type connState struct {
 	inState       []uint8    // per inbound packet identifier: in* states
 	inCount       int        // inbound QoS>0 messages unacknowledged (our Receive Maximum)
 	inq           []*Inbound // inbound QoS>0 messages not yet acknowledged, in arrival order
-	pending       int        // delivered messages whose acknowledgement is not out yet
 	held          []*Inbound // messages waiting for the crash window
 	heldBytes     int
 	overrunLogged bool

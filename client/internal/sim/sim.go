@@ -1,0 +1,779 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tethermq/tether/client/internal/engine"
+	"github.com/tethermq/tether/packets"
+	"github.com/tethermq/tether/store"
+)
+
+// Options shape one simulated run. Random draws from the seed fill in the
+// client's and the broker's configuration, so every seed explores its own
+// combination.
+type Options struct {
+	Seed  uint64
+	Steps int // steps of traffic and faults, before the drain
+	// Trace keeps a readable record of every step, for a failing seed.
+	Trace bool
+}
+
+// Failure is a broken invariant: the step it was found at, what broke, and
+// the trace of the run when Options.Trace was set.
+type Failure struct {
+	Seed  uint64
+	Step  int
+	Msg   string
+	Trace []string
+}
+
+func (f *Failure) Error() string { return fmt.Sprintf("seed %d, step %d: %s", f.Seed, f.Step, f.Msg) }
+
+// Stats is what a run did.
+type Stats struct {
+	Steps, Published, Injected, Cuts, Crashes, Restarts, CommitFailures, Connects int
+}
+
+// link is the engine's view of one simulated connection.
+type link struct{ closed bool }
+
+func (l *link) Closed() bool { return l.closed }
+
+// ticket is one publish of the application, in one process life.
+type ticket struct {
+	payload string
+	qos     byte
+	life    int
+	done    bool
+	err     error
+	stored  bool
+}
+
+// outMsg is what the application knows of one of its messages, across
+// process lives.
+type outRec struct {
+	qos    byte
+	stored bool // its record became durable (the application may forget it)
+	okDone bool // a publish of it completed with success
+	lost   bool // reported lost with the session (Session Present 0)
+	failed bool // its publish failed before it was stored
+	big    bool // larger than the server's maximum: it must fail, never arrive
+	// resurrected: reported lost with a session the server no longer had,
+	// then resent by the next process, because the process stopped before
+	// the discard was durable — the documented window in which a message
+	// of a lost session may arrive twice.
+	resurrected int
+}
+
+// inRec is one message the broker sent to the client.
+type inRec struct {
+	qos        byte
+	deliveries int
+	lastLife   int // the process life it was last delivered in
+	quirkUsed  int // repeats the broker's PublishAfterPubrel quirk explains
+}
+
+// frame is a packet in flight, encoded.
+type frame struct {
+	b   []byte
+	num uint64 // the engine's numbered write, 0 for none
+}
+
+// world is one simulated run.
+type world struct {
+	opts  Options
+	rnd   *rand.Rand
+	step  int
+	stats Stats
+	trace []string
+
+	cfg    engine.Config
+	bcfg   Config
+	broker *Broker
+
+	// The store: what is durable, and the batch being applied.
+	durable    map[uint64]store.Record
+	committing bool
+	storeFails bool // the store fails writes for a while
+
+	// The process.
+	life     int
+	eng      *engine.Engine
+	now      time.Time
+	link     *link
+	toBroker []frame // handed to the network
+	wbuf     []frame // written, not yet handed to the network
+	handed   uint64
+	toClient [][]byte
+	unacked  []*engine.Inbound // delivered, the application has not acknowledged yet
+	tickets  []*ticket
+
+	// The application's knowledge, across lives.
+	nextOut int
+	outs    map[string]*outRec
+	nextIn  int
+	ins     map[string]*inRec
+	crashDup map[int]int // per ended life: messages delivered again after it
+
+	faults bool
+	// discardPending: the engine dropped a session (Session Present 0 or
+	// local expiry) and the deletions may not all be durable yet.
+	discardPending bool
+	staleSeqs      map[uint64]bool // records a crash in that window left behind
+}
+
+// Run runs one seeded simulation and returns its statistics, or the first
+// invariant it found broken.
+func Run(opts Options) (Stats, error) {
+	w := newWorld(opts)
+	err := w.run()
+	return w.stats, err
+}
+
+func newWorld(opts Options) *world {
+	r := rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9E3779B97F4A7C15))
+	w := &world{opts: opts, rnd: r, durable: map[uint64]store.Record{}, outs: map[string]*outRec{},
+		ins: map[string]*inRec{}, crashDup: map[int]int{}, staleSeqs: map[uint64]bool{}, now: time.Unix(1_800_000_000, 0), faults: true}
+	rm := uint16(1 + r.IntN(20))
+	w.cfg = engine.Config{
+		ReceiveMaximum:       rm,
+		CrashWindow:          1 + r.IntN(int(rm)),
+		TopicAliasMaximum:    uint16(r.IntN(4)),
+		OutboundTopicAliases: r.IntN(2) == 0,
+		SessionExpiry:        3600,
+		MaxQueued:            1 << 30,
+		MaxQueuedBytes:       1 << 40,
+		MaxPacketID:          uint16(2 + r.IntN(30)),
+	}
+	w.bcfg = Config{
+		ReceiveMaximum:    uint16(1 + r.IntN(10)),
+		TopicAliasMaximum: uint16(r.IntN(3)),
+		SendTopicAliases:  r.IntN(2) == 0,
+	}
+	if r.IntN(3) == 0 {
+		w.bcfg.MaximumPacketSize = 200
+	}
+	w.bcfg.Quirks.IgnoreClientReceiveMaximum = r.IntN(3) == 0
+	w.bcfg.Quirks.PublishAfterPubrel = r.IntN(3) == 0
+	w.broker = New(w.bcfg, rand.New(rand.NewPCG(opts.Seed+1, opts.Seed+2)))
+	w.boot()
+	return w
+}
+
+func (w *world) logf(format string, args ...any) {
+	if w.opts.Trace {
+		w.trace = append(w.trace, fmt.Sprintf("%6d life %d  ", w.step, w.life)+fmt.Sprintf(format, args...))
+	}
+}
+
+func (w *world) fail(format string, args ...any) error {
+	f := &Failure{Seed: w.opts.Seed, Step: w.step, Msg: fmt.Sprintf(format, args...)}
+	if w.opts.Trace {
+		f.Trace = w.trace
+	}
+	return f
+}
+
+// boot starts a process: a new engine that loads the durable session.
+func (w *world) boot() {
+	w.life++
+	w.eng = engine.New(w.cfg)
+	recs := make([]store.Record, 0, len(w.durable))
+	for _, r := range w.durable {
+		recs = append(recs, r)
+	}
+	slices.SortFunc(recs, func(a, b store.Record) int { return cmpSeq(a.Seq, b.Seq) })
+	w.eng.Load(store.Key{Server: "mqtt://sim:1883", ClientID: "sim"}, recs, nil)
+	w.tickets = nil
+	w.unacked = nil
+	w.committing = false
+	w.logf("boot: %d records", len(recs))
+}
+
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (w *world) run() error {
+	for w.step = 1; w.step <= w.opts.Steps; w.step++ {
+		if err := w.chaosStep(); err != nil {
+			return err
+		}
+		if err := w.check(); err != nil {
+			return err
+		}
+	}
+	return w.drain()
+}
+
+// chaosStep takes one random step: traffic, progress or a fault.
+func (w *world) chaosStep() error {
+	w.stats.Steps++
+	w.now = w.now.Add(time.Duration(w.rnd.IntN(50)) * time.Millisecond)
+	switch n := w.rnd.IntN(100); {
+	case n < 12:
+		return w.publish()
+	case n < 20:
+		return w.inject()
+	case n < 35:
+		return w.commitStep()
+	case n < 45:
+		w.hand()
+	case n < 60:
+		return w.toBrokerStep()
+	case n < 75:
+		return w.toClientStep()
+	case n < 85:
+		return w.ackStep()
+	case n < 88:
+		if w.faults {
+			w.cut("cut")
+		}
+	case n < 89:
+		if w.faults && w.rnd.IntN(3) == 0 {
+			return w.crash()
+		}
+	case n < 90:
+		if w.faults && w.rnd.IntN(4) == 0 {
+			w.restartBroker()
+		}
+	case n < 91:
+		if w.faults {
+			w.storeFails = !w.storeFails && w.rnd.IntN(3) == 0
+		}
+	default:
+		return w.connectStep()
+	}
+	return w.effects()
+}
+
+// drain stops the faults and runs until every exchange has ended, then
+// checks what must hold at rest.
+func (w *world) drain() error {
+	w.faults = false
+	w.storeFails = false
+	for i := 0; i < 200_000; i++ {
+		w.step++
+		w.stats.Steps++
+		if w.quiet() {
+			return w.final()
+		}
+		var err error
+		switch {
+		case w.link == nil:
+			if err = w.connectStep(); err == nil && w.link == nil {
+				err = w.commitStep()
+			}
+		case w.rnd.IntN(2) == 0:
+			err = w.commitStep()
+		default:
+			switch w.rnd.IntN(4) {
+			case 0:
+				w.hand()
+			case 1:
+				err = w.toBrokerStep()
+			case 2:
+				err = w.toClientStep()
+			default:
+				err = w.ackStep()
+			}
+		}
+		if err == nil {
+			err = w.check()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return w.fail("no quiescence after 200,000 drain steps: %d unacknowledged at the broker, %d tickets open, link up %v, commit pending %v",
+		w.broker.Unacked(), w.openTickets(), w.link != nil, w.eng.NeedsCommit() || w.committing)
+}
+
+func (w *world) openTickets() int {
+	n := 0
+	for _, t := range w.tickets {
+		if !t.done {
+			n++
+		}
+	}
+	return n
+}
+
+// quiet reports whether nothing is left to do.
+func (w *world) quiet() bool {
+	return w.link != nil && !w.link.closed && !w.committing && !w.eng.NeedsCommit() && len(w.wbuf) == 0 &&
+		len(w.toBroker) == 0 && len(w.toClient) == 0 && len(w.unacked) == 0 && w.broker.Unacked() == 0 &&
+		w.openTickets() == 0
+}
+
+func (w *world) publish() error {
+	w.nextOut++
+	payload := "o" + strconv.Itoa(w.nextOut)
+	qos := byte(1 + w.rnd.IntN(2))
+	if w.rnd.IntN(10) == 0 {
+		qos = 0
+	}
+	body := []byte(payload)
+	if w.bcfg.MaximumPacketSize != 0 && w.rnd.IntN(30) == 0 {
+		body = append(body, make([]byte, 300)...) // too large for this broker
+	}
+	p := &packets.Publish{Topic: "t/" + strconv.Itoa(w.rnd.IntN(5)), QoS: qos, Payload: body}
+	t := &ticket{payload: payload, qos: qos, life: w.life}
+	w.tickets = append(w.tickets, t)
+	w.stats.Published++
+	if qos == 0 {
+		if !w.eng.Publish0(p, t, false) {
+			t.done, t.err = true, engine.ErrNotConnected
+		}
+		w.logf("publish %s QoS 0", payload)
+		return w.effects()
+	}
+	w.outs[payload] = &outRec{qos: qos, big: len(body) > 200}
+	w.eng.Publish(new(engine.Out), p, "", t)
+	w.logf("publish %s QoS %d (%d bytes)", payload, qos, len(body))
+	return w.effects()
+}
+
+func (w *world) inject() error {
+	w.nextIn++
+	payload := "i" + strconv.Itoa(w.nextIn)
+	qos := byte(w.rnd.IntN(3))
+	if qos > 0 {
+		w.ins[payload] = &inRec{qos: qos}
+	}
+	w.stats.Injected++
+	w.logf("inject %s QoS %d", payload, qos)
+	w.sendToClient(w.broker.Inject("t/in", []byte(payload), qos))
+	return nil
+}
+
+// commitStep starts or ends a store batch.
+func (w *world) commitStep() error {
+	if !w.committing {
+		if !w.eng.NeedsCommit() {
+			return nil
+		}
+		w.committing = true
+		return nil
+	}
+	ops := w.eng.Commit()
+	if w.storeFails && w.rnd.IntN(2) == 0 {
+		w.committing = false
+		w.stats.CommitFailures++
+		w.logf("commit of %d ops fails", len(ops))
+		w.eng.CommitFailed(errors.New("sim: store down"))
+		return w.effects()
+	}
+	w.apply(ops)
+	w.committing = false
+	w.logf("commit %d ops", len(ops))
+	w.eng.Committed()
+	err := w.effects()
+	if !w.eng.NeedsCommit() {
+		w.discardPending = false
+	}
+	return err
+}
+
+func (w *world) apply(ops []store.Op) {
+	for _, op := range ops {
+		if op.Kind == store.OpPut {
+			r := op.Record
+			r.Packet = slices.Clone(r.Packet)
+			w.durable[r.Seq] = r
+			if r.Dir == store.Outbound {
+				if pr, err := engine.ParseRecord(r); err == nil && pr.Pub != nil {
+					if o := w.outs[payloadKey(pr.Pub.Payload)]; o != nil {
+						o.stored = true
+					}
+				}
+			}
+		} else {
+			delete(w.durable, op.Record.Seq)
+		}
+	}
+}
+
+// payloadKey is the message name at the start of a payload.
+func payloadKey(b []byte) string {
+	if i := slices.Index(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+// hand gives what the client wrote to the network.
+func (w *world) hand() {
+	if len(w.wbuf) == 0 {
+		return
+	}
+	for _, x := range w.wbuf {
+		if x.num != 0 {
+			w.handed = x.num
+		}
+	}
+	w.toBroker = append(w.toBroker, w.wbuf...)
+	w.wbuf = w.wbuf[:0]
+}
+
+func (w *world) toBrokerStep() error {
+	if len(w.toBroker) == 0 || w.link == nil {
+		return nil
+	}
+	x := w.toBroker[0]
+	w.toBroker = w.toBroker[1:]
+	p, err := packets.Decode(x.b, 0)
+	if err != nil {
+		return w.fail("the client wrote an undecodable packet: %v", err)
+	}
+	w.logf("→ %s", describe(p))
+	w.sendToClient(w.broker.Receive(p))
+	if !w.broker.Connected() {
+		w.cut("broker closed")
+	}
+	return nil
+}
+
+func (w *world) sendToClient(ps []packets.Packet) {
+	for _, p := range ps {
+		b, err := packets.Append(nil, p)
+		if err != nil {
+			panic(fmt.Sprintf("sim: the broker model built a bad packet: %v", err))
+		}
+		if w.link != nil {
+			w.toClient = append(w.toClient, b)
+		}
+	}
+}
+
+func (w *world) toClientStep() error {
+	if len(w.toClient) == 0 || w.link == nil {
+		return nil
+	}
+	b := w.toClient[0]
+	w.toClient = w.toClient[1:]
+	p, err := packets.Decode(b, 0)
+	if err != nil {
+		return w.fail("broker packet undecodable: %v", err)
+	}
+	w.logf("← %s", describe(p))
+	switch p := p.(type) {
+	case *packets.Publish:
+		if err := w.eng.Resolve(p); err != nil {
+			return w.fail("client refused a valid PUBLISH: %v", err)
+		}
+		key := payloadKey(p.Payload)
+		if p.QoS == 0 {
+			return nil
+		}
+		if err := w.eng.Arrived(&engine.Inbound{App: key, QoS: p.QoS, ID: p.PacketID, Dup: p.Dup, Cost: len(p.Payload)}); err != nil {
+			var pe *engine.ProtocolError
+			if errors.As(err, &pe) && pe.Code == packets.ReceiveMaximumExceeded && w.bcfg.Quirks.IgnoreClientReceiveMaximum {
+				w.cut("receive maximum exceeded")
+				return nil
+			}
+			return w.fail("client refused a PUBLISH: %v", err)
+		}
+	case *packets.Ack:
+		w.eng.Received(p)
+	case *packets.Disconnect:
+		w.cut("server DISCONNECT " + p.ReasonCode.String())
+		return nil
+	}
+	return w.effects()
+}
+
+// ackStep acknowledges one delivered message, in any order, sometimes after
+// its connection has gone.
+func (w *world) ackStep() error {
+	if len(w.unacked) == 0 {
+		return nil
+	}
+	i := w.rnd.IntN(len(w.unacked))
+	in := w.unacked[i]
+	w.unacked = slices.Delete(w.unacked, i, i+1)
+	err := w.eng.Ack(in)
+	w.logf("ack %v: %v", in.App, err)
+	if err != nil && !errors.Is(err, engine.ErrNotConnected) && !errors.Is(err, engine.ErrSessionLost) {
+		return w.fail("ack: %v", err)
+	}
+	return w.effects()
+}
+
+// effects performs what the engine asked for.
+func (w *world) effects() error {
+	for _, f := range w.eng.Effects() {
+		switch f.Kind {
+		case engine.Write, engine.Publish0:
+			if w.link == nil || w.link.closed || f.Conn != w.eng.Generation() {
+				if f.Kind == engine.Publish0 {
+					if err := w.complete(f.Ticket.(*ticket), engine.ErrNotConnected); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			b, err := packets.Append(nil, f.Packet)
+			if err != nil {
+				return w.fail("encode %T: %v", f.Packet, err)
+			}
+			if lim := w.bcfg.MaximumPacketSize; lim != 0 && len(b) > int(lim) {
+				return w.fail("packet of %d bytes exceeds the server's maximum %d", len(b), lim)
+			}
+			w.wbuf = append(w.wbuf, frame{b: b, num: f.Num})
+			if f.Kind == engine.Publish0 {
+				if err := w.complete(f.Ticket.(*ticket), nil); err != nil {
+					return err
+				}
+			}
+		case engine.Deliver:
+			key := f.In.App.(string)
+			r := w.ins[key]
+			if r == nil {
+				return w.fail("delivered %s, which the broker never sent", key)
+			}
+			r.deliveries++
+			if r.deliveries > 1 && r.qos == 2 {
+				// A QoS 2 message comes again only as the copy a quirky
+				// broker sends after its PUBREL, or after a crash ended
+				// the life it was handled in, within the crash window.
+				switch {
+				case r.quirkUsed < w.broker.AfterPubrel()[key]:
+					r.quirkUsed++
+				case r.lastLife == w.life:
+					return w.fail("QoS 2 message %s delivered twice in one process life", key)
+				default:
+					w.crashDup[r.lastLife]++
+					if w.crashDup[r.lastLife] > w.cfg.CrashWindow {
+						return w.fail("%d messages delivered again after the crash ending life %d, crash window %d",
+							w.crashDup[r.lastLife], r.lastLife, w.cfg.CrashWindow)
+					}
+				}
+			}
+			r.lastLife = w.life
+			w.unacked = append(w.unacked, f.In)
+			w.logf("deliver %s", key)
+		case engine.Complete:
+			if err := w.complete(f.Ticket.(*ticket), f.Err); err != nil {
+				return err
+			}
+		case engine.Stored:
+			t := f.Ticket.(*ticket)
+			t.stored = true
+		case engine.Fail:
+			w.cut("engine: " + f.Err.Error())
+		}
+	}
+	return nil
+}
+
+func (w *world) complete(t *ticket, err error) error {
+	if t.life != w.life {
+		return w.fail("a publish of an earlier process life completed")
+	}
+	if t.done {
+		return w.fail("publish %s completed twice (%v, then %v)", t.payload, t.err, err)
+	}
+	t.done, t.err = true, err
+	w.logf("complete %s: %v", t.payload, err)
+	o := w.outs[t.payload]
+	if o == nil {
+		return nil
+	}
+	switch {
+	case err == nil:
+		o.okDone = true
+		if w.broker.Received()[t.payload] == 0 {
+			return w.fail("publish %s completed but the broker never received it", t.payload)
+		}
+	case errors.Is(err, engine.ErrSessionLost):
+		o.lost = true
+	case errors.Is(err, engine.ErrPacketTooLarge):
+		o.failed = true
+	default:
+		o.failed = true
+	}
+	return nil
+}
+
+// cut ends the connection: the client learns which of its writes reached
+// the network, the broker sees the connection drop.
+func (w *world) cut(why string) {
+	if w.link == nil {
+		return
+	}
+	w.stats.Cuts++
+	w.logf("cut (%s): %d writes handed", why, w.handed)
+	w.link.closed = true
+	w.link = nil
+	w.wbuf, w.toBroker, w.toClient = w.wbuf[:0], w.toBroker[:0], w.toClient[:0]
+	w.broker.Drop()
+	w.eng.Disconnected(w.handed, w.now)
+	_ = w.effects()
+}
+
+// crash kills the process: the store keeps exactly the batches reported
+// durable and, at random, the one being applied.
+func (w *world) crash() error {
+	w.stats.Crashes++
+	if w.committing && w.rnd.IntN(2) == 0 {
+		w.apply(w.eng.Commit())
+		w.logf("crash, with the batch in progress applied")
+	} else {
+		w.logf("crash")
+	}
+	if w.discardPending {
+		// Stopped between Session Present 0 and the durable discard: the
+		// next process resumes the stale session's records.
+		for seq, r := range w.durable {
+			if seq == store.MetaSeq {
+				continue
+			}
+			w.staleSeqs[seq] = true
+			if pr, err := engine.ParseRecord(r); err == nil && pr.Pub != nil {
+				if o := w.outs[payloadKey(pr.Pub.Payload)]; o != nil && o.lost {
+					o.resurrected++
+				}
+			}
+		}
+		w.logf("crash before the discard of a lost session was durable: %d stale records", len(w.staleSeqs))
+	}
+	if w.link != nil {
+		w.link.closed = true
+		w.link = nil
+		w.wbuf, w.toBroker, w.toClient = w.wbuf[:0], w.toBroker[:0], w.toClient[:0]
+		w.broker.Drop()
+	}
+	w.boot()
+	return w.effects()
+}
+
+func (w *world) restartBroker() {
+	keep := w.rnd.IntN(3) != 0
+	w.stats.Restarts++
+	w.logf("broker restart, keep sessions %v", keep)
+	if w.link != nil {
+		w.link.closed = true
+		w.link = nil
+		w.wbuf, w.toBroker, w.toClient = w.wbuf[:0], w.toBroker[:0], w.toClient[:0]
+		w.eng.Disconnected(w.handed, w.now)
+		_ = w.effects()
+	}
+	w.broker.Restart(keep)
+}
+
+// connectStep connects when disconnected and the store is idle, as the
+// client does (it waits for its pending writes before a CONNECT).
+func (w *world) connectStep() error {
+	if w.link != nil || w.committing || w.eng.NeedsCommit() {
+		return nil
+	}
+	clean, lost := w.eng.Prepare(w.now, false)
+	w.markLost(lost)
+	if clean {
+		w.discardPending = true
+	}
+	if err := w.effects(); err != nil {
+		return err
+	}
+	if w.eng.NeedsCommit() {
+		return nil // the discarded session's deletions first
+	}
+	exp := w.cfg.SessionExpiry
+	c := &packets.Connect{CleanStart: clean, ClientID: "sim", Properties: packets.Properties{
+		SessionExpiry: &exp, ReceiveMaximum: w.cfg.ReceiveMaximum, TopicAliasMaximum: w.cfg.TopicAliasMaximum}}
+	resp := w.broker.Connect(c)
+	ca, ok := resp[0].(*packets.Connack)
+	if !ok || ca.ReasonCode.IsError() {
+		return w.fail("broker refused CONNECT: %v", describe(resp[0]))
+	}
+	w.stats.Connects++
+	w.link = &link{}
+	w.handed = 0
+	r, err := w.eng.Connected(w.link, ca, clean, w.now)
+	if err != nil {
+		return w.fail("CONNACK refused: %v", err)
+	}
+	w.markLost(r.Lost)
+	if !ca.SessionPresent {
+		w.discardPending = true
+	}
+	w.logf("connected: clean %v, session present %v, resent %d", clean, ca.SessionPresent, r.Resent)
+	w.sendToClient(resp[1:])
+	return w.effects()
+}
+
+func (w *world) markLost(lost []engine.Lost) {
+	for _, l := range lost {
+		if o := w.outs[payloadKey(l.Pub.Payload)]; o != nil {
+			o.lost = true
+		}
+	}
+}
+
+// check verifies what must hold after every step.
+func (w *world) check() error {
+	if v := w.broker.Violations(); len(v) > 0 {
+		return w.fail("protocol violation: %s", strings.Join(v, "; "))
+	}
+	return nil
+}
+
+// final checks what must hold once everything has settled.
+func (w *world) final() error {
+	received := w.broker.Received()
+	for key, o := range w.outs {
+		n := received[key]
+		switch {
+		case o.qos == 2 && n > 1+o.resurrected:
+			return w.fail("QoS 2 message %s reached subscribers %d times", key, n)
+		case o.okDone && n == 0:
+			return w.fail("message %s completed but never arrived", key)
+		case o.big && n > 0:
+			return w.fail("message %s, larger than the server's maximum, arrived", key)
+		case o.stored && !o.lost && !o.failed && !o.big && n == 0:
+			return w.fail("message %s was stored but never arrived", key)
+		}
+	}
+	lost := w.broker.Lost()
+	for key, r := range w.ins {
+		if r.deliveries == 0 && lost[key] == 0 {
+			return w.fail("message %s from the broker never delivered", key)
+		}
+	}
+	for seq, r := range w.durable {
+		if seq != store.MetaSeq && !w.staleSeqs[seq] {
+			return w.fail("record %d (%s, id %d) left in the store after every exchange ended", seq, r.Dir, r.ID)
+		}
+	}
+	return nil
+}
+
+// describe names a packet for the trace.
+func describe(p packets.Packet) string {
+	switch p := p.(type) {
+	case *packets.Publish:
+		s := fmt.Sprintf("PUBLISH %s q%d id %d", payloadKey(p.Payload), p.QoS, p.PacketID)
+		if p.Dup {
+			s += " dup"
+		}
+		return s
+	case *packets.Ack:
+		return fmt.Sprintf("%s id %d %s", engine.TypeName(p.Kind), p.PacketID, p.ReasonCode)
+	case *packets.Connack:
+		return fmt.Sprintf("CONNACK present %v %s", p.SessionPresent, p.ReasonCode)
+	}
+	return engine.TypeName(p.Type())
+}
