@@ -4,7 +4,7 @@
 GOBIN := $(shell go env GOPATH)/bin
 export PATH := $(PATH):/usr/sbin:$(GOBIN)
 
-.PHONY: setup test vet lint unit consumer demo bench fuzz matrix matrix-full
+.PHONY: setup test vet lint unit consumer demo bench fuzz matrix matrix-full sim
 
 setup:
 	@bash scripts/setup.sh
@@ -49,6 +49,14 @@ matrix: setup
 
 matrix-full: setup
 	TETHER_TEST_MOCHI=1 go test -json -race -timeout 30m -run 'TestSession' ./store/... | go run ./internal/matrix
+
+# The deterministic simulation of the session engine (client/internal/sim):
+# fresh seeds for SIM_DURATION, then the rate in steps and seeds per second.
+# A failing seed is shrunk and printed with its trace and the command that
+# replays it.
+SIM_DURATION ?= 5m
+sim:
+	go test -run TestSimulation -count=1 -timeout 0 -v ./client/internal/sim/ -args -sim.duration=$(SIM_DURATION)
 
 fuzz:
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime 5m ./packets/

@@ -1,15 +1,11 @@
 package client
 
 import (
-	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
-	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +17,7 @@ import (
 // conn is one network connection and its goroutines: a reader, a writer
 // and, with keep alive on, a pinger.
 type conn struct {
-	c  *Client
+	h  connHooks
 	nc net.Conn
 	r  *packets.Reader
 
@@ -56,9 +52,30 @@ type conn struct {
 	keepAlive time.Duration
 }
 
-func newConn(c *Client, nc net.Conn) *conn {
-	cn := &conn{c: c, nc: nc, done: make(chan struct{}), readDone: make(chan struct{}),
-		wlimit: c.cfg.MaxWriteBuffer}
+// connHooks is what a connection needs of its client. The connection's
+// goroutines call them holding none of its own locks.
+type connHooks struct {
+	log          *slog.Logger
+	writeLimit   int           // Config.MaxWriteBuffer
+	writeTimeout time.Duration // Config.WriteTimeout
+	// handle takes one packet read; an error ends the connection (with a
+	// DISCONNECT carrying its code, for a *protoError).
+	handle func(*conn, packets.Packet) error
+	// throttle runs after each PUBLISH read: it returns once the
+	// application has caught up (Config.MaxInboundBytes).
+	throttle func(*conn)
+	// tick runs at every keep-alive tick.
+	tick func()
+}
+
+// hooks returns the client's side of a connection.
+func (c *Client) hooks() connHooks {
+	return connHooks{log: c.log, writeLimit: c.cfg.MaxWriteBuffer, writeTimeout: c.cfg.WriteTimeout,
+		handle: c.handlePacket, throttle: c.throttle, tick: c.refreshMeta}
+}
+
+func newConn(h connHooks, nc net.Conn) *conn {
+	cn := &conn{h: h, nc: nc, done: make(chan struct{}), readDone: make(chan struct{}), wlimit: h.writeLimit}
 	cn.wcond = sync.NewCond(&cn.wmu)
 	now := time.Now().UnixNano()
 	cn.lastRead.Store(now)
@@ -93,7 +110,7 @@ func (cn *conn) writeNumbered(p packets.Packet, num uint64) bool {
 	b, err := packets.Append(cn.wbuf, p)
 	if err != nil {
 		cn.wmu.Unlock()
-		cn.c.log.Error("encode packet", "type", engine.TypeName(p.Type()), "err", err)
+		cn.h.log.Error("encode packet", "type", engine.TypeName(p.Type()), "err", err)
 		return false
 	}
 	cn.wbuf = b
@@ -172,7 +189,7 @@ func (cn *conn) writeLoop() {
 		closing := cn.wclosing
 		cn.wmu.Unlock()
 		if !closing { // a final DISCONNECT keeps the shorter deadline shutdown set
-			_ = cn.nc.SetWriteDeadline(time.Now().Add(cn.c.cfg.WriteTimeout))
+			_ = cn.nc.SetWriteDeadline(time.Now().Add(cn.h.writeTimeout))
 		}
 		_, err := cn.nc.Write(buf)
 		spare = buf[:0]
@@ -209,7 +226,7 @@ func (cn *conn) fail(err error, code packets.ReasonCode, sendDisconnect bool) {
 		return
 	}
 	if code.IsError() {
-		cn.c.log.Warn("ending the connection with DISCONNECT", "reason_code", fmt.Sprintf("0x%02x", byte(code)),
+		cn.h.log.Warn("ending the connection with DISCONNECT", "reason_code", fmt.Sprintf("0x%02x", byte(code)),
 			"reason", code.String(), "err", err)
 	}
 	cn.shutdown(&packets.Disconnect{ReasonCode: code})
@@ -311,7 +328,7 @@ func (cn *conn) readLoop() {
 			return
 		}
 		cn.lastRead.Store(time.Now().UnixNano())
-		if err := cn.c.handlePacket(cn, p); err != nil {
+		if err := cn.h.handle(cn, p); err != nil {
 			var pe *protoError
 			if errors.As(err, &pe) {
 				cn.fail(err, pe.Code, true)
@@ -321,7 +338,7 @@ func (cn *conn) readLoop() {
 			return
 		}
 		if p.Type() == packets.PUBLISH {
-			cn.c.throttle(cn)
+			cn.h.throttle(cn)
 			cn.lastRead.Store(time.Now().UnixNano()) // a pause is not the server's silence
 		}
 	}
@@ -367,116 +384,7 @@ func (cn *conn) keepAliveLoop() {
 			pingSent = now
 			cn.write(&packets.Pingreq{})
 		}
-		cn.c.refreshMeta()
+		cn.h.tick()
 		t.Reset(tick)
 	}
-}
-
-// server is one parsed entry of Config.Servers.
-type server struct {
-	canonical string // scheme://host:port, the session key's Server
-	addr      string // host:port
-	host      string
-	tls       bool
-	path      string // WebSocket request path (with query); "" for MQTT over TCP or TLS
-
-	// Credentials from the URL (mqtt://user:pass@host), which take
-	// precedence over Config.Username and Config.Password for this server.
-	user    string
-	pass    []byte
-	hasUser bool
-	hasPass bool
-}
-
-// redactURL hides the password of a URL-like string, for errors and logs;
-// it works on strings url.Parse refuses too.
-func redactURL(s string) string {
-	i := strings.Index(s, "://")
-	if i < 0 {
-		return s
-	}
-	rest := s[i+3:]
-	end := strings.IndexAny(rest, "/?#")
-	if end < 0 {
-		end = len(rest)
-	}
-	at := strings.LastIndex(rest[:end], "@")
-	if at < 0 {
-		return s
-	}
-	colon := strings.Index(rest[:at], ":")
-	if colon < 0 {
-		return s
-	}
-	return s[:i+3] + rest[:colon+1] + "xxxxx" + rest[at:]
-}
-
-func parseServer(s string) (server, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // its text repeats the URL, password included
-		}
-		return server{}, fmt.Errorf("client: server %q: %w", redactURL(s), err)
-	}
-	s = u.Redacted()
-	var sv server
-	if u.User != nil {
-		sv.user, sv.hasUser = u.User.Username(), true
-		if p, ok := u.User.Password(); ok {
-			sv.pass, sv.hasPass = []byte(p), true
-		}
-	}
-	port := ""
-	switch strings.ToLower(u.Scheme) {
-	case "mqtt", "tcp":
-		port = "1883"
-	case "mqtts", "tls", "ssl":
-		port, sv.tls = "8883", true
-	case "ws", "wss":
-		port, sv.tls = "80", strings.EqualFold(u.Scheme, "wss")
-		if sv.tls {
-			port = "443"
-		}
-	default:
-		return server{}, fmt.Errorf("client: server %q: unsupported scheme %q (want mqtt, tcp, mqtts, tls, ssl, ws or wss)", s, u.Scheme)
-	}
-	sv.host = strings.ToLower(u.Hostname())
-	if sv.host == "" {
-		return server{}, fmt.Errorf("client: server %q: no host", s)
-	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return server{}, fmt.Errorf("client: server %q: port %s out of range 1-65535", s, p)
-		}
-		port = p
-	}
-	sv.addr = net.JoinHostPort(sv.host, port)
-	scheme := "mqtt"
-	if sv.tls {
-		scheme = "mqtts"
-	}
-	sv.canonical = scheme + "://" + sv.addr
-	if strings.HasPrefix(strings.ToLower(u.Scheme), "ws") {
-		sv = webSocketTarget(sv, u)
-	}
-	return sv, nil
-}
-
-// dial opens the network connection to sv.
-func (c *Client) dial(ctx context.Context, sv server) (net.Conn, error) {
-	if sv.path != "" {
-		return c.dialWebSocket(ctx, sv)
-	}
-	var d net.Dialer
-	if !sv.tls {
-		return d.DialContext(ctx, "tcp", sv.addr)
-	}
-	cfg, err := c.tlsConfig(sv)
-	if err != nil {
-		return nil, err
-	}
-	td := tls.Dialer{NetDialer: &d, Config: cfg}
-	return td.DialContext(ctx, "tcp", sv.addr)
 }

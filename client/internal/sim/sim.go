@@ -115,10 +115,10 @@ type world struct {
 	tickets  []*ticket
 
 	// The application's knowledge, across lives.
-	nextOut int
-	outs    map[string]*outRec
-	nextIn  int
-	ins     map[string]*inRec
+	nextOut  int
+	outs     map[string]*outRec
+	nextIn   int
+	ins      map[string]*inRec
 	crashDup map[int]int // per ended life: messages delivered again after it
 
 	faults bool
@@ -252,6 +252,14 @@ func (w *world) chaosStep() error {
 	case n < 91:
 		if w.faults {
 			w.storeFails = !w.storeFails && w.rnd.IntN(3) == 0
+		}
+	case n < 92:
+		if w.faults && w.rnd.IntN(3) == 0 {
+			return w.close()
+		}
+	case n < 94:
+		if w.faults {
+			return w.bogusAck()
 		}
 	default:
 		return w.connectStep()
@@ -602,6 +610,8 @@ func (w *world) complete(t *ticket, err error) error {
 		o.lost = true
 	case errors.Is(err, engine.ErrPacketTooLarge):
 		o.failed = true
+	case errors.Is(err, errClosed):
+		// Still stored: a later process sends it.
 	default:
 		o.failed = true
 	}
@@ -657,6 +667,54 @@ func (w *world) crash() error {
 		w.broker.Drop()
 	}
 	w.boot()
+	return w.effects()
+}
+
+// close stops the process as Client.Close does: pending store writes
+// finish, pending publishes fail with errClosed while their messages stay
+// stored, and a new process takes over the store.
+func (w *world) close() error {
+	for w.committing || w.eng.NeedsCommit() {
+		if w.storeFails {
+			return nil // Close waits for a store that is down no longer than its timeout; try later
+		}
+		w.committing = true
+		if err := w.commitStep(); err != nil {
+			return err
+		}
+	}
+	w.logf("close")
+	w.eng.Abort(errClosed)
+	if err := w.effects(); err != nil {
+		return err
+	}
+	if w.link != nil {
+		w.link.closed = true
+		w.link = nil
+		w.wbuf, w.toBroker, w.toClient = w.wbuf[:0], w.toBroker[:0], w.toClient[:0]
+		w.broker.Drop()
+	}
+	w.boot()
+	return w.effects()
+}
+
+var errClosed = errors.New("sim: closed")
+
+// bogusAck makes the broker misbehave: a PUBACK or PUBCOMP for a packet
+// identifier the client does not use, which the client must shrug off.
+// (A stray PUBREC or PUBREL is answered, with 0x92, which the broker
+// model would rightly take for a response to nothing it sent.)
+func (w *world) bogusAck() error {
+	if w.link == nil {
+		return nil
+	}
+	kinds := []packets.Type{packets.PUBACK, packets.PUBCOMP}
+	a := &packets.Ack{Kind: kinds[w.rnd.IntN(len(kinds))], PacketID: uint16(1 + w.rnd.IntN(65535))}
+	if w.eng.IDInUse(a.PacketID) {
+		return nil
+	}
+	w.logf("← bogus %s", describe(a))
+	w.eng.Received(a)
 	return w.effects()
 }
 
