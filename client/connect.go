@@ -122,9 +122,13 @@ func (c *Client) failover(ctx context.Context, k store.Key) error {
 	c.eng.Attach(mv)
 	c.flush()
 	c.waitIdle()
-	if dels := mv.Deletes(); len(dels) > 0 {
-		if err := c.st.Apply(ctx, oldKey, dels...); err != nil {
-			c.log.Warn("failover: could not delete moved messages from the old session", "key", oldKey.String(), "err", err)
+	if c.eng.Failing() {
+		// The moved messages are not durable under the new key: keep
+		// them under the old one (at least once, never lost).
+		c.log.Warn("failover: moved messages not stored yet; the old session keeps them", "key", oldKey.String())
+	} else if ops := mv.OldOps(); len(ops) > 0 {
+		if err := c.st.Apply(ctx, oldKey, ops...); err != nil {
+			c.log.Warn("failover: could not remove moved messages from the old session", "key", oldKey.String(), "err", err)
 		}
 	}
 	if mv.Len() > 0 {

@@ -58,10 +58,23 @@ func (c *Client) flush() {
 			if cn := c.conn; cn != nil && cn.gen == f.Conn {
 				cn.fail(f.Err, 0, false)
 			}
+		case engine.StoreAt:
+			c.storeAt(f.Key, f.Ops)
 		}
 	}
 	if c.eng.NeedsCommit() {
 		c.kickCommitter()
+	}
+}
+
+// storeAt applies ops to the session of another server than the one
+// loaded (see engine.StoreAt). Rare: once per message acknowledged across a
+// failover. mu held.
+func (c *Client) storeAt(k store.Key, ops []store.Op) {
+	ctx, cancel := context.WithTimeout(c.storeCtx, c.cfg.ConnectTimeout)
+	defer cancel()
+	if err := c.st.Apply(ctx, k, ops...); err != nil {
+		c.log.Warn("could not record a message in the session it came from; it will come again", "key", k.String(), "err", err)
 	}
 }
 

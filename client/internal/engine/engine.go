@@ -124,6 +124,11 @@ const (
 	// Fail ends connection Conn with Err (a protocol violation or a store
 	// failure), with a DISCONNECT when Err is a *ProtocolError.
 	Fail
+	// StoreAt applies Ops to the session of Key, another server's than
+	// the one loaded: the record of a message acknowledged after a
+	// failover, which belongs to the session it came from. A failure is
+	// logged: the message then comes again.
+	StoreAt
 )
 
 // Effect is one thing the driver must do, in order.
@@ -135,6 +140,8 @@ type Effect struct {
 	In     *Inbound
 	Ticket any
 	Err    error
+	Key    store.Key  // StoreAt
+	Ops    []store.Op // StoreAt
 }
 
 // action is an effect waiting for the store, or one decided only when it
@@ -242,6 +249,7 @@ type Engine struct {
 	ids      idSet
 	inQoS2   map[uint16]uint64   // inbound QoS 2 identifiers recorded → Seq
 	in2      map[uint16]*Inbound // inbound QoS 2 messages with the application, not yet recorded
+	away     []*Inbound          // such messages of other servers' sessions (failover)
 	waiting  []*Out              // to send on this connection, in Seq order
 	waitHead int
 	quota    int // the server's Receive Maximum left

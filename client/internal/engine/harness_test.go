@@ -25,6 +25,7 @@ type rig struct {
 	nums      []uint64         // the numbered writes among them
 	delivered []*Inbound
 	outcome   map[int]error // ticket → Complete's error
+	elsewhere []Effect      // StoreAt effects
 	stored    map[int]bool
 	now       time.Time
 }
@@ -79,6 +80,8 @@ func (r *rig) effects() {
 			r.outcome[id] = f.Err
 		case Stored:
 			r.stored[f.Ticket.(int)] = true
+		case StoreAt:
+			r.elsewhere = append(r.elsewhere, f)
 		}
 	}
 }

@@ -240,3 +240,67 @@ func TestCrashWindowAcrossConnections(t *testing.T) {
 		t.Fatalf("wrote %v, want the PUBREC of the first", got)
 	}
 }
+
+// TestFailoverKeepsSessionsApart: moving to another server's session, a
+// sent QoS 2 message leaves a PUBREL in the old session (the old server
+// may hold its identifier), and an inbound QoS 2 message still with the
+// application is recorded in the session it came from — or, once the
+// client is back there, in the loaded session — so that its redelivery is
+// never delivered again.
+func TestFailoverKeepsSessionsApart(t *testing.T) {
+	a := store.Key{Server: "mqtt://a:1883", ClientID: "c"}
+	b := store.Key{Server: "mqtt://b:1883", ClientID: "c"}
+	r := newRig(t, Config{SessionExpiry: 3600})
+	r.e.Load(a, nil, nil)
+	r.connect(packets.Connack{})
+	r.commit()
+	r.publish(1, 2, "t", []byte("out"))
+	r.commit()
+	id := r.take()[0].(*packets.Publish).PacketID
+	r.receive(&packets.Publish{Topic: "t", QoS: 2, PacketID: 9, Payload: []byte("in")})
+	r.receive(&packets.Publish{Topic: "t", QoS: 2, PacketID: 8, Payload: []byte("in2")})
+	r.cut(r.nums[len(r.nums)-1])
+
+	mv := r.e.Detach()
+	r.e.Load(b, nil, nil)
+	r.e.Attach(mv)
+	r.effects()
+	old := mv.OldOps()
+	if len(old) != 1 || old[0].Kind != store.OpPut || old[0].Record.ID != id {
+		t.Fatalf("old session ops %+v, want the PUBREL of identifier %d", old, id)
+	}
+	if pr, err := ParseRecord(old[0].Record); err != nil || !pr.Pubrel {
+		t.Fatalf("old record: %+v %v, want a PUBREL", pr, err)
+	}
+
+	if err := r.e.Ack(r.delivered[0]); err != nil { // "in", acknowledged while at b
+		t.Fatal(err)
+	}
+	r.effects()
+	if len(r.elsewhere) != 1 || r.elsewhere[0].Key != a || r.elsewhere[0].Ops[0].Record.ID != 9 {
+		t.Fatalf("StoreAt effects %+v, want identifier 9 recorded in a's session", r.elsewhere)
+	}
+
+	// Back at a, "in2" still with the application.
+	m := Meta{Expiry: 3600, LastConnected: r.now}
+	r.e.Load(a, []store.Record{{Seq: store.MetaSeq, Dir: store.Meta, Packet: m.Encode()},
+		old[0].Record, r.elsewhere[0].Ops[0].Record}, nil)
+	r.effects()
+	r.connect(present)
+	r.commit()
+	r.receive(&packets.Publish{Topic: "t", QoS: 2, PacketID: 8, Dup: true, Payload: []byte("in2")})
+	if len(r.delivered) != 2 {
+		t.Fatalf("%d deliveries: the redelivery of a message still handled was delivered again", len(r.delivered))
+	}
+	if err := r.e.Ack(r.delivered[1]); err != nil {
+		t.Fatal(err)
+	}
+	r.effects()
+	r.commit()
+	if !r.e.Recorded(8) {
+		t.Fatal("identifier 8 not recorded in the session it came from")
+	}
+	if got := kinds(r.take()); !slices.Equal(got, []string{"PUBREL", "PUBREC"}) {
+		t.Fatalf("wrote %v, want the PUBREL ending the moved message's old exchange, then the PUBREC", got)
+	}
+}

@@ -125,7 +125,28 @@ func (e *Engine) Load(k store.Key, recs []store.Record, corrupt *store.CorruptEr
 	}
 	old := e.msgs
 	if k != e.key {
-		clear(e.in2) // those belong to another server's session
+		// Messages with the application belong to the session they came
+		// from: acknowledged, they are recorded there (StoreAt), or in
+		// this one again when the client is back in it.
+		for _, in := range e.in2 {
+			in.foreign, in.key = true, e.key
+			e.away = append(e.away, in)
+		}
+		clear(e.in2)
+		n := 0
+		for _, in := range e.away {
+			switch {
+			case in.acked:
+			case in.key == k:
+				in.foreign = false
+				e.in2[in.ID] = in
+			default:
+				e.away[n] = in
+				n++
+			}
+		}
+		clear(e.away[n:])
+		e.away = e.away[:n]
 	}
 	e.key = k
 	e.msgs = make(map[uint64]*Out, len(recs))
@@ -400,12 +421,12 @@ func (e *Engine) discard() []Lost {
 // to another's.
 type Moved struct {
 	msgs []*Out
-	dels []store.Op // to apply on the old key once the move is durable
+	old  []store.Op // to apply on the old key once the move is durable
 }
 
-// Deletes returns the deletions to apply on the old session's key once the
+// OldOps returns the operations to apply on the old session's key once the
 // moved messages are durable under the new one.
-func (mv *Moved) Deletes() []store.Op { return mv.dels }
+func (mv *Moved) OldOps() []store.Op { return mv.old }
 
 // Len returns how many messages move.
 func (mv *Moved) Len() int { return len(mv.msgs) }
@@ -417,6 +438,12 @@ func (mv *Moved) Len() int { return len(mv.msgs) }
 // twice. PUBRELs and inbound QoS 2 records stay with the old server's
 // session (the old server has those messages); their publishes complete.
 // Load the new session next, then Attach; on a failed load, Reattach.
+//
+// A QoS 2 message that may have reached the old server leaves a PUBREL in
+// the old session in its place: that server may hold its identifier's
+// exchange, and would take a new message under it for a repeat and drop it
+// (MQTT-2.2.1-3). When the client comes back, the PUBREL ends the exchange
+// (PUBCOMP, or 0x92 when the server never had it) and frees the identifier.
 func (e *Engine) Detach() *Moved {
 	mv := &Moved{}
 	for _, m := range e.sorted() {
@@ -429,7 +456,12 @@ func (e *Engine) Detach() *Moved {
 		if m.pub == nil {
 			continue
 		}
-		mv.dels = append(mv.dels, store.Delete(m.seq))
+		if m.qos == 2 && m.sent && m.id != 0 {
+			b, _ := packets.Append(nil, &packets.Ack{Kind: packets.PUBREL, PacketID: m.id})
+			mv.old = append(mv.old, store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: AppendRef(b, m.ref)}))
+		} else {
+			mv.old = append(mv.old, store.Delete(m.seq))
+		}
 		e.untrack(m)
 		mv.msgs = append(mv.msgs, m)
 	}

@@ -54,7 +54,19 @@ type Config struct {
 	// random, with reason code 0x10 (No matching subscribers), which is a
 	// success; 0 means never. Received counts such messages all the same.
 	NoSubscribersOneIn int
-	Quirks             Quirks
+	// AcceptStrayPubrel answers a PUBREL for an identifier the broker
+	// holds nothing for with 0x92 and records no violation: what a client
+	// does to release, on its return, an identifier whose QoS 2 message it
+	// moved to another server (the end-to-end checks still catch a message
+	// lost that way).
+	AcceptStrayPubrel bool
+	// PayloadsRepeat tells the broker that a payload may come again as a
+	// new message (a client with several servers moves a message to
+	// another's session and may bring it back): a PUBLISH repeating a
+	// released one is then a delivery, not a violation. The simulation's
+	// end-to-end counts still bound such repeats.
+	PayloadsRepeat bool
+	Quirks         Quirks
 }
 
 // Loss tells why the broker gave up a message to the client before its
@@ -863,6 +875,7 @@ func (b *Broker) onPubrel(id uint16) {
 			"PUBREL %d of a session the broker discarded (Session Present 0)", id) {
 			return
 		}
+	case b.cfg.AcceptStrayPubrel:
 	default:
 		if b.violate("MQTT-2.2.1-5", packets.ProtocolError,
 			"PUBREL %d answers no PUBREC", id) {
@@ -1014,7 +1027,7 @@ func (b *Broker) onQoS2(p *packets.Publish) {
 	}
 	if !waiting {
 		old, done := b.released[id]
-		if done && old == string(p.Payload) && b.violate("MQTT-4.3.3-6", packets.ProtocolError,
+		if done && old == string(p.Payload) && !b.cfg.PayloadsRepeat && b.violate("MQTT-4.3.3-6", packets.ProtocolError,
 			"PUBLISH %d sent again after its PUBREL: delivered twice", id) {
 			return
 		}

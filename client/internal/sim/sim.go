@@ -69,6 +69,9 @@ type outRec struct {
 	// the discard was durable — the documented window in which a message
 	// of a lost session may arrive twice.
 	resurrected int
+	// moved: sent to one server, then moved to another's session by a
+	// failover: at least once, so a QoS 2 message may arrive twice.
+	moved int
 }
 
 // inRec is one message the broker sent to the client.
@@ -85,6 +88,11 @@ type frame struct {
 	num uint64 // the engine's numbered write, 0 for none
 }
 
+type staleKey struct {
+	server string
+	seq    uint64
+}
+
 // world is one simulated run.
 type world struct {
 	opts  Options
@@ -93,12 +101,15 @@ type world struct {
 	stats Stats
 	trace []string
 
-	cfg    engine.Config
-	bcfg   Config
-	broker *Broker
+	cfg     engine.Config
+	bcfg    Config
+	brokers []*Broker // one, or two for a client with two servers (failover)
+	srv     int       // the server the client uses
+	broker  *Broker   // brokers[srv]
 
-	// The store: what is durable, and the batch being applied.
-	durable    map[uint64]store.Record
+	// The store: what is durable per session key, and the batch being
+	// applied.
+	durable    map[string]map[uint64]store.Record // by Key.Server
 	committing bool
 	storeFails bool // the store fails writes for a while
 
@@ -125,7 +136,8 @@ type world struct {
 	// discardPending: the engine dropped a session (Session Present 0 or
 	// local expiry) and the deletions may not all be durable yet.
 	discardPending bool
-	staleSeqs      map[uint64]bool // records a crash in that window left behind
+	staleSeqs      map[staleKey]bool // records a crash in that window left behind
+	acking         string            // the message being acknowledged
 }
 
 // Run runs one seeded simulation and returns its statistics, or the first
@@ -138,8 +150,8 @@ func Run(opts Options) (Stats, error) {
 
 func newWorld(opts Options) *world {
 	r := rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9E3779B97F4A7C15))
-	w := &world{opts: opts, rnd: r, durable: map[uint64]store.Record{}, outs: map[string]*outRec{},
-		ins: map[string]*inRec{}, crashDup: map[int]int{}, staleSeqs: map[uint64]bool{}, now: time.Unix(1_800_000_000, 0), faults: true}
+	w := &world{opts: opts, rnd: r, durable: map[string]map[uint64]store.Record{}, outs: map[string]*outRec{},
+		ins: map[string]*inRec{}, crashDup: map[int]int{}, staleSeqs: map[staleKey]bool{}, now: time.Unix(1_800_000_000, 0), faults: true}
 	rm := uint16(1 + r.IntN(20))
 	w.cfg = engine.Config{
 		ReceiveMaximum:       rm,
@@ -161,9 +173,34 @@ func newWorld(opts Options) *world {
 	}
 	w.bcfg.Quirks.IgnoreClientReceiveMaximum = r.IntN(3) == 0
 	w.bcfg.Quirks.PublishAfterPubrel = r.IntN(3) == 0
-	w.broker = New(w.bcfg, rand.New(rand.NewPCG(opts.Seed+1, opts.Seed+2)))
+	servers := 1
+	if r.IntN(3) == 0 {
+		servers = 2
+		w.bcfg.AcceptStrayPubrel = true
+		w.bcfg.PayloadsRepeat = true
+	}
+	for i := range servers {
+		w.brokers = append(w.brokers, New(w.bcfg, rand.New(rand.NewPCG(opts.Seed+1+uint64(i), opts.Seed+2))))
+		w.durable[serverName(i)] = map[uint64]store.Record{}
+	}
+	w.broker = w.brokers[0]
 	w.boot()
 	return w
+}
+
+func serverName(i int) string { return "mqtt://sim" + strconv.Itoa(i) + ":1883" }
+
+func keyOf(i int) store.Key { return store.Key{Server: serverName(i), ClientID: "sim"} }
+
+// records returns the durable session of server i, in Seq order.
+func (w *world) records(i int) []store.Record {
+	db := w.durable[serverName(i)]
+	recs := make([]store.Record, 0, len(db))
+	for _, r := range db {
+		recs = append(recs, r)
+	}
+	slices.SortFunc(recs, func(a, b store.Record) int { return cmpSeq(a.Seq, b.Seq) })
+	return recs
 }
 
 func (w *world) logf(format string, args ...any) {
@@ -184,12 +221,8 @@ func (w *world) fail(format string, args ...any) error {
 func (w *world) boot() {
 	w.life++
 	w.eng = engine.New(w.cfg)
-	recs := make([]store.Record, 0, len(w.durable))
-	for _, r := range w.durable {
-		recs = append(recs, r)
-	}
-	slices.SortFunc(recs, func(a, b store.Record) int { return cmpSeq(a.Seq, b.Seq) })
-	w.eng.Load(store.Key{Server: "mqtt://sim:1883", ClientID: "sim"}, recs, nil)
+	recs := w.records(w.srv)
+	w.eng.Load(keyOf(w.srv), recs, nil)
 	w.tickets = nil
 	w.unacked = nil
 	w.committing = false
@@ -261,6 +294,10 @@ func (w *world) chaosStep() error {
 		if w.faults {
 			return w.bogusAck()
 		}
+	case n < 96:
+		if w.rnd.IntN(2) == 0 {
+			return w.failover()
+		}
 	default:
 		return w.connectStep()
 	}
@@ -276,7 +313,21 @@ func (w *world) drain() error {
 		w.step++
 		w.stats.Steps++
 		if w.quiet() {
-			return w.final()
+			other := 1 - w.srv
+			if len(w.brokers) < 2 || !w.pendingAt(other) {
+				return w.final()
+			}
+			w.disconnect()
+			for w.eng.NeedsCommit() {
+				w.committing = true
+				if err := w.commitStep(); err != nil {
+					return err
+				}
+			}
+			if err := w.failover(); err != nil {
+				return err
+			}
+			continue
 		}
 		var err error
 		switch {
@@ -363,7 +414,11 @@ func (w *world) inject() error {
 	}
 	w.stats.Injected++
 	w.logf("inject %s QoS %d", payload, qos)
-	w.sendToClient(w.broker.Inject("t/in", []byte(payload), qos))
+	b := w.brokers[w.rnd.IntN(len(w.brokers))]
+	pkts := b.Inject("t/in", []byte(payload), qos)
+	if b == w.broker {
+		w.sendToClient(pkts)
+	}
 	return nil
 }
 
@@ -396,11 +451,17 @@ func (w *world) commitStep() error {
 }
 
 func (w *world) apply(ops []store.Op) {
+	k, _ := w.eng.Loaded()
+	w.applyTo(k, ops)
+}
+
+func (w *world) applyTo(k store.Key, ops []store.Op) {
+	db := w.durable[k.Server]
 	for _, op := range ops {
 		if op.Kind == store.OpPut {
 			r := op.Record
 			r.Packet = slices.Clone(r.Packet)
-			w.durable[r.Seq] = r
+			db[r.Seq] = r
 			if r.Dir == store.Outbound {
 				if pr, err := engine.ParseRecord(r); err == nil && pr.Pub != nil {
 					if o := w.outs[payloadKey(pr.Pub.Payload)]; o != nil {
@@ -409,7 +470,7 @@ func (w *world) apply(ops []store.Op) {
 				}
 			}
 		} else {
-			delete(w.durable, op.Record.Seq)
+			delete(db, op.Record.Seq)
 		}
 	}
 }
@@ -512,6 +573,7 @@ func (w *world) ackStep() error {
 	i := w.rnd.IntN(len(w.unacked))
 	in := w.unacked[i]
 	w.unacked = slices.Delete(w.unacked, i, i+1)
+	w.acking = in.App.(string)
 	err := w.eng.Ack(in)
 	w.logf("ack %v: %v", in.App, err)
 	if err != nil && !errors.Is(err, engine.ErrNotConnected) && !errors.Is(err, engine.ErrSessionLost) {
@@ -558,7 +620,7 @@ func (w *world) effects() error {
 				// broker sends after its PUBREL, or after a crash ended
 				// the life it was handled in, within the crash window.
 				switch {
-				case r.quirkUsed < w.broker.AfterPubrel()[key]:
+				case r.quirkUsed < w.afterPubrel(key):
 					r.quirkUsed++
 				case r.lastLife == w.life:
 					return w.fail("QoS 2 message %s delivered twice in one process life", key)
@@ -582,6 +644,14 @@ func (w *world) effects() error {
 			t.stored = true
 		case engine.Fail:
 			w.cut("engine: " + f.Err.Error())
+		case engine.StoreAt:
+			if !w.storeFails {
+				w.applyTo(f.Key, f.Ops)
+				w.logf("stored %d ops at %s", len(f.Ops), f.Key.Server)
+			} else if r := w.ins[w.acking]; r != nil {
+				r.quirkUsed-- // not recorded: its redelivery is delivered again, as the client logs
+				w.logf("could not store %d ops at %s", len(f.Ops), f.Key.Server)
+			}
 		}
 	}
 	return nil
@@ -603,7 +673,7 @@ func (w *world) complete(t *ticket, err error) error {
 	switch {
 	case err == nil:
 		o.okDone = true
-		if w.broker.Received()[t.payload] == 0 {
+		if w.received(t.payload) == 0 {
 			return w.fail("publish %s completed but the broker never received it", t.payload)
 		}
 	case errors.Is(err, engine.ErrSessionLost):
@@ -647,11 +717,12 @@ func (w *world) crash() error {
 	if w.discardPending {
 		// Stopped between Session Present 0 and the durable discard: the
 		// next process resumes the stale session's records.
-		for seq, r := range w.durable {
+		k, _ := w.eng.Loaded()
+		for seq, r := range w.durable[k.Server] {
 			if seq == store.MetaSeq {
 				continue
 			}
-			w.staleSeqs[seq] = true
+			w.staleSeqs[staleKey{k.Server, seq}] = true
 			if pr, err := engine.ParseRecord(r); err == nil && pr.Pub != nil {
 				if o := w.outs[payloadKey(pr.Pub.Payload)]; o != nil && o.lost {
 					o.resurrected++
@@ -700,6 +771,63 @@ func (w *world) close() error {
 
 var errClosed = errors.New("sim: closed")
 
+// failover moves the client, disconnected, to the other server's session
+// as the client does when a connection to its server fails: outbound
+// PUBLISH messages move with it (at least once: a QoS 2 message the old
+// server had may arrive twice), PUBRELs and inbound records stay with the
+// old session. The old records are deleted only once the moved ones are
+// durable under the new key.
+func (w *world) failover() error {
+	if len(w.brokers) < 2 || w.link != nil || w.committing || w.eng.NeedsCommit() {
+		return nil
+	}
+	from, to := w.srv, 1-w.srv
+	for _, m := range w.eng.Outbound() {
+		if m.Pub != nil && !m.Pubrel && m.Sent {
+			if o := w.outs[payloadKey(m.Pub.Payload)]; o != nil {
+				o.moved++
+			}
+		}
+	}
+	mv := w.eng.Detach()
+	if err := w.effects(); err != nil {
+		return err
+	}
+	w.srv, w.broker = to, w.brokers[to]
+	w.eng.Load(keyOf(to), w.records(to), nil)
+	w.eng.Attach(mv)
+	w.logf("failover from server %d to %d: %d messages move", from, to, mv.Len())
+	if err := w.effects(); err != nil {
+		return err
+	}
+	// As the client's waitIdle: until the move is durable, or failed.
+	for w.eng.NeedsCommit() && !w.eng.Failing() {
+		w.committing = true
+		if err := w.commitStep(); err != nil {
+			return err
+		}
+	}
+	if w.eng.Failing() {
+		// The moved messages failed in the new session; the old records
+		// stay, and are sent when the client comes back.
+		w.logf("failover: the move failed; the old records stay")
+		return nil
+	}
+	w.applyTo(keyOf(from), mv.OldOps())
+	return nil
+}
+
+// pendingAt reports whether server i still has work for the client: a
+// record in its session, or messages its broker holds for the client.
+func (w *world) pendingAt(i int) bool {
+	for seq := range w.durable[serverName(i)] {
+		if seq != store.MetaSeq && !w.staleSeqs[staleKey{serverName(i), seq}] {
+			return true
+		}
+	}
+	return w.brokers[i].Unacked() > 0
+}
+
 // bogusAck makes the broker misbehave: a PUBACK or PUBCOMP for a packet
 // identifier the client does not use, which the client must shrug off.
 // (A stray PUBREC or PUBREL is answered, with 0x92, which the broker
@@ -716,6 +844,17 @@ func (w *world) bogusAck() error {
 	w.logf("← bogus %s", describe(a))
 	w.eng.Received(a)
 	return w.effects()
+}
+
+// disconnect ends a quiet connection on purpose.
+func (w *world) disconnect() {
+	w.logf("disconnect")
+	w.link.closed = true
+	w.link = nil
+	w.wbuf, w.toBroker, w.toClient = w.wbuf[:0], w.toBroker[:0], w.toClient[:0]
+	w.broker.Drop()
+	w.eng.Disconnected(w.handed, w.now)
+	_ = w.effects()
 }
 
 func (w *world) restartBroker() {
@@ -783,19 +922,40 @@ func (w *world) markLost(lost []engine.Lost) {
 
 // check verifies what must hold after every step.
 func (w *world) check() error {
-	if v := w.broker.Violations(); len(v) > 0 {
-		return w.fail("protocol violation: %s", strings.Join(v, "; "))
+	for i, b := range w.brokers {
+		if v := b.Violations(); len(v) > 0 {
+			return w.fail("protocol violation at server %d: %s", i, strings.Join(v, "; "))
+		}
 	}
 	return nil
 }
 
+// received returns how many times the brokers passed an outbound message
+// on, across servers.
+func (w *world) received(key string) int {
+	n := 0
+	for _, b := range w.brokers {
+		n += b.Received()[key]
+	}
+	return n
+}
+
+// afterPubrel returns how many copies of an inbound message the brokers'
+// PublishAfterPubrel quirk sent.
+func (w *world) afterPubrel(key string) int {
+	n := 0
+	for _, b := range w.brokers {
+		n += b.AfterPubrel()[key]
+	}
+	return n
+}
+
 // final checks what must hold once everything has settled.
 func (w *world) final() error {
-	received := w.broker.Received()
 	for key, o := range w.outs {
-		n := received[key]
+		n := w.received(key)
 		switch {
-		case o.qos == 2 && n > 1+o.resurrected:
+		case o.qos == 2 && n > 1+o.resurrected+o.moved:
 			return w.fail("QoS 2 message %s reached subscribers %d times", key, n)
 		case o.okDone && n == 0:
 			return w.fail("message %s completed but never arrived", key)
@@ -805,15 +965,20 @@ func (w *world) final() error {
 			return w.fail("message %s was stored but never arrived", key)
 		}
 	}
-	lost := w.broker.Lost()
 	for key, r := range w.ins {
-		if r.deliveries == 0 && lost[key] == 0 {
+		lost := false
+		for _, b := range w.brokers {
+			lost = lost || b.Lost()[key] != 0
+		}
+		if r.deliveries == 0 && !lost {
 			return w.fail("message %s from the broker never delivered", key)
 		}
 	}
-	for seq, r := range w.durable {
-		if seq != store.MetaSeq && !w.staleSeqs[seq] {
-			return w.fail("record %d (%s, id %d) left in the store after every exchange ended", seq, r.Dir, r.ID)
+	for server, db := range w.durable {
+		for seq, r := range db {
+			if seq != store.MetaSeq && !w.staleSeqs[staleKey{server, seq}] {
+				return w.fail("record %d (%s, id %d) of %s left in the store after every exchange ended", seq, r.Dir, r.ID, server)
+			}
 		}
 	}
 	return nil
