@@ -595,6 +595,9 @@ func (w *world) effects() error {
 				}
 				continue
 			}
+			if err := w.durableFirst(f.Packet); err != nil {
+				return err
+			}
 			b, err := packets.Append(nil, f.Packet)
 			if err != nil {
 				return w.fail("encode %T: %v", f.Packet, err)
@@ -651,6 +654,50 @@ func (w *world) effects() error {
 			} else if r := w.ins[w.acking]; r != nil {
 				r.quirkUsed-- // not recorded: its redelivery is delivered again, as the client logs
 				w.logf("could not store %d ops at %s", len(f.Ops), f.Key.Server)
+			}
+		}
+	}
+	return nil
+}
+
+// durableFirst checks, as a packet goes on the wire, that the store change
+// it depends on is durable (DESIGN: what must be durable before which
+// packet): a QoS>0 PUBLISH its record, a PUBREL its replacement of the
+// PUBLISH, a PUBREC the inbound record, a PUBCOMP that record's deletion.
+func (w *world) durableFirst(p packets.Packet) error {
+	k, _ := w.eng.Loaded()
+	db := w.durable[k.Server]
+	find := func(dir store.Direction, id uint16) (store.Record, bool) {
+		for _, r := range db {
+			if r.Dir == dir && r.ID == id {
+				return r, true
+			}
+		}
+		return store.Record{}, false
+	}
+	switch p := p.(type) {
+	case *packets.Publish:
+		if p.QoS == 0 {
+			return nil
+		}
+		r, ok := find(store.Outbound, p.PacketID)
+		if pr, err := engine.ParseRecord(r); !ok || err != nil || pr.Pub == nil || payloadKey(pr.Pub.Payload) != payloadKey(p.Payload) {
+			return w.fail("PUBLISH %s id %d written before its record was durable", payloadKey(p.Payload), p.PacketID)
+		}
+	case *packets.Ack:
+		switch {
+		case p.Kind == packets.PUBREL && p.ReasonCode == packets.Success:
+			r, ok := find(store.Outbound, p.PacketID)
+			if pr, err := engine.ParseRecord(r); !ok || err != nil || !pr.Pubrel {
+				return w.fail("PUBREL id %d written before the PUBLISH→PUBREL replacement was durable", p.PacketID)
+			}
+		case p.Kind == packets.PUBREC && p.ReasonCode == packets.Success:
+			if _, ok := find(store.Inbound, p.PacketID); !ok {
+				return w.fail("PUBREC id %d written before the inbound record was durable", p.PacketID)
+			}
+		case p.Kind == packets.PUBCOMP:
+			if _, ok := find(store.Inbound, p.PacketID); ok {
+				return w.fail("PUBCOMP id %d written before the inbound record's deletion was durable", p.PacketID)
 			}
 		}
 	}
