@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tethermq/tether/conformance"
+	"github.com/tethermq/tether/conformance/sessiontest"
 	"github.com/tethermq/tether/store"
 	"github.com/tethermq/tether/store/memory"
 )
@@ -107,7 +108,7 @@ func TestBrokenChild(t *testing.T) {
 		return
 	}
 	if bug == "session-nochild" {
-		conformance.RunSession(t, newFileHarness("nochild"), conformance.SessionOptions{})
+		sessiontest.Run(t, newFileHarness("nochild"), sessiontest.Options{})
 		return
 	}
 	if fileBug, ok := strings.CutPrefix(bug, "file-"); ok {

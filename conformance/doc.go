@@ -29,7 +29,7 @@
 //	func TestMain(m *testing.M)         { goleak.VerifyTestMain(m) }
 //	func TestConformance(t *testing.T) { conformance.Run(t, newHarness, conformance.Options{OpenChild: openChild}) }
 //	func TestSession(t *testing.T) {
-//		conformance.RunSession(t, newHarness, conformance.SessionOptions{OpenChild: openChild})
+//		sessiontest.Run(t, newHarness, sessiontest.Options{OpenChild: openChild})
 //	}
 //	func BenchmarkConformance(b *testing.B) { conformance.Bench(b, newHarness) }
 //
@@ -42,10 +42,10 @@
 //     process (files, servers). A Durable harness gets the Reopen/... and
 //     Damage/... checks and the checks that kill a process, and must let a
 //     child process in: Child (or a ChildHarness of your own) names the
-//     storage, and OpenChild (in Options for Run, in SessionOptions for
-//     RunSession) opens it in the child. Without them Store/KillAfterApply,
-//     Store/SyncOnApply and the session suite's Crash fail, saying so:
-//     they are not skipped.
+//     storage, and OpenChild (in Options for Run, in sessiontest.Options
+//     for sessiontest.Run) opens it in the child. Without them
+//     Store/KillAfterApply, Store/SyncOnApply and the session suite's Crash
+//     fail, saying so: they are not skipped.
 //  3. Caps.SharedHandles: set it when several handles may be open at once
 //     (several processes on one file, several clients of one server); the
 //     Owner/... checks need it. Caps.ServerDurability: set it when a server
@@ -61,7 +61,7 @@
 //     _test.go file of the backend's own package (see store/bolt,
 //     store/sqlite).
 //  5. The checks that kill or trace a process re-execute the test binary,
-//     which runs the test that called Run (or RunSession) again; there Run
+//     which runs the test that called Run (or sessiontest.Run) again; there Run
 //     plays the child's role without calling the HarnessMaker. A test that
 //     starts a service before calling Run should skip that when IsChild
 //     reports true and pass a nil HarnessMaker.
@@ -167,16 +167,18 @@
 //     missing on the machine — Mosquitto, Redis, strace — into a failure.
 //     Skips for a capability the backend does not declare stay skips.
 //   - TETHER_CONFORMANCE_TIMEOUT (TimeoutEnv): the progress limit of a check.
-//   - TETHER_SESSION_SEED (SeedEnv), TETHER_SESSION_SOAK (SoakEnv): replay
-//     the session suite's chaos with a seed; size its soak.
+//   - TETHER_SESSION_SEED (sessiontest.SeedEnv), TETHER_SESSION_SOAK
+//     (sessiontest.SoakEnv): replay the session suite's chaos with a seed;
+//     size its soak.
 //
 // # The session suite
 //
-// Run checks a store alone. RunSession checks the whole promise: real
-// clients on the backend, driven through a fault-injecting proxy
-// (faultproxy) to a real broker, cut at every packet of every
-// QoS 1 and QoS 2 exchange, restarted, crashed with kill -9, must lose no
-// message and deliver no QoS 2 message twice. A backend runs it with the
-// same HarnessMaker and the same OpenChild, as above. See RunSession for
+// Run checks a store alone. The session suite, package
+// conformance/sessiontest, checks the whole promise: real clients on the
+// backend, driven through a fault-injecting proxy (faultproxy) to a real
+// broker, cut at every packet of every QoS 1 and QoS 2 exchange,
+// restarted, crashed with kill -9, must lose no message and deliver no
+// QoS 2 message twice. A backend runs sessiontest.Run with the same
+// HarnessMaker and the same OpenChild, as above. See sessiontest.Run for
 // the cases and the crash case's one remaining duplicate window.
 package conformance

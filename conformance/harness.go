@@ -84,7 +84,7 @@ type Partitioner interface {
 // can open: a file path, a Redis address and key prefix. The checks that
 // kill or trace a process (Store/KillAfterApply, Store/SyncOnApply, the
 // session suite's Crash) pass ChildConfig to a re-executed test binary,
-// which hands it to Options.OpenChild (SessionOptions.OpenChild). A
+// which hands it to Options.OpenChild (sessiontest.Options.OpenChild). A
 // Durable harness must offer it: the suite fails those checks, naming
 // what is missing, when ChildConfig is empty or OpenChild is nil.
 type ChildHarness interface {
@@ -193,14 +193,6 @@ func damagerOf(h Harness) Damager {
 		return d
 	}
 	return nil
-}
-
-// childConfigOf returns h's ChildConfig, or "".
-func childConfigOf(h Harness) string {
-	if c, ok := h.(ChildHarness); ok {
-		return c.ChildConfig()
-	}
-	return ""
 }
 
 // MakeStore calls h.Make.

@@ -6,23 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
+	"github.com/tethermq/tether/conformance/internal/limit"
+	"github.com/tethermq/tether/conformance/internal/reexec"
 	"github.com/tethermq/tether/store"
 )
 
-// Time limits of one check. They are silences, not totals: a check fails
-// when nothing has moved for its limit (see progress). The context ends
-// first, so that a store honouring its context fails the check with a
-// readable error; the watchdog comes later and only fires for a store that
-// ignores its context.
-const (
-	normalTimeout  = 60 * time.Second
-	heavyFactor    = 3                // heavy checks get this many times the normal limit
-	eventuallyWait = 10 * time.Second // how long to wait for an event that must come
-)
+// eventuallyWait is how long a check waits for an event that must come.
+const eventuallyWait = 10 * time.Second
 
 // TimeoutEnv names an environment variable that, set to a duration
 // ("2m"), replaces the time limit of one check (60s; heavy checks get three
@@ -31,27 +24,7 @@ const (
 // operation of the store returning; in the session suite, a message
 // delivered for the first time, a change to the client's inbound records,
 // a new event of a child process), not how long it may run.
-const TimeoutEnv = "TETHER_CONFORMANCE_TIMEOUT"
-
-// checkTimeout returns the time limit of a check.
-func checkTimeout(heavy bool) time.Duration {
-	d := normalTimeout
-	if v := os.Getenv(TimeoutEnv); v != "" {
-		if e, err := time.ParseDuration(v); err == nil && e > 0 {
-			d = e
-		}
-	}
-	if heavy {
-		d *= heavyFactor
-	}
-	return d
-}
-
-// watchdogGrace is how long past a check's deadline the watchdog waits: a
-// quarter of the limit, between 1s and 15s.
-func watchdogGrace(timeout time.Duration) time.Duration {
-	return min(max(timeout/4, time.Second), 15*time.Second)
-}
+const TimeoutEnv = limit.TimeoutEnv
 
 // Options configures Run. The zero value runs every check that the
 // harness's capabilities allow.
@@ -85,7 +58,7 @@ func Run(t *testing.T, newHarness HarnessMaker, opts ...Options) {
 	default:
 		t.Fatal("conformance: Run: more than one Options")
 	}
-	if spec := os.Getenv(storeChildEnv); spec != "" {
+	if spec := os.Getenv(reexec.StoreEnv); spec != "" {
 		runStoreChild(o, spec)
 		return
 	}
@@ -125,7 +98,7 @@ func Run(t *testing.T, newHarness HarnessMaker, opts ...Options) {
 // check is one named conformance check.
 type check struct {
 	name   string
-	heavy  bool // gets heavyTimeout instead of normalTimeout
+	heavy  bool // gets three times the normal limit (see TimeoutEnv)
 	reopen bool // runs again under Reopen/, reopening the storage before it reads
 	fn     func(e *env)
 }
@@ -152,11 +125,9 @@ type env struct {
 // run runs c as a subtest with a fresh harness, a deadline and a watchdog.
 func (s *suite) run(t *testing.T, c check, reopening bool) {
 	t.Run(c.name, func(t *testing.T) {
-		timeout := checkTimeout(c.heavy)
-		ctx, prog, stopProgress := newProgress(context.Background(), timeout)
-		defer stopProgress()
-		stop := watchdog(t.Name(), prog, timeout+watchdogGrace(timeout))
+		ctx, clock, stop := limit.Check(t.Name(), c.heavy)
 		defer stop()
+		prog := &progress{clock}
 
 		h, err := s.newHarness(ctx, t)
 		if err != nil {
@@ -174,38 +145,6 @@ func (s *suite) run(t *testing.T, c check, reopening bool) {
 		}
 		c.fn(e)
 	})
-}
-
-// watchdog ends the test binary, with every goroutine's stack, once p has
-// seen no progress for d. A check that blocks forever (a deadlock in a
-// backend, a store ignoring its context) then fails with a message that
-// names it instead of hanging the whole run.
-func watchdog(name string, p *progress, d time.Duration) (stop func()) {
-	done := make(chan struct{})
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		tick := time.NewTicker(min(max(d/8, 20*time.Millisecond), time.Second))
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-			if p.silence() >= d {
-				break
-			}
-		}
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		fmt.Fprintf(os.Stderr, "conformance: %s still running with no progress for %v; the store is stuck or ignores its context\n\n%s\n", name, d, buf)
-		panic("conformance: " + name + " timed out")
-	}()
-	return func() {
-		close(done)
-		<-exited
-	}
 }
 
 // open makes a new handle through the harness; the check's end closes it.
@@ -350,6 +289,6 @@ func (e *env) eventually(ch <-chan struct{}, what string) {
 	case <-timer.C:
 		e.t.Fatalf("%s did not happen within %v", what, eventuallyWait)
 	case <-e.ctx.Done():
-		e.t.Fatalf("%s did not happen: %s", what, stalled(e.ctx))
+		e.t.Fatalf("%s did not happen: %s", what, limit.Stalled(e.ctx))
 	}
 }

@@ -16,27 +16,26 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/tethermq/tether/conformance/internal/limit"
+	"github.com/tethermq/tether/conformance/internal/reexec"
 	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/store"
 )
-
-// storeChildEnv carries the instructions of a store check to a re-executed
-// test binary.
-const storeChildEnv = "TETHER_CONFORMANCE_CHILD"
 
 // storeChildPrefix starts every line of a store child's protocol on its
 // standard output.
 const storeChildPrefix = "tether-store-child: "
 
-// IsChild reports whether this process is a child that Run or RunSession
-// started (re-executing the test binary) for a check that kills or traces a
-// process. The child never calls the HarnessMaker: a test that starts a
-// service (a Redis server, say) before it calls Run or RunSession should
-// not do so in the child, and may pass a nil HarnessMaker there.
-func IsChild() bool { return os.Getenv(storeChildEnv) != "" || os.Getenv(childEnv) != "" }
+// IsChild reports whether this process is a child that Run or
+// sessiontest.Run started (re-executing the test binary) for a check that
+// kills or traces a process. The child never calls the HarnessMaker: a test
+// that starts a service (a Redis server, say) before it calls Run or
+// sessiontest.Run should not do so in the child, and may pass a nil
+// HarnessMaker there.
+func IsChild() bool { return reexec.IsChild() }
 
-// IsSessionChild is IsChild, under the name it had when only RunSession
-// started children.
+// IsSessionChild is IsChild, under the name it had when only the session
+// suite started children.
 func IsSessionChild() bool { return IsChild() }
 
 // Modes of a store child.
@@ -47,7 +46,7 @@ const (
 )
 
 // storeChildSpec is what a store check tells its child, as JSON in
-// storeChildEnv.
+// reexec.StoreEnv.
 type storeChildSpec struct {
 	Config   string // ChildHarness.ChildConfig, for Options.OpenChild
 	Mode     string
@@ -62,7 +61,7 @@ type storeChildSpec struct {
 func runStoreChild(o Options, raw string) {
 	var spec storeChildSpec
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
-		fmt.Fprintf(os.Stderr, "store child: bad %s: %v\n", storeChildEnv, err)
+		fmt.Fprintf(os.Stderr, "store child: bad %s: %v\n", reexec.StoreEnv, err)
 		os.Exit(2)
 	}
 	os.Exit(storeChildMain(o, spec))
@@ -134,7 +133,7 @@ func (e *env) childConfig() string {
 	if !e.caps.Durable {
 		e.t.Skip("the harness is not Durable: nothing need survive the process")
 	}
-	cfg := childConfigOf(e.h)
+	cfg := reexec.ChildConfig(e.h)
 	switch {
 	case cfg == "":
 		e.t.Fatal("the harness is Durable but gives a child process no way to open its storage: " +
@@ -157,19 +156,10 @@ type storeChild struct {
 // empty, is a command line (strace ...) the binary runs under.
 func (e *env) startChild(spec storeChildSpec, wrap ...string) *storeChild {
 	e.t.Helper()
-	exe, err := os.Executable()
+	cmd, err := reexec.Command(e.s.root, reexec.StoreEnv, spec, wrap...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	raw, err := json.Marshal(spec)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	// No time limit of the child's own: the parent kills a child that
-	// stops making progress.
-	args := append(wrap, exe, "-test.run="+childPattern(e.s.root), "-test.count=1", "-test.timeout=0")
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), storeChildEnv+"="+string(raw))
 	ch := &storeChild{cmd: cmd, lines: make(chan string, 1024), stderr: new(bytes.Buffer)}
 	cmd.Stderr = ch.stderr
 	stdout, err := cmd.StdoutPipe()
@@ -214,7 +204,7 @@ func (e *env) waitChild(ch *storeChild, what string) *os.ProcessState {
 	case <-e.ctx.Done():
 		_ = ch.cmd.Process.Kill()
 		<-done
-		e.t.Fatalf("%s: %s\n%s", what, stalled(e.ctx), ch.stderr)
+		e.t.Fatalf("%s: %s\n%s", what, limit.Stalled(e.ctx), ch.stderr)
 	}
 	e.prog.note()
 	return ch.cmd.ProcessState
@@ -275,7 +265,7 @@ func checkKillAfterApply(e *env) {
 		select {
 		case line, ok = <-ch.lines:
 		case <-e.ctx.Done():
-			e.t.Fatalf("waiting for the child's batch %d: %s\n%s", killAt, stalled(e.ctx), ch.stderr)
+			e.t.Fatalf("waiting for the child's batch %d: %s\n%s", killAt, limit.Stalled(e.ctx), ch.stderr)
 		}
 		if !ok {
 			e.waitChild(ch, "the child")

@@ -1,5 +1,5 @@
 // Command matrix prints the results of tether's end-to-end session suite
-// (conformance.RunSession) as a table: one row per case, one column per
+// (conformance/sessiontest) as a table: one row per case, one column per
 // backend (and broker), from the JSON stream of go test:
 //
 //	go test -json -short -race -run 'TestSession' ./store/... | go run ./internal/matrix

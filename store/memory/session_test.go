@@ -4,14 +4,14 @@ import (
 	"os"
 	"testing"
 
-	"github.com/tethermq/tether/conformance"
+	"github.com/tethermq/tether/conformance/sessiontest"
 )
 
 // TestSession runs the end-to-end session suite against Mosquitto. The
 // memory store is not durable, so the crash case skips; a "new client"
 // reuses the same store, as a new client in the same process would.
 func TestSession(t *testing.T) {
-	conformance.RunSession(t, newHarness, conformance.SessionOptions{})
+	sessiontest.Run(t, newHarness, sessiontest.Options{})
 }
 
 // MochiEnv, set to 1, runs TestSessionMochi.
@@ -31,13 +31,13 @@ func TestSessionMochi(t *testing.T) {
 	if os.Getenv(MochiEnv) != "1" {
 		t.Skipf("set %s=1 to run the suite against the embedded broker (make matrix does)", MochiEnv)
 	}
-	conformance.RunSession(t, newHarness, conformance.SessionOptions{Broker: conformance.MochiBroker})
+	sessiontest.Run(t, newHarness, sessiontest.Options{Broker: sessiontest.MochiBroker})
 }
 
 // TestSessionWebSocket runs the session suite with the clients connected
 // over MQTT over WebSocket (ws://): a WebSocket front relays to the fault
-// proxy, so every cut still falls at an exact packet (conformance's
+// proxy, so every cut still falls at an exact packet (sessiontest's
 // websocket.go explains the arrangement).
 func TestSessionWebSocket(t *testing.T) {
-	conformance.RunSession(t, newHarness, conformance.SessionOptions{WebSocket: true})
+	sessiontest.Run(t, newHarness, sessiontest.Options{WebSocket: true})
 }

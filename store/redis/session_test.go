@@ -9,6 +9,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/tethermq/tether/conformance"
+	"github.com/tethermq/tether/conformance/sessiontest"
 	"github.com/tethermq/tether/store"
 )
 
@@ -42,7 +43,7 @@ func (d *deployment) sessionMaker() conformance.HarnessMaker {
 	}
 }
 
-var sessionOptions = conformance.SessionOptions{OpenChild: openChild}
+var sessionOptions = sessiontest.Options{OpenChild: openChild}
 
 // TestSession runs the end-to-end session suite on a standalone Redis,
 // crash cases included. The child process of a crash case starts no
@@ -52,7 +53,7 @@ func TestSession(t *testing.T) {
 	if !conformance.IsSessionChild() {
 		maker = standalone(t).sessionMaker()
 	}
-	conformance.RunSession(t, maker, sessionOptions)
+	sessiontest.Run(t, maker, sessionOptions)
 }
 
 // TestSessionCluster runs the end-to-end session suite on a 3-master Redis
@@ -62,5 +63,5 @@ func TestSessionCluster(t *testing.T) {
 	if !conformance.IsSessionChild() {
 		maker = cluster(t).sessionMaker()
 	}
-	conformance.RunSession(t, maker, sessionOptions)
+	sessiontest.Run(t, maker, sessionOptions)
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/tethermq/tether/conformance"
+	"github.com/tethermq/tether/conformance/sessiontest"
 	"github.com/tethermq/tether/store"
 )
 
@@ -14,7 +14,7 @@ import (
 // Keys: the client's own records (Meta included) go through sealing and
 // hidden names and come back intact across every reconnect and crash.
 func TestSession(t *testing.T) {
-	conformance.RunSession(t, boltHarness("HiddenKeys"), conformance.SessionOptions{
+	sessiontest.Run(t, boltHarness("HiddenKeys"), sessiontest.Options{
 		OpenChild: func(_ context.Context, config string) (store.SessionStore, error) { return openSealedBolt(config) },
 		// The wrapper adds nothing to the soak the bolt package already
 		// runs at full size: a shorter one keeps CI within its time.

@@ -1,4 +1,4 @@
-package conformance
+package sessiontest
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"github.com/tethermq/tether/faultproxy"
 )
 
-// MQTT over WebSocket in the session suite (SessionOptions.WebSocket).
+// MQTT over WebSocket in the session suite (Options.WebSocket).
 //
 // The fault proxy cuts connections at exact MQTT packets, which it finds
 // by parsing the byte stream; inside WebSocket frames that stream is
@@ -34,7 +34,7 @@ import (
 var wsFronts sync.Map // *faultproxy.Proxy → string
 
 // url returns the URL a case's clients dial to reach the broker through
-// p: the proxy's own, or, with SessionOptions.WebSocket, the ws:// URL of
+// p: the proxy's own, or, with Options.WebSocket, the ws:// URL of
 // a front started for p on first use and closed when the case ends.
 func (s *sess) url(p *faultproxy.Proxy) string {
 	if !s.r.opts.WebSocket {
@@ -45,7 +45,7 @@ func (s *sess) url(p *faultproxy.Proxy) string {
 	}
 	f, err := startWSFront(p.Addr())
 	if err != nil {
-		s.t.Fatalf("conformance: websocket front: %v", err)
+		s.t.Fatalf("sessiontest: websocket front: %v", err)
 	}
 	u := "ws://" + f.ln.Addr().String() + "/mqtt"
 	wsFronts.Store(p, u)

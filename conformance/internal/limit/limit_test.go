@@ -1,4 +1,4 @@
-package conformance
+package limit
 
 import (
 	"context"
@@ -11,10 +11,10 @@ import (
 // noted, and ends, saying why, once none has been for the limit.
 func TestProgressDeadline(t *testing.T) {
 	const idle = 2 * time.Second
-	ctx, p, stop := newProgress(context.Background(), idle)
+	ctx, p, stop := Start(context.Background(), idle)
 	defer stop()
 	for start := time.Now(); time.Since(start) < 2*idle; {
-		p.note()
+		p.Note()
 		select {
 		case <-ctx.Done():
 			t.Fatalf("the context ended while progress was noted every 20ms: %v", context.Cause(ctx))
@@ -26,7 +26,7 @@ func TestProgressDeadline(t *testing.T) {
 	case <-time.After(30 * idle): // a bound for the test itself, far past the limit
 		t.Fatal("the context did not end once progress stopped")
 	}
-	if msg := stalled(ctx); !strings.Contains(msg, "no progress for 2s") {
-		t.Fatalf("stalled(ctx) = %q, want it to say there was no progress for 2s", msg)
+	if msg := Stalled(ctx); !strings.Contains(msg, "no progress for 2s") {
+		t.Fatalf("Stalled(ctx) = %q, want it to say there was no progress for 2s", msg)
 	}
 }

@@ -1,4 +1,4 @@
-package conformance
+package sessiontest
 
 import (
 	"context"
@@ -14,21 +14,24 @@ import (
 	"time"
 
 	"github.com/tethermq/tether/client"
+	"github.com/tethermq/tether/conformance"
+	"github.com/tethermq/tether/conformance/internal/limit"
+	"github.com/tethermq/tether/conformance/internal/reexec"
 	"github.com/tethermq/tether/faultproxy"
 	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/store"
 	"github.com/tethermq/tether/store/memory"
 )
 
-// SessionOptions configures RunSession. The zero value runs every case
-// against Mosquitto; a Durable harness also needs OpenChild, for the crash
-// case.
-type SessionOptions struct {
+// Options configures Run. The zero value runs every case against
+// Mosquitto; a Durable harness also needs OpenChild, for the crash case.
+type Options struct {
 	// Broker is the MQTT broker implementation the cases talk to. Nil
 	// means MosquittoBroker.
 	Broker *BrokerImpl
 	// OpenChild opens, in a child process, a handle on the storage that a
-	// harness described with ChildHarness.ChildConfig. It is what makes
+	// harness described with conformance.ChildHarness.ChildConfig. It is
+	// what makes
 	// the crash cases possible: the suite re-executes the test binary,
 	// the child calls OpenChild with the configuration string, runs a
 	// client on the store and is killed with SIGKILL at random points.
@@ -70,7 +73,7 @@ type BrokerImpl struct {
 // match Symptom is still a failure.
 type KnownFault struct {
 	// Cases is a regular expression matched against the case's name below
-	// RunSession's test, such as "^Inbound/QoS2/.*/NewClient$"; empty
+	// Run's test, such as "^Inbound/QoS2/.*/NewClient$"; empty
 	// matches every case.
 	Cases string
 	// Symptom is a regular expression that the failure message matches
@@ -84,7 +87,7 @@ type KnownFault struct {
 	Hangs bool
 }
 
-// BrokerConfig is how RunSession wants a broker configured.
+// BrokerConfig is how Run wants a broker configured.
 type BrokerConfig struct {
 	// Persistence asks for a broker that keeps sessions across a clean
 	// Stop and Start.
@@ -169,23 +172,20 @@ var mochiFaults = []KnownFault{
 	},
 }
 
-// Environment variables RunSession reads.
+// Environment variables Run reads.
 const (
 	// SeedEnv replays the chaos soak and the crash cases with a given
 	// seed (printed by every run).
 	SeedEnv = "TETHER_SESSION_SEED"
 	// SoakEnv sets how many messages the chaos soak sends each way.
 	SoakEnv = "TETHER_SESSION_SOAK"
-	// childEnv carries the child role's instructions to a re-executed
-	// test binary.
-	childEnv = "TETHER_SESSION_CHILD"
 )
 
 // sharedReceiveMax is the Receive Maximum of the broker shared by the
 // cases: small, so that the backlog case exceeds it many times.
 const sharedReceiveMax = 10
 
-// RunSession drives real clients through a fault-injecting proxy
+// Run drives real clients through a fault-injecting proxy
 // (faultproxy, with its wire auditor on) to a real broker and
 // checks that the QoS 1 and QoS 2 state the client keeps in the backend's
 // store survives every cut, reconnection, new client, broker restart and,
@@ -264,36 +264,37 @@ const sharedReceiveMax = 10
 // # For backend authors
 //
 // A durable backend runs the crash case: its harness names the storage for
-// a child process (HarnessFuncs.Child, or a ChildHarness of its own) and
-// SessionOptions.OpenChild opens it there. A Durable harness without both
-// fails the Crash case, saying what is missing, rather than skipping it.
-// The child never calls the HarnessMaker, so a test that starts a service
-// before calling RunSession should skip that when IsChild reports true.
+// a child process (conformance.HarnessFuncs.Child, or a
+// conformance.ChildHarness of its own) and Options.OpenChild opens it
+// there. A Durable harness without both fails the Crash case, saying what
+// is missing, rather than skipping it. The child never calls the
+// HarnessMaker, so a test that starts a service before calling Run should
+// skip that when conformance.IsChild reports true.
 // For example:
 //
 //	func TestSession(t *testing.T) {
-//		conformance.RunSession(t, newHarness, conformance.SessionOptions{
+//		sessiontest.Run(t, newHarness, sessiontest.Options{
 //			OpenChild: func(_ context.Context, path string) (store.SessionStore, error) {
 //				return bolt.Open(path, nil)
 //			},
 //		})
 //	}
 //
-// where newHarness returns a HarnessFuncs whose Child is the file's path.
-// SessionOptions.Broker picks another broker implementation
+// where newHarness returns a conformance.HarnessFuncs whose Child is the
+// file's path. Options.Broker picks another broker implementation
 // (MochiBroker). Run it under -race; -short keeps the soak and the crash
 // case small (about ten seconds per backend), the full run is much
 // longer. The matrix of results is printed by
 //
 //	go test -json -race -short -run TestSession ./store/... | go run ./internal/matrix
-func RunSession(t *testing.T, newHarness HarnessMaker, opts SessionOptions) {
+func Run(t *testing.T, newHarness conformance.HarnessMaker, opts Options) {
 	t.Helper()
-	if spec := os.Getenv(childEnv); spec != "" {
+	if spec := os.Getenv(reexec.SessionEnv); spec != "" {
 		runChild(t, opts, spec)
 		return
 	}
 	if newHarness == nil {
-		t.Fatal("conformance: RunSession: nil HarnessMaker")
+		t.Fatal("sessiontest: Run: nil HarnessMaker")
 	}
 	impl := opts.Broker
 	if impl == nil {
@@ -319,12 +320,12 @@ func RunSession(t *testing.T, newHarness HarnessMaker, opts SessionOptions) {
 	r.run(t, "Crash", func(s *sess) { s.crash() })
 }
 
-// sessRunner holds what the cases of one RunSession share.
+// sessRunner holds what the cases of one Run share.
 type sessRunner struct {
-	newHarness HarnessMaker
-	opts       SessionOptions
+	newHarness conformance.HarnessMaker
+	opts       Options
 	impl       *BrokerImpl
-	root       string // the name of the test that called RunSession
+	root       string // the name of the test that called Run
 	shared     Broker // the broker of the cases that do not restart one
 }
 
@@ -342,10 +343,10 @@ var variants = []variant{{"SameClient", false}, {"NewClient", true}}
 type sess struct {
 	t      *testing.T
 	ctx    context.Context // ends when the case makes no progress for its limit
-	prog   *progress       // nil in the regression tests: ctx is theirs
+	prog   *limit.Clock    // nil in the regression tests: ctx is theirs
 	r      *sessRunner
-	h      Harness
-	caps   Capabilities
+	h      conformance.Harness
+	caps   conformance.Capabilities
 	name   string       // the case's name below the root test
 	known  []KnownFault // the broker faults this case may hit
 	broker Broker
@@ -366,10 +367,7 @@ type sess struct {
 // slow, not red.
 func (r *sessRunner) run(t *testing.T, name string, fn func(s *sess)) {
 	t.Run(name, func(t *testing.T) {
-		timeout := checkTimeout(false)
-		ctx, prog, stopProgress := newProgress(context.Background(), timeout)
-		defer stopProgress()
-		stop := watchdog(t.Name(), prog, timeout+watchdogGrace(timeout))
+		ctx, prog, stop := limit.Check(t.Name(), false)
 		defer stop()
 		s := &sess{t: t, ctx: ctx, prog: prog, r: r, broker: r.shared}
 		s.name = strings.TrimPrefix(t.Name(), r.root+"/")
@@ -517,12 +515,12 @@ func (s *sess) checkAudit(a *faultproxy.Auditor) {
 // note records progress of the case.
 func (s *sess) note() {
 	if s.prog != nil {
-		s.prog.note()
+		s.prog.Note()
 	}
 }
 
 // timedOut describes why the case's context ended.
-func (s *sess) timedOut() string { return stalled(s.ctx) }
+func (s *sess) timedOut() string { return limit.Stalled(s.ctx) }
 
 // newID returns a ClientID or topic segment unique to this case.
 func (s *sess) newID(what string) string {

@@ -1,4 +1,4 @@
-package conformance
+package sessiontest
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tethermq/tether/client"
+	"github.com/tethermq/tether/conformance/internal/limit"
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
 	"github.com/tethermq/tether/store/memory"
@@ -21,9 +22,9 @@ import (
 // newRegressionSess returns a case environment on a fresh Mosquitto whose
 // max_inflight_messages is inflight.
 func newRegressionSess(t *testing.T, inflight int) *sess {
-	// Like a case of RunSession: no progress for 30s fails, however long
+	// Like a case of Run: no progress for 30s fails, however long
 	// the test runs.
-	ctx, prog, stop := newProgress(context.Background(), 30*time.Second)
+	ctx, prog, stop := limit.Start(context.Background(), 30*time.Second)
 	t.Cleanup(stop)
 	r := &sessRunner{impl: MosquittoBroker, root: t.Name()}
 	s := &sess{t: t, ctx: ctx, prog: prog, r: r, broker: MosquittoBroker.Start(t, BrokerConfig{ReceiveMaximum: inflight})}
@@ -46,7 +47,7 @@ func (s *slowStore) Apply(ctx context.Context, k store.Key, ops ...store.Op) err
 // TestSessionRegressionCrashWindowBeyondReceiveMaximum: the crash window of
 // inbound QoS 2 (a message handled, its record not yet durable, so a crash
 // redelivers it) must stay within the client's Receive Maximum, as the
-// client's and RunSession's docs say. Mosquitto 2.0.11 does not stop at
+// client's and Run's docs say. Mosquitto 2.0.11 does not stop at
 // the client's Receive Maximum of 10 unacknowledged QoS 2 PUBLISHes, and
 // the client (StrictReceiveMaximum off, the default) keeps handing them
 // to the application while its PUBRECs wait for the store: with a store

@@ -1,4 +1,4 @@
-package conformance
+package sessiontest
 
 import (
 	"bufio"
@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -18,13 +17,14 @@ import (
 	"time"
 
 	"github.com/tethermq/tether/client"
+	"github.com/tethermq/tether/conformance/internal/reexec"
 	"github.com/tethermq/tether/store"
 )
 
 // childSpec is what a crash case tells its child process, as JSON in
-// childEnv.
+// reexec.SessionEnv.
 type childSpec struct {
-	Config    string // ChildHarness.ChildConfig, for SessionOptions.OpenChild
+	Config    string // conformance.ChildHarness.ChildConfig, for Options.OpenChild
 	URL       string // the proxy
 	ClientID  string
 	Out, In   string // the topics it publishes to and subscribes to
@@ -52,16 +52,16 @@ const childCrashWindow = 4
 // parent's description, run a client on it, report every event on
 // standard output, and wait to be killed (or told to finish by the end of
 // standard input). It never returns.
-func runChild(t *testing.T, opts SessionOptions, raw string) {
+func runChild(t *testing.T, opts Options, raw string) {
 	var spec childSpec
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
-		fmt.Fprintf(os.Stderr, "child: bad %s: %v\n", childEnv, err)
+		fmt.Fprintf(os.Stderr, "child: bad %s: %v\n", reexec.SessionEnv, err)
 		os.Exit(2)
 	}
 	os.Exit(childMain(spec, opts))
 }
 
-func childMain(spec childSpec, opts SessionOptions) int {
+func childMain(spec childSpec, opts Options) int {
 	var mu sync.Mutex
 	emit := func(format string, args ...any) {
 		mu.Lock()
@@ -74,7 +74,7 @@ func childMain(spec childSpec, opts SessionOptions) int {
 		return 1
 	}
 	if opts.OpenChild == nil {
-		return fail("SessionOptions.OpenChild is nil")
+		return fail("sessiontest.Options.OpenChild is nil")
 	}
 	// No deadline of its own: the parent kills a child that stops making
 	// progress.
@@ -162,27 +162,15 @@ type child struct {
 	waited bool
 }
 
-// childPattern returns the -test.run pattern that selects the test that
-// called RunSession.
-func childPattern(root string) string {
-	parts := strings.Split(root, "/")
-	for i, p := range parts {
-		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
-	}
-	return strings.Join(parts, "/")
-}
-
 // startChild re-executes the test binary in the child role.
-func (s *sess) startChild(exe string, spec childSpec) *child {
+func (s *sess) startChild(spec childSpec) *child {
 	s.t.Helper()
-	raw, err := json.Marshal(spec)
+	// The parent kills a child that stops making progress (its events are
+	// the case's progress).
+	cmd, err := reexec.Command(s.r.root, reexec.SessionEnv, spec)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	// No time limit of the child's own: the parent kills a child that
-	// stops making progress (its events are the case's progress).
-	cmd := exec.Command(exe, "-test.run="+childPattern(s.r.root), "-test.count=1", "-test.timeout=0")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(raw))
 	ch := &child{gen: spec.Gen, cmd: cmd, events: s.newInbox(), read: make(chan struct{}), stderr: new(bytes.Buffer)}
 	cmd.Stderr = ch.stderr
 	stdout, err := cmd.StdoutPipe()
@@ -293,17 +281,13 @@ func (s *sess) crash() {
 	if !s.caps.Durable {
 		s.t.Skip("the backend is not Durable: nothing survives a process")
 	}
-	childConfig := childConfigOf(s.h)
+	childConfig := reexec.ChildConfig(s.h)
 	switch {
 	case childConfig == "":
 		s.t.Fatal("the harness is Durable but gives a child process no way to open its storage, so the Crash case cannot run: " +
-			"set HarnessFuncs.Child (or implement ChildHarness) and SessionOptions.OpenChild")
+			"set conformance.HarnessFuncs.Child (or implement conformance.ChildHarness) and sessiontest.Options.OpenChild")
 	case s.r.opts.OpenChild == nil:
-		s.t.Fatal("the harness is Durable but SessionOptions.OpenChild is nil, so the Crash case cannot run: a child process cannot open the storage")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		s.t.Fatal(err)
+		s.t.Fatal("the harness is Durable but sessiontest.Options.OpenChild is nil, so the Crash case cannot run: a child process cannot open the storage")
 	}
 	gens, perGen, nIn := crashSize()
 	rng := rand.New(rand.NewPCG(s.seed(), 0xc4a5))
@@ -375,7 +359,7 @@ func (s *sess) crash() {
 
 	for g := 1; g <= gens; g++ {
 		final := g == gens
-		ch := s.startChild(exe, childSpec{
+		ch := s.startChild(childSpec{
 			Config: childConfig, URL: s.url(p), ClientID: id, Out: out, In: in,
 			Gen: g, Count: perGen, Subscribe: !subscribed,
 		})
