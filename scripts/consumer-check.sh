@@ -5,7 +5,7 @@
 # and tidied there, then:
 #   - its build must compile no test-only package (testcontainers, moby,
 #     Docker, OpenTelemetry, mochi, goleak, tether's testenv or
-#     conformance): fails otherwise;
+#     conformance, faultproxy): fails otherwise;
 #   - its go.sum and `go mod graph` must name no module of the test-only
 #     machinery (testcontainers, moby, Docker, OpenTelemetry, mochi): those
 #     live in modules of their own (see the README's Layout) and fail the
@@ -23,7 +23,7 @@ cd "$work"
 go mod edit -replace "github.com/tethermq/tether=$root"
 go mod tidy >/dev/null 2>&1 || go mod tidy
 go build ./... && go vet ./...
-testonly='testcontainers|moby|docker|opentelemetry|mochi-mqtt|goleak|tethermq/tether/internal/testenv|tethermq/tether/conformance'
+testonly='testcontainers|moby|docker|opentelemetry|mochi-mqtt|goleak|tethermq/tether/internal/testenv|tethermq/tether/conformance|tethermq/tether/faultproxy'
 if compiled=$(go list -deps ./... | grep -E "$testonly"); then
 	echo "consumer check: a user's build compiles test-only packages:" >&2
 	echo "$compiled" >&2

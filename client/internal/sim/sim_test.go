@@ -46,8 +46,8 @@ func TestSimulation(t *testing.T) {
 		}
 	default:
 		n := *simSeeds
-		if testing.Short() {
-			n /= 5
+		if testing.Short() || raceEnabled {
+			n /= 3
 		}
 		for seed := uint64(1); seed <= uint64(n); seed++ {
 			if !run(seed) {
