@@ -35,8 +35,7 @@ type Inbound struct {
 	shadow  *Inbound           // QoS 2: the copy a later connection brought while this one was handled
 	answer  bool               // QoS 2: only the PUBREC answering a repeat of a recorded message
 	reason  packets.ReasonCode // an error code when the application refused the message
-	key     store.Key          // QoS 2: the session it belongs to, once a failover left it behind
-	foreign bool               // with the application when the client moved to another server's session
+	home    *store.Key         // QoS 2: the session it belongs to, when a failover left it behind
 }
 
 // Acked reports whether the message has been acknowledged or refused.
@@ -254,7 +253,7 @@ func (e *Engine) Ack(in *Inbound) error {
 	cn := in.conn
 	live := e.live(cn)
 	if in.QoS == 2 {
-		if in.foreign {
+		if in.home != nil {
 			// Handled after a failover took the client to another
 			// server's session: record it in its own session, so that
 			// when the client comes back its redelivery is answered, not
@@ -263,7 +262,7 @@ func (e *Engine) Ack(in *Inbound) error {
 			e.nextSeq++
 			in.acked = true
 			e.inboundDone(in)
-			e.effect(Effect{Kind: StoreAt, Key: in.key, Ops: []store.Op{store.Put(InboundRecord(seq, in.ID))}})
+			e.effect(Effect{Kind: StoreAt, Key: *in.home, Ops: []store.Op{store.Put(InboundRecord(seq, in.ID))}})
 			return nil
 		}
 		if e.in2[in.ID] != in {

@@ -128,8 +128,9 @@ func (e *Engine) Load(k store.Key, recs []store.Record, corrupt *store.CorruptEr
 		// Messages with the application belong to the session they came
 		// from: acknowledged, they are recorded there (StoreAt), or in
 		// this one again when the client is back in it.
+		home := e.key
 		for _, in := range e.in2 {
-			in.foreign, in.key = true, e.key
+			in.home = &home
 			e.away = append(e.away, in)
 		}
 		clear(e.in2)
@@ -137,8 +138,8 @@ func (e *Engine) Load(k store.Key, recs []store.Record, corrupt *store.CorruptEr
 		for _, in := range e.away {
 			switch {
 			case in.acked:
-			case in.key == k:
-				in.foreign = false
+			case *in.home == k:
+				in.home = nil
 				e.in2[in.ID] = in
 			default:
 				e.away[n] = in
