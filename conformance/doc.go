@@ -141,6 +141,31 @@
 // Lister/Sessions checks store.Lister; Owner/... checks store.Owner (the
 // lease, its fencing token, waiting, renewal and takeover after its TTL).
 //
+// Scanner/... checks store.Scanner, the paged read in Seq order:
+//
+//   - Pages: for every page size from 1 to one past the session's length
+//     (and the default), the pages put together are exactly what Load
+//     returns; no page exceeds its limit, each is ordered, and next is 0
+//     exactly on the last page, otherwise above the page and no further
+//     than the first record not yet returned.
+//   - Edges: from is inclusive; from 0 includes the Meta record and from 1
+//     leaves it out; a page at Seq math.MaxUint64, a page exactly full at
+//     the end of the session, and an unknown, emptied or cleared session
+//     all end the scan.
+//   - WritesBetweenPages: a batch between two pages shows in the later
+//     pages for the Seqs they cover; a Clear ends the scan.
+//   - KeyIsolation, NotRetained: the tricky keys of Store/KeyIsolation
+//     scan apart; changing a page changes nothing stored, and reading a
+//     page leaves the earlier ones intact (a failure: a reused buffer).
+//   - ConsistentPage: a page read while batches are applied never holds
+//     part of one.
+//   - Large: 10,000 records written in reverse, paged by 100.
+//   - Reopen: a scan after a reopen (Durable harnesses).
+//   - FlipBytes, DropKey: after the damage of Damage/..., a scan with any
+//     page size returns the records Load returns and reports the corrupt
+//     Seqs Load reports, and goes on past them (harnesses with a Damager).
+//   - Closed, ContextCancelled: store.ErrClosed, and the context's error.
+//
 // # Time limits: progress, not totals
 //
 // Every check runs under a limit that is a silence, not a total: the check

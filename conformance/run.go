@@ -42,8 +42,8 @@ type Options struct {
 // Run runs the store contract checks against the backend that newHarness
 // prepares. Each check is a subtest with a stable name (Store/OrderBySeq,
 // Reopen/KeyIsolation, Damage/FlipBytes, Lister/Sessions,
-// Owner/TakeoverAfterTTL, ...) and a fresh harness; the package doc lists
-// them all. At most one Options may be given.
+// Owner/TakeoverAfterTTL, Scanner/Pages, ...) and a fresh harness; the
+// package doc lists them all. At most one Options may be given.
 //
 // In a child process started by one of its checks, Run plays the child's
 // role and exits the process: newHarness is not called there (it may be
@@ -90,6 +90,11 @@ func Run(t *testing.T, newHarness HarnessMaker, opts ...Options) {
 	})
 	t.Run("Owner", func(t *testing.T) {
 		for _, c := range ownerChecks {
+			s.run(t, c, false)
+		}
+	})
+	t.Run("Scanner", func(t *testing.T) {
+		for _, c := range scannerChecks {
 			s.run(t, c, false)
 		}
 	})

@@ -46,6 +46,8 @@
 //     other handle to that Key fail with ErrSessionTaken.
 //   - Transactor: run the application's own code inside the transaction
 //     of a batch, so that its writes and the session's commit together.
+//   - Scanner: read a session in pages, in Seq order, so that a client can
+//     stream a long backlog instead of loading it whole.
 package store
 
 import (
@@ -216,6 +218,69 @@ type Transactor interface {
 	// an error for which errors.Is(err, fn's error) holds. Durable on
 	// return, as Apply.
 	ApplyTx(ctx context.Context, k Key, fn func(tx any) error, ops ...Op) error
+}
+
+// DefaultScanLimit is the page size of Scanner.Scan when its limit is zero
+// or negative, unless the backend documents another.
+const DefaultScanLimit = 1000
+
+// Scanner is implemented by stores that can read a session in pages, in
+// ascending Seq order, so that a caller holds one page at a time instead of
+// the whole session: a backlog of a million queued messages costs what its
+// window needs, not a gigabyte.
+//
+// A whole session is read by Scan from 0 (MetaSeq is 0, so the Meta record
+// comes first) and then from each next returned, until next is 0:
+//
+//	from := uint64(0)
+//	for {
+//		recs, next, err := sc.Scan(ctx, k, from, 0)
+//		// handle err: with a *CorruptError, recs and next still hold
+//		// use recs
+//		if next == 0 {
+//			break
+//		}
+//		from = next
+//	}
+//
+// When no write comes between the calls, the pages put together are
+// exactly what Load returns, records and corrupt Seqs alike.
+//
+// Each page is read atomically with respect to Apply and Clear: it never
+// holds part of a batch. The pages are not one snapshot together: a batch
+// applied between two calls shows in the pages read after it, for the Seqs
+// they cover. A record put with a Seq at or above next appears in a later
+// page; a record deleted before its page was read does not. The tether
+// client scans a session that only it writes, and the records it adds while
+// it scans take Seqs above every stored one, so it meets them at the end of
+// its scan (or stops at the last Seq it knew when it started).
+type Scanner interface {
+	// Scan returns one page of session k: records with Seq >= from, in
+	// ascending Seq order, at most limit of them, counting those reported
+	// corrupt (limit <= 0 means DefaultScanLimit, or the backend's
+	// documented default), and next, where the following page starts, or
+	// 0 when no record follows.
+	//
+	// When next is not 0 it is greater than the Seq of every record the
+	// page covered (returned, or reported corrupt) and no greater than the
+	// Seq of the first record after them; next is 0 exactly when no record
+	// follows the page, so a scan needs no extra call to find its end, and
+	// a page that ends at Seq math.MaxUint64 ends the scan.
+	//
+	// A page may hold fewer than limit records, or none while next is not
+	// 0: a backend may end a page early to bound its size in bytes, and
+	// corrupt records are left out. Callers loop until next is 0, not
+	// until a short page. A page covers at least one record whenever one
+	// has a Seq at or after from; an unknown or empty session, or a from
+	// past its last record, gives no records, next 0 and a nil error.
+	//
+	// A record that fails its integrity check is left out and reported in
+	// a *CorruptError listing its Seq, as Load reports it; the page's
+	// readable records and a valid next come with that error, so the scan
+	// can go on past the bad record. With any other error, recs is nil and
+	// next 0. Callers own the returned slices: they share no memory with
+	// the store or with other pages.
+	Scan(ctx context.Context, k Key, from uint64, limit int) (recs []Record, next uint64, err error)
 }
 
 // LeaseOptions tune Owner.Acquire.

@@ -40,6 +40,7 @@ var (
 	_ store.Transactor   = (*Store)(nil)
 	_ store.SessionStore = (*Store)(nil)
 	_ store.Lister       = (*Store)(nil)
+	_ store.Scanner      = (*Store)(nil)
 )
 
 // DefaultTimeout is how long Open waits for a file locked by another
@@ -366,9 +367,29 @@ func sessions(tx *bbolt.Tx) (*bbolt.Bucket, error) {
 // check are left out and reported in a *store.CorruptError, returned with
 // the records that could be read.
 func (s *Store) Load(ctx context.Context, k store.Key) ([]store.Record, error) {
-	end, err := s.begin(ctx, "load")
+	recs, _, err := s.read(ctx, "load", k, 0, 0)
+	return recs, err
+}
+
+// Scan returns up to limit records of session k with Seq >= from, in Seq
+// order, read in one read-only transaction, and where the next page starts
+// (store.Scanner). A limit of zero or less means store.DefaultScanLimit.
+// Records failing their check are reported as Load reports them.
+func (s *Store) Scan(ctx context.Context, k store.Key, from uint64, limit int) ([]store.Record, uint64, error) {
+	if limit <= 0 {
+		limit = store.DefaultScanLimit
+	}
+	return s.read(ctx, "scan", k, from, limit)
+}
+
+// read returns up to limit records (limit <= 0: every one) of session k
+// with Seq >= from, in one read-only transaction, and the Seq of the record
+// after them, or 0. The records that fail their check count towards limit
+// and are reported in a *store.CorruptError, returned with the others.
+func (s *Store) read(ctx context.Context, op string, k store.Key, from uint64, limit int) ([]store.Record, uint64, error) {
+	end, err := s.begin(ctx, op)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer end()
 	name, full := bucketName(k)
@@ -376,6 +397,7 @@ func (s *Store) Load(ctx context.Context, k store.Key) ([]store.Record, error) {
 		recs []store.Record
 		bad  []uint64
 		why  error
+		next uint64
 	)
 	err = protect(func() error {
 		return s.db.View(func(tx *bbolt.Tx) error {
@@ -392,11 +414,17 @@ func (s *Store) Load(ctx context.Context, k store.Key) ([]store.Record, error) {
 				return &store.CorruptError{Key: k, Err: errors.New("bolt: session bucket belongs to another key")}
 			}
 			c := b.Cursor()
-			for key, v := c.First(); key != nil; key, v = c.Next() {
+			n := 0
+			for key, v := c.Seek(seqKey(from)); key != nil; key, v = c.Next() {
 				if len(key) != 8 {
 					continue // bucket metadata such as fullKeyKey
 				}
 				seq := binary.BigEndian.Uint64(key)
+				if limit > 0 && n == limit {
+					next = seq
+					break
+				}
+				n++
 				if v == nil {
 					bad, why = append(bad, seq), errNotARecord
 					continue
@@ -412,15 +440,15 @@ func (s *Store) Load(ctx context.Context, k store.Key) ([]store.Record, error) {
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bolt: load %s: %w", k, err)
+		return nil, 0, fmt.Errorf("bolt: %s %s: %w", op, k, err)
 	}
 	if len(recs) == 0 {
 		recs = nil
 	}
 	if len(bad) > 0 {
-		return recs, &store.CorruptError{Key: k, Seqs: bad, Err: fmt.Errorf("bolt: %s: %w", s.db.Path(), why)}
+		return recs, next, &store.CorruptError{Key: k, Seqs: bad, Err: fmt.Errorf("bolt: %s: %w", s.db.Path(), why)}
 	}
-	return recs, nil
+	return recs, next, nil
 }
 
 // Apply applies ops to session k as one transaction, synced to disk before

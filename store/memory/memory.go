@@ -13,18 +13,78 @@ import (
 var (
 	_ store.SessionStore = (*Store)(nil)
 	_ store.Lister       = (*Store)(nil)
+	_ store.Scanner      = (*Store)(nil)
 )
 
 // Store keeps sessions in memory. The zero value is not ready: use New.
 type Store struct {
 	mu       sync.RWMutex
 	closed   bool
-	sessions map[store.Key]map[uint64]store.Record // guarded by mu
+	sessions map[store.Key]*session // guarded by mu
+}
+
+// session is one session's records and their order. order is kept
+// lazily: it holds every Seq of recs in ascending order, and also Seqs
+// deleted since (stale of them), which are dropped once they are half of
+// it. So the usual writes stay cheap (a Put of a Seq above every other is
+// an append; a Delete marks nothing), and Load and Scan walk the order
+// instead of sorting the map.
+type session struct {
+	recs  map[uint64]store.Record
+	order []uint64
+	stale int
+}
+
+// put stores r (whose Packet the caller gave up).
+func (ss *session) put(r store.Record) {
+	if _, ok := ss.recs[r.Seq]; !ok {
+		i, found := slices.BinarySearch(ss.order, r.Seq)
+		if found {
+			ss.stale-- // back in the order it never left
+		} else {
+			ss.order = slices.Insert(ss.order, i, r.Seq)
+		}
+	}
+	ss.recs[r.Seq] = r
+}
+
+// delete removes the record seq, if there is one.
+func (ss *session) delete(seq uint64) {
+	if _, ok := ss.recs[seq]; !ok {
+		return
+	}
+	delete(ss.recs, seq)
+	ss.stale++
+	if ss.stale > len(ss.order)/2 {
+		ss.order = slices.DeleteFunc(ss.order, func(q uint64) bool {
+			_, ok := ss.recs[q]
+			return !ok
+		})
+		ss.stale = 0
+	}
+}
+
+// read returns copies of up to limit records with Seq >= from, in order
+// (limit <= 0: all of them), and the Seq of the record after them, or 0.
+func (ss *session) read(from uint64, limit int) (out []store.Record, next uint64) {
+	i, _ := slices.BinarySearch(ss.order, from)
+	for _, q := range ss.order[i:] {
+		r, ok := ss.recs[q]
+		if !ok {
+			continue
+		}
+		if limit > 0 && len(out) == limit {
+			return out, q
+		}
+		r.Packet = slices.Clone(r.Packet)
+		out = append(out, r)
+	}
+	return out, 0
 }
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{sessions: make(map[store.Key]map[uint64]store.Record)}
+	return &Store{sessions: make(map[store.Key]*session)}
 }
 
 // Load returns the records of session k in sequence order.
@@ -37,25 +97,35 @@ func (s *Store) Load(ctx context.Context, k store.Key) ([]store.Record, error) {
 	if s.closed {
 		return nil, store.ErrClosed
 	}
-	recs := s.sessions[k]
-	if len(recs) == 0 {
+	ss := s.sessions[k]
+	if ss == nil {
 		return nil, nil
 	}
-	out := make([]store.Record, 0, len(recs))
-	for _, r := range recs {
-		r.Packet = slices.Clone(r.Packet)
-		out = append(out, r)
+	recs, _ := ss.read(0, 0)
+	return recs, nil
+}
+
+// Scan returns up to limit records of session k with Seq >= from, in
+// sequence order, and where the next page starts (store.Scanner). A limit
+// of zero or less means store.DefaultScanLimit.
+func (s *Store) Scan(ctx context.Context, k store.Key, from uint64, limit int) ([]store.Record, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
 	}
-	slices.SortFunc(out, func(a, b store.Record) int {
-		switch {
-		case a.Seq < b.Seq:
-			return -1
-		case a.Seq > b.Seq:
-			return 1
-		}
-		return 0
-	})
-	return out, nil
+	if limit <= 0 {
+		limit = store.DefaultScanLimit
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, 0, store.ErrClosed
+	}
+	ss := s.sessions[k]
+	if ss == nil {
+		return nil, 0, nil
+	}
+	recs, next := ss.read(from, limit)
+	return recs, next, nil
 }
 
 // Apply applies ops to session k atomically.
@@ -71,22 +141,24 @@ func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
 	if err := store.Validate(0, ops); err != nil {
 		return err
 	}
-	recs := s.sessions[k]
+	ss := s.sessions[k]
 	for _, op := range ops {
 		switch op.Kind {
 		case store.OpPut:
-			if recs == nil {
-				recs = make(map[uint64]store.Record)
-				s.sessions[k] = recs
+			if ss == nil {
+				ss = &session{recs: make(map[uint64]store.Record)}
+				s.sessions[k] = ss
 			}
 			r := op.Record
 			r.Packet = slices.Clone(r.Packet)
-			recs[r.Seq] = r
+			ss.put(r)
 		case store.OpDelete:
-			delete(recs, op.Record.Seq)
+			if ss != nil {
+				ss.delete(op.Record.Seq)
+			}
 		}
 	}
-	if recs != nil && len(recs) == 0 {
+	if ss != nil && len(ss.recs) == 0 {
 		delete(s.sessions, k)
 	}
 	return nil

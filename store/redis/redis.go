@@ -87,6 +87,7 @@ var (
 	_ store.SessionStore = (*Store)(nil)
 	_ store.Lister       = (*Store)(nil)
 	_ store.Owner        = (*Store)(nil)
+	_ store.Scanner      = (*Store)(nil)
 )
 
 // Defaults for Options fields left zero.
@@ -157,8 +158,8 @@ type Store struct {
 	replicas int
 	waitFor  time.Duration
 	holder   string // this handle's identity in lease values
-	// pageRecords and pageBytes size Load's pages: loadPageRecords and
-	// loadPageBytes, smaller in tests.
+	// pageRecords and pageBytes size the pages of Load, and bound those of
+	// Scan: loadPageRecords and loadPageBytes, smaller in tests.
 	pageRecords, pageBytes int
 
 	logs logLimiter // go-redis's lines about this store's calls
@@ -407,52 +408,77 @@ func (s *Store) loadPages(ctx context.Context, k store.Key, keys sessionKeys, co
 	var version string
 	var bad []error
 	start := "-"
-	for page := 0; ; page++ {
-		res, err := loadScript.Run(ctx, s.rdb, []string{keys.rec, keys.idx, keys.meta}, start, count, budget).Slice()
+	for n := 0; ; n++ {
+		p, err := s.readPage(ctx, "load", k, keys, start, count, budget)
 		if err != nil {
-			return nil, nil, false, s.fail(ctx, "load", k, err)
+			return nil, nil, false, err
 		}
-		if len(res) < 3 || len(res)%2 != 1 {
-			return nil, nil, false, s.fail(ctx, "load", k, fmt.Errorf("unexpected reply of %d elements", len(res)))
-		}
-		gen, _ := res[0].(string)
-		ver, _ := res[1].(string)
-		if page == 0 {
-			version = gen + "/" + ver
-		} else if gen+"/"+ver != version {
+		if n == 0 {
+			version = p.version
+		} else if p.version != version {
 			return nil, nil, false, nil
 		}
-		more, _ := res[2].(int64)
-		for i := 3; i+1 < len(res); i += 2 {
-			member, _ := res[i].(string)
-			start = "(" + member
-			seq, ok := parseSeqField(member)
-			if !ok {
-				bad = append(bad, fmt.Errorf("index member %q is not a sequence number", member))
-				continue
-			}
-			val, ok := res[i+1].(string)
-			if !ok {
-				corrupt.Seqs = append(corrupt.Seqs, seq)
-				bad = append(bad, fmt.Errorf("seq %d: indexed but missing", seq))
-				continue
-			}
-			r, err := decodeRecord(seq, []byte(val))
-			if err != nil {
-				corrupt.Seqs = append(corrupt.Seqs, seq)
-				bad = append(bad, fmt.Errorf("seq %d: %w", seq, err))
-				continue
-			}
-			recs = append(recs, r)
-		}
-		if more == 0 {
+		recs = append(recs, p.recs...)
+		corrupt.Seqs = append(corrupt.Seqs, p.bad...)
+		bad = append(bad, p.why...)
+		if p.peek == "" {
 			break
 		}
+		start = "(" + p.last
 	}
 	if len(bad) > 0 {
 		corrupt.Err = errors.Join(bad...)
 	}
 	return recs, corrupt, true, nil
+}
+
+// page is one reply of loadScript.
+type page struct {
+	version string         // the session's gen and ver when the page was read
+	recs    []store.Record // the readable records
+	bad     []uint64       // the Seqs of the records that failed their check
+	why     []error        // what was wrong, one error per bad record or member
+	last    string         // the last index member of the page
+	peek    string         // the first index member after the page, "" for none
+}
+
+// readPage reads one page of session k from the ZRANGEBYLEX start, with
+// loadScript.
+func (s *Store) readPage(ctx context.Context, op string, k store.Key, keys sessionKeys, start string, count, budget int) (*page, error) {
+	res, err := loadScript.Run(ctx, s.rdb, []string{keys.rec, keys.idx, keys.meta}, start, count, budget).Slice()
+	if err != nil {
+		return nil, s.fail(ctx, op, k, err)
+	}
+	if len(res) < 3 || len(res)%2 != 1 {
+		return nil, s.fail(ctx, op, k, fmt.Errorf("unexpected reply of %d elements", len(res)))
+	}
+	gen, _ := res[0].(string)
+	ver, _ := res[1].(string)
+	p := &page{version: gen + "/" + ver}
+	p.peek, _ = res[2].(string)
+	for i := 3; i+1 < len(res); i += 2 {
+		member, _ := res[i].(string)
+		p.last = member
+		seq, ok := parseSeqField(member)
+		if !ok {
+			p.why = append(p.why, fmt.Errorf("index member %q is not a sequence number", member))
+			continue
+		}
+		val, ok := res[i+1].(string)
+		if !ok {
+			p.bad = append(p.bad, seq)
+			p.why = append(p.why, fmt.Errorf("seq %d: indexed but missing", seq))
+			continue
+		}
+		r, err := decodeRecord(seq, []byte(val))
+		if err != nil {
+			p.bad = append(p.bad, seq)
+			p.why = append(p.why, fmt.Errorf("seq %d: %w", seq, err))
+			continue
+		}
+		p.recs = append(p.recs, r)
+	}
+	return p, nil
 }
 
 // Apply applies ops to session k as one atomic batch in one round trip.

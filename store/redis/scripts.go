@@ -61,12 +61,13 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return {1, ''}
 `)
 
-// loadScript reads one page of a session in seq order. KEYS: rec, idx,
-// meta. ARGV: the ZRANGEBYLEX start ("-" or "(" followed by the last seq
-// field read), the most records to return (0: all), and a byte budget after
-// which the page stops early (0: none; a page always holds at least one
-// record). It returns gen, ver, a "more" flag, then (seq field, value)
-// pairs; a value missing from the hash comes back nil.
+// loadScript reads one page of a session in seq order, for Load and Scan.
+// KEYS: rec, idx, meta. ARGV: the ZRANGEBYLEX start ("-", or "(" or "["
+// followed by a seq field), the most records to return (0: all), and a byte
+// budget after which the page stops early (0: none; a page always holds at
+// least one record). It returns gen, ver, the first index member after the
+// page (nil when the page ends the index), then (seq field, value) pairs; a
+// value missing from the hash comes back nil.
 var loadScript = goredis.NewScript(`#!lua flags=no-writes
 local head = redis.call('HMGET', KEYS[3], 'gen', 'ver')
 local n = tonumber(ARGV[2])
@@ -77,11 +78,11 @@ if n > 0 then
 else
   members = redis.call('ZRANGEBYLEX', KEYS[2], ARGV[1], '+')
 end
-local out = {head[1], head[2], 0}
+local out = {head[1], head[2], false}
 local bytes = 0
 for i, m in ipairs(members) do
   if (n > 0 and i > n) or (budget > 0 and bytes >= budget) then
-    out[3] = 1
+    out[3] = m
     break
   end
   local v = redis.call('HGET', KEYS[1], m)

@@ -9,113 +9,178 @@ import (
 // The optional interfaces of package store are found by type assertion, so
 // the store New returns must implement exactly those of its inner store: a
 // wrapper that hid Owner would silently turn off fencing, one that hid
-// Transactor would turn transactional handlers off, and one that claimed
-// Lister over a store without it would fail at run time. Hence one type per
-// combination, named by the initials of what it adds to *Store (Lister,
-// Owner, Transactor). Adding an optional interface to package store means
-// adding it here.
+// Transactor would turn transactional handlers off, one that hid Scanner
+// would make the client load a long backlog whole, and one that claimed
+// Lister over a store without it would fail at run time.
+//
+// Each optional interface has a carrier type below that implements it for
+// a *Store, and there is one type per combination, embedding *Store and
+// the carriers of the interfaces it adds, named by their initials (Lister,
+// Owner, Transactor, Scanner). Adding an optional interface to package
+// store means adding its carrier and doubling the combinations.
 type (
-	withL   struct{ *Store }
-	withO   struct{ *Store }
-	withT   struct{ *Store }
-	withLO  struct{ *Store }
-	withLT  struct{ *Store }
-	withOT  struct{ *Store }
-	withLOT struct{ *Store }
+	lister     struct{ s *Store }
+	owner      struct{ s *Store }
+	transactor struct{ s *Store }
+	scanner    struct{ s *Store }
 )
 
-var (
-	_ store.Lister     = withL{}
-	_ store.Owner      = withO{}
-	_ store.Transactor = withT{}
-	_ store.Lister     = withLO{}
-	_ store.Owner      = withLO{}
-	_ store.Lister     = withLT{}
-	_ store.Transactor = withLT{}
-	_ store.Owner      = withOT{}
-	_ store.Transactor = withOT{}
-	_ store.Lister     = withLOT{}
-	_ store.Owner      = withLOT{}
-	_ store.Transactor = withLOT{}
+// Sessions lists the inner store's sessions (store.Lister).
+func (c lister) Sessions(ctx context.Context) ([]store.Key, error) { return c.s.sessions(ctx) }
+
+// Acquire takes the inner store's lease on the session (store.Owner).
+func (c owner) Acquire(ctx context.Context, k store.Key, o store.LeaseOptions) (store.Lease, error) {
+	return c.s.acquire(ctx, k, o)
+}
+
+// ApplyTx seals the batch and applies it in the inner store's transaction
+// with fn (store.Transactor).
+func (c transactor) ApplyTx(ctx context.Context, k store.Key, fn func(tx any) error, ops ...store.Op) error {
+	return c.s.applyTx(ctx, k, fn, ops)
+}
+
+// Scan reads a page of the inner store's session and opens its records
+// (store.Scanner).
+func (c scanner) Scan(ctx context.Context, k store.Key, from uint64, limit int) ([]store.Record, uint64, error) {
+	return c.s.scan(ctx, k, from, limit)
+}
+
+type (
+	withL struct {
+		*Store
+		lister
+	}
+	withO struct {
+		*Store
+		owner
+	}
+	withT struct {
+		*Store
+		transactor
+	}
+	withS struct {
+		*Store
+		scanner
+	}
+	withLO struct {
+		*Store
+		lister
+		owner
+	}
+	withLT struct {
+		*Store
+		lister
+		transactor
+	}
+	withLS struct {
+		*Store
+		lister
+		scanner
+	}
+	withOT struct {
+		*Store
+		owner
+		transactor
+	}
+	withOS struct {
+		*Store
+		owner
+		scanner
+	}
+	withTS struct {
+		*Store
+		transactor
+		scanner
+	}
+	withLOT struct {
+		*Store
+		lister
+		owner
+		transactor
+	}
+	withLOS struct {
+		*Store
+		lister
+		owner
+		scanner
+	}
+	withLTS struct {
+		*Store
+		lister
+		transactor
+		scanner
+	}
+	withOTS struct {
+		*Store
+		owner
+		transactor
+		scanner
+	}
+	withLOTS struct {
+		*Store
+		lister
+		owner
+		transactor
+		scanner
+	}
+)
+
+// Capability bits, for withCapabilities.
+const (
+	capL = 1 << iota
+	capO
+	capT
+	capS
 )
 
 // withCapabilities returns s as the type that implements the optional
 // interfaces its inner store implements.
 func withCapabilities(s *Store) store.SessionStore {
-	_, l := s.inner.(store.Lister)
-	_, o := s.inner.(store.Owner)
-	_, t := s.inner.(store.Transactor)
-	switch {
-	case l && o && t:
-		return withLOT{s}
-	case l && o && !t:
-		return withLO{s}
-	case l && !o && t:
-		return withLT{s}
-	case !l && o && t:
-		return withOT{s}
-	case l && !o && !t:
-		return withL{s}
-	case !l && o && !t:
-		return withO{s}
-	case !l && !o && t:
-		return withT{s}
+	var caps int
+	if _, ok := s.inner.(store.Lister); ok {
+		caps |= capL
+	}
+	if _, ok := s.inner.(store.Owner); ok {
+		caps |= capO
+	}
+	if _, ok := s.inner.(store.Transactor); ok {
+		caps |= capT
+	}
+	if _, ok := s.inner.(store.Scanner); ok {
+		caps |= capS
+	}
+	l, o, t, sc := lister{s}, owner{s}, transactor{s}, scanner{s}
+	switch caps {
+	case capL:
+		return withL{s, l}
+	case capO:
+		return withO{s, o}
+	case capT:
+		return withT{s, t}
+	case capS:
+		return withS{s, sc}
+	case capL | capO:
+		return withLO{s, l, o}
+	case capL | capT:
+		return withLT{s, l, t}
+	case capL | capS:
+		return withLS{s, l, sc}
+	case capO | capT:
+		return withOT{s, o, t}
+	case capO | capS:
+		return withOS{s, o, sc}
+	case capT | capS:
+		return withTS{s, t, sc}
+	case capL | capO | capT:
+		return withLOT{s, l, o, t}
+	case capL | capO | capS:
+		return withLOS{s, l, o, sc}
+	case capL | capT | capS:
+		return withLTS{s, l, t, sc}
+	case capO | capT | capS:
+		return withOTS{s, o, t, sc}
+	case capL | capO | capT | capS:
+		return withLOTS{s, l, o, t, sc}
 	}
 	return s
-}
-
-// Sessions lists the inner store's sessions (store.Lister).
-func (s withL) Sessions(ctx context.Context) ([]store.Key, error) { return s.sessions(ctx) }
-
-// Acquire takes the inner store's lease on the session (store.Owner).
-func (s withO) Acquire(ctx context.Context, k store.Key, o store.LeaseOptions) (store.Lease, error) {
-	return s.acquire(ctx, k, o)
-}
-
-// ApplyTx seals the batch and applies it in the inner store's transaction
-// with fn (store.Transactor).
-func (s withT) ApplyTx(ctx context.Context, k store.Key, fn func(tx any) error, ops ...store.Op) error {
-	return s.applyTx(ctx, k, fn, ops)
-}
-
-// Sessions lists the inner store's sessions (store.Lister).
-func (s withLO) Sessions(ctx context.Context) ([]store.Key, error) { return s.sessions(ctx) }
-
-// Acquire takes the inner store's lease on the session (store.Owner).
-func (s withLO) Acquire(ctx context.Context, k store.Key, o store.LeaseOptions) (store.Lease, error) {
-	return s.acquire(ctx, k, o)
-}
-
-// Sessions lists the inner store's sessions (store.Lister).
-func (s withLT) Sessions(ctx context.Context) ([]store.Key, error) { return s.sessions(ctx) }
-
-// ApplyTx seals the batch and applies it in the inner store's transaction
-// with fn (store.Transactor).
-func (s withLT) ApplyTx(ctx context.Context, k store.Key, fn func(tx any) error, ops ...store.Op) error {
-	return s.applyTx(ctx, k, fn, ops)
-}
-
-// Acquire takes the inner store's lease on the session (store.Owner).
-func (s withOT) Acquire(ctx context.Context, k store.Key, o store.LeaseOptions) (store.Lease, error) {
-	return s.acquire(ctx, k, o)
-}
-
-// ApplyTx seals the batch and applies it in the inner store's transaction
-// with fn (store.Transactor).
-func (s withOT) ApplyTx(ctx context.Context, k store.Key, fn func(tx any) error, ops ...store.Op) error {
-	return s.applyTx(ctx, k, fn, ops)
-}
-
-// Sessions lists the inner store's sessions (store.Lister).
-func (s withLOT) Sessions(ctx context.Context) ([]store.Key, error) { return s.sessions(ctx) }
-
-// Acquire takes the inner store's lease on the session (store.Owner).
-func (s withLOT) Acquire(ctx context.Context, k store.Key, o store.LeaseOptions) (store.Lease, error) {
-	return s.acquire(ctx, k, o)
-}
-
-// ApplyTx seals the batch and applies it in the inner store's transaction
-// with fn (store.Transactor).
-func (s withLOT) ApplyTx(ctx context.Context, k store.Key, fn func(tx any) error, ops ...store.Op) error {
-	return s.applyTx(ctx, k, fn, ops)
 }

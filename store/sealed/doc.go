@@ -83,12 +83,15 @@
 //
 // # Capabilities
 //
-// New returns a store that implements store.Lister, store.Owner and
-// store.Transactor each exactly when the inner store does, so fencing is
-// never hidden: leases and fencing tokens are the inner store's, taken on
-// the same inner Key every Apply and Clear uses. ApplyTx seals the batch
-// and runs the application's function in the inner store's transaction;
-// what the function writes there is the application's and is not sealed. The largest Packet accepted is
+// New returns a store that implements store.Lister, store.Owner,
+// store.Transactor and store.Scanner each exactly when the inner store
+// does, so fencing is never hidden: leases and fencing tokens are the inner
+// store's, taken on the same inner Key every Apply and Clear uses. ApplyTx
+// seals the batch and runs the application's function in the inner store's
+// transaction; what the function writes there is the application's and is
+// not sealed. Scan opens each page of the inner store's Scan as Load opens
+// a session, and reports records that do not open the same way, with the
+// page. The largest Packet accepted is
 // the inner store's limit less Overhead; to keep accepting
 // store.MaxPacketLen, give a backend that can raise its limit (bolt,
 // SQLite) a MaxPacketLen of store.MaxPacketLen + Overhead. The memory and

@@ -28,10 +28,10 @@ type Options struct {
 }
 
 // Store is the sealed view of an inner store. New returns it behind
-// store.SessionStore, together with whichever of store.Lister, store.Owner
-// and store.Transactor the inner store implements; its own methods (Inner,
-// InnerKey, MaxPacketLen, Reseal) are reached with a type assertion to an
-// interface that names them.
+// store.SessionStore, together with whichever of store.Lister, store.Owner,
+// store.Transactor and store.Scanner the inner store implements; its own
+// methods (Inner, InnerKey, MaxPacketLen, Reseal) are reached with a type
+// assertion to an interface that names them.
 type Store struct {
 	inner     store.SessionStore
 	ring      *ring
@@ -43,8 +43,8 @@ var _ store.SessionStore = (*Store)(nil)
 
 // New returns a store that seals every record it writes to inner and opens
 // every record it reads from it. The result implements each of the optional
-// interfaces of package store (Lister, Owner, Transactor) exactly when inner
-// does, passed through to inner; it also has the methods of *Store
+// interfaces of package store (Lister, Owner, Transactor, Scanner) exactly
+// when inner does, passed through to inner; it also has the methods of *Store
 // (MaxPacketLen, Inner, InnerKey). Closing it closes inner.
 func New(inner store.SessionStore, opts Options) (store.SessionStore, error) {
 	if inner == nil {
@@ -100,6 +100,24 @@ func (s *Store) name(k store.Key) store.Key {
 // in one *store.CorruptError naming k; the other records are still returned.
 func (s *Store) Load(ctx context.Context, k store.Key) ([]store.Record, error) {
 	recs, err := s.inner.Load(ctx, s.name(k))
+	return s.openAll(k, recs, err)
+}
+
+// scan is the inner store's Scan of the inner Key of k, opened as Load opens
+// a session; next passes through, since sealing keeps every Seq.
+func (s *Store) scan(ctx context.Context, k store.Key, from uint64, limit int) ([]store.Record, uint64, error) {
+	recs, next, err := s.inner.(store.Scanner).Scan(ctx, s.name(k), from, limit)
+	recs, err = s.openAll(k, recs, err)
+	if err != nil && !errors.Is(err, store.ErrCorrupt) {
+		next = 0
+	}
+	return recs, next, err
+}
+
+// openAll opens recs, which the inner store read for session k with error
+// err, and reports the records that do not open together with those the
+// inner store found corrupt.
+func (s *Store) openAll(k store.Key, recs []store.Record, err error) ([]store.Record, error) {
 	var innerBad *store.CorruptError
 	if err != nil && !errors.As(err, &innerBad) {
 		return nil, err

@@ -64,6 +64,7 @@ var (
 	_ store.Lister       = (*Store)(nil)
 	_ store.Owner        = (*Store)(nil)
 	_ store.Transactor   = (*Store)(nil)
+	_ store.Scanner      = (*Store)(nil)
 )
 
 // DefaultBusyTimeout is how long a write waits for another connection or
@@ -540,42 +541,76 @@ func seqFromValue(v int64) uint64 { return uint64(v) ^ 1<<63 }
 // check are left out and reported in a *store.CorruptError, returned with
 // the records that could be read.
 func (s *Store) Load(ctx context.Context, k store.Key) ([]store.Record, error) {
-	end, err := s.begin(ctx, "load")
+	recs, _, err := s.read(ctx, "load", k, 0, 0)
+	return recs, err
+}
+
+// Scan returns up to limit records of session k with Seq >= from, in Seq
+// order, and where the next page starts (store.Scanner): one range read of
+// the table's primary key, which is ordered by (server, client_id, seq). A
+// limit of zero or less means store.DefaultScanLimit. Records failing their
+// check are reported as Load reports them.
+func (s *Store) Scan(ctx context.Context, k store.Key, from uint64, limit int) ([]store.Record, uint64, error) {
+	if limit <= 0 {
+		limit = store.DefaultScanLimit
+	}
+	return s.read(ctx, "scan", k, from, limit)
+}
+
+// read returns up to limit records (limit <= 0: every one) of session k
+// with Seq >= from, and the Seq of the record after them, or 0.
+func (s *Store) read(ctx context.Context, op string, k store.Key, from uint64, limit int) ([]store.Record, uint64, error) {
+	end, err := s.begin(ctx, op)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer end()
-	recs, bad, why, err := s.load(ctx, k)
+	recs, next, bad, why, err := s.query(ctx, k, from, limit)
 	if err != nil {
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return nil, fmt.Errorf("sqlite: load %s: %w", k, classify(err))
+		return nil, 0, fmt.Errorf("sqlite: %s %s: %w", op, k, classify(err))
 	}
 	if len(bad) > 0 || why != nil {
-		return recs, &store.CorruptError{Key: k, Seqs: bad, Err: fmt.Errorf("sqlite: %w", why)}
+		return recs, next, &store.CorruptError{Key: k, Seqs: bad, Err: fmt.Errorf("sqlite: %w", why)}
 	}
-	return recs, nil
+	return recs, next, nil
 }
 
-func (s *Store) load(ctx context.Context, k store.Key) (recs []store.Record, bad []uint64, why, err error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, value FROM tether_records
-		WHERE server = CAST(?1 AS BLOB) AND client_id = CAST(?2 AS BLOB) ORDER BY seq`, k.Server, k.ClientID)
+// query reads the rows of read in one statement, so that they are one
+// snapshot. Rows that fail their check count towards limit; a row whose
+// seq is no integer (damage, or a hand edit) is reported in why alone,
+// having no Seq to report.
+func (s *Store) query(ctx context.Context, k store.Key, from uint64, limit int) (recs []store.Record, next uint64, bad []uint64, why, err error) {
+	const where = `WHERE server = CAST(?1 AS BLOB) AND client_id = CAST(?2 AS BLOB)`
+	q, args := `SELECT seq, value FROM tether_records `+where, []any{k.Server, k.ClientID}
+	if from > 0 {
+		q += ` AND seq >= ?3`
+		args = append(args, seqValue(from))
+	}
+	q += ` ORDER BY seq`
+	if limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, 0, nil, nil, err
 	}
 	defer rows.Close()
+	var (
+		n    int
+		last any // the seq column of the last row, as stored
+	)
 	for rows.Next() {
 		// Scanned loosely, so that a value of the wrong type (damage, or
-		// a hand edit) is one corrupt record rather than a failed Load.
-		var (
-			seqV  any
-			value sql.RawBytes
-		)
-		if err := rows.Scan(&seqV, &value); err != nil {
-			return nil, nil, nil, err
+		// a hand edit) is one corrupt record rather than a failed read.
+		var value sql.RawBytes
+		if err := rows.Scan(&last, &value); err != nil {
+			return nil, 0, nil, nil, err
 		}
-		sv, ok := seqV.(int64)
+		n++
+		sv, ok := last.(int64)
 		if !ok {
 			why = errBadSeq
 			continue
@@ -589,9 +624,26 @@ func (s *Store) load(ctx context.Context, k store.Key) (recs []store.Record, bad
 		recs = append(recs, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, nil, err
+		return nil, 0, nil, nil, err
 	}
-	return recs, bad, why, nil
+	if limit > 0 && n == limit {
+		// A full page: the next integer seq after the last row read, if
+		// any. Checked by a second statement rather than by one more row,
+		// which would read that row's value (up to the largest packet) for
+		// nothing. A batch committed in between only moves next within
+		// what the contract allows: above this page, at most the first
+		// record after it.
+		var nv int64
+		err := s.db.QueryRowContext(ctx, `SELECT seq FROM tether_records `+where+
+			` AND seq > ?3 AND typeof(seq) = 'integer' ORDER BY seq LIMIT 1`, k.Server, k.ClientID, last).Scan(&nv)
+		switch {
+		case err == nil:
+			next = seqFromValue(nv)
+		case !errors.Is(err, sql.ErrNoRows):
+			return nil, 0, nil, nil, err
+		}
+	}
+	return recs, next, bad, why, nil
 }
 
 // Apply applies ops to session k as one transaction, on disk before it
