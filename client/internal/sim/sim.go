@@ -69,6 +69,9 @@ type outRec struct {
 	// the discard was durable — the documented window in which a message
 	// of a lost session may arrive twice.
 	resurrected int
+	// maybeSent: loaded from the store with a packet identifier, which
+	// the client must take for sent (it cannot know).
+	maybeSent bool
 	// moved: sent to one server, then moved to another's session by a
 	// failover: at least once, so a QoS 2 message may arrive twice.
 	moved int
@@ -84,8 +87,10 @@ type inRec struct {
 
 // frame is a packet in flight, encoded.
 type frame struct {
-	b   []byte
-	num uint64 // the engine's numbered write, 0 for none
+	b       []byte
+	num     uint64 // the engine's numbered write, 0 for none
+	payload string // of a QoS>0 PUBLISH
+	id      uint16
 }
 
 type staleKey struct {
@@ -138,6 +143,10 @@ type world struct {
 	discardPending bool
 	staleSeqs      map[staleKey]bool // records a crash in that window left behind
 	acking         string            // the message being acknowledged
+
+	everHanded map[string]bool     // outbound messages whose PUBLISH reached the network
+	ids        []map[uint16]string // per server: packet identifier → the message holding it
+	lastFirst  int                 // the newest outbound message the broker has received (order)
 }
 
 // Run runs one seeded simulation and returns its statistics, or the first
@@ -151,7 +160,8 @@ func Run(opts Options) (Stats, error) {
 func newWorld(opts Options) *world {
 	r := rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9E3779B97F4A7C15))
 	w := &world{opts: opts, rnd: r, durable: map[string]map[uint64]store.Record{}, outs: map[string]*outRec{},
-		ins: map[string]*inRec{}, crashDup: map[int]int{}, staleSeqs: map[staleKey]bool{}, now: time.Unix(1_800_000_000, 0), faults: true}
+		ins: map[string]*inRec{}, crashDup: map[int]int{}, staleSeqs: map[staleKey]bool{},
+		everHanded: map[string]bool{}, now: time.Unix(1_800_000_000, 0), faults: true}
 	rm := uint16(1 + r.IntN(20))
 	w.cfg = engine.Config{
 		ReceiveMaximum:       rm,
@@ -181,6 +191,7 @@ func newWorld(opts Options) *world {
 	}
 	for i := range servers {
 		w.brokers = append(w.brokers, New(w.bcfg, rand.New(rand.NewPCG(opts.Seed+1+uint64(i), opts.Seed+2))))
+		w.ids = append(w.ids, map[uint16]string{})
 		w.durable[serverName(i)] = map[uint64]store.Record{}
 	}
 	w.broker = w.brokers[0]
@@ -192,12 +203,20 @@ func serverName(i int) string { return "mqtt://sim" + strconv.Itoa(i) + ":1883" 
 
 func keyOf(i int) store.Key { return store.Key{Server: serverName(i), ClientID: "sim"} }
 
-// records returns the durable session of server i, in Seq order.
+// records returns the durable session of server i, in Seq order, as a
+// process loading it would.
 func (w *world) records(i int) []store.Record {
 	db := w.durable[serverName(i)]
 	recs := make([]store.Record, 0, len(db))
 	for _, r := range db {
 		recs = append(recs, r)
+		if r.Dir == store.Outbound && r.ID != 0 {
+			if pr, err := engine.ParseRecord(r); err == nil && pr.Pub != nil {
+				if o := w.outs[payloadKey(pr.Pub.Payload)]; o != nil {
+					o.maybeSent = true
+				}
+			}
+		}
 	}
 	slices.SortFunc(recs, func(a, b store.Record) int { return cmpSeq(a.Seq, b.Seq) })
 	return recs
@@ -263,7 +282,7 @@ func (w *world) chaosStep() error {
 	case n < 35:
 		return w.commitStep()
 	case n < 45:
-		w.hand()
+		return w.hand()
 	case n < 60:
 		return w.toBrokerStep()
 	case n < 75:
@@ -297,6 +316,14 @@ func (w *world) chaosStep() error {
 	case n < 96:
 		if w.rnd.IntN(2) == 0 {
 			return w.failover()
+		}
+	case n < 97:
+		if w.faults && w.rnd.IntN(4) == 0 {
+			return w.leaseLost()
+		}
+	case n < 98:
+		if w.faults && w.rnd.IntN(2) == 0 {
+			return w.badAlias()
 		}
 	default:
 		return w.connectStep()
@@ -340,7 +367,7 @@ func (w *world) drain() error {
 		default:
 			switch w.rnd.IntN(4) {
 			case 0:
-				w.hand()
+				err = w.hand()
 			case 1:
 				err = w.toBrokerStep()
 			case 2:
@@ -484,17 +511,24 @@ func payloadKey(b []byte) string {
 }
 
 // hand gives what the client wrote to the network.
-func (w *world) hand() {
+func (w *world) hand() error {
 	if len(w.wbuf) == 0 {
-		return
+		return nil
 	}
 	for _, x := range w.wbuf {
 		if x.num != 0 {
 			w.handed = x.num
 		}
+		if x.payload != "" {
+			w.everHanded[x.payload] = true
+			if err := w.idInUse(x.id, x.payload); err != nil {
+				return err
+			}
+		}
 	}
 	w.toBroker = append(w.toBroker, w.wbuf...)
 	w.wbuf = w.wbuf[:0]
+	return nil
 }
 
 func (w *world) toBrokerStep() error {
@@ -508,7 +542,16 @@ func (w *world) toBrokerStep() error {
 		return w.fail("the client wrote an undecodable packet: %v", err)
 	}
 	w.logf("→ %s", describe(p))
+	first := ""
+	if pub, ok := p.(*packets.Publish); ok && pub.QoS > 0 && w.received(payloadKey(pub.Payload)) == 0 {
+		first = payloadKey(pub.Payload)
+	}
 	w.sendToClient(w.broker.Receive(p))
+	if first != "" && w.received(first) > 0 {
+		if err := w.inOrder(first); err != nil {
+			return err
+		}
+	}
 	if !w.broker.Connected() {
 		w.cut("broker closed")
 	}
@@ -556,6 +599,9 @@ func (w *world) toClientStep() error {
 			return w.fail("client refused a PUBLISH: %v", err)
 		}
 	case *packets.Ack:
+		if p.Kind == packets.PUBACK || p.Kind == packets.PUBCOMP || (p.Kind == packets.PUBREC && p.ReasonCode.IsError()) {
+			delete(w.ids[w.srv], p.PacketID)
+		}
 		w.eng.Received(p)
 	case *packets.Disconnect:
 		w.cut("server DISCONNECT " + p.ReasonCode.String())
@@ -605,7 +651,11 @@ func (w *world) effects() error {
 			if lim := w.bcfg.MaximumPacketSize; lim != 0 && len(b) > int(lim) {
 				return w.fail("packet of %d bytes exceeds the server's maximum %d", len(b), lim)
 			}
-			w.wbuf = append(w.wbuf, frame{b: b, num: f.Num})
+			fr := frame{b: b, num: f.Num}
+			if p, ok := f.Packet.(*packets.Publish); ok && p.QoS > 0 {
+				fr.payload, fr.id = payloadKey(p.Payload), p.PacketID
+			}
+			w.wbuf = append(w.wbuf, fr)
 			if f.Kind == engine.Publish0 {
 				if err := w.complete(f.Ticket.(*ticket), nil); err != nil {
 					return err
@@ -657,6 +707,38 @@ func (w *world) effects() error {
 			}
 		}
 	}
+	return nil
+}
+
+// inOrder checks that the first arrival of outbound QoS 1 and 2 messages
+// at the broker follows the order they were published in (MQTT-4.6.0-1
+// and §4.6: resends in order, and no new message before them). Failover
+// between servers and a lost session's messages sent again are the
+// exceptions, as documented.
+func (w *world) inOrder(key string) error {
+	if len(w.brokers) > 1 {
+		return nil
+	}
+	if o := w.outs[key]; o == nil || o.resurrected > 0 {
+		return nil
+	}
+	n, _ := strconv.Atoi(key[1:])
+	if n < w.lastFirst {
+		return w.fail("message %s reached the broker after o%d, published later", key, w.lastFirst)
+	}
+	w.lastFirst = n
+	return nil
+}
+
+// idInUse checks that a PUBLISH does not reuse a packet identifier another
+// message still holds at this server (MQTT-2.2.1-3: until PUBACK, PUBCOMP
+// or a PUBREC with an error code), QoS 1 included, which a broker cannot
+// tell.
+func (w *world) idInUse(id uint16, payload string) error {
+	if prev, ok := w.ids[w.srv][id]; ok && prev != payload {
+		return w.fail("PUBLISH %s reuses packet identifier %d, still held by %s", payload, id, prev)
+	}
+	w.ids[w.srv][id] = payload
 	return nil
 }
 
@@ -727,7 +809,7 @@ func (w *world) complete(t *ticket, err error) error {
 		o.lost = true
 	case errors.Is(err, engine.ErrPacketTooLarge):
 		o.failed = true
-	case errors.Is(err, errClosed):
+	case errors.Is(err, errClosed), errors.Is(err, errTaken):
 		// Still stored: a later process sends it.
 	default:
 		o.failed = true
@@ -761,23 +843,7 @@ func (w *world) crash() error {
 	} else {
 		w.logf("crash")
 	}
-	if w.discardPending {
-		// Stopped between Session Present 0 and the durable discard: the
-		// next process resumes the stale session's records.
-		k, _ := w.eng.Loaded()
-		for seq, r := range w.durable[k.Server] {
-			if seq == store.MetaSeq {
-				continue
-			}
-			w.staleSeqs[staleKey{k.Server, seq}] = true
-			if pr, err := engine.ParseRecord(r); err == nil && pr.Pub != nil {
-				if o := w.outs[payloadKey(pr.Pub.Payload)]; o != nil && o.lost {
-					o.resurrected++
-				}
-			}
-		}
-		w.logf("crash before the discard of a lost session was durable: %d stale records", len(w.staleSeqs))
-	}
+	w.markStale()
 	if w.link != nil {
 		w.link.closed = true
 		w.link = nil
@@ -816,7 +882,50 @@ func (w *world) close() error {
 	return w.effects()
 }
 
-var errClosed = errors.New("sim: closed")
+var (
+	errClosed = errors.New("sim: closed")
+	errTaken  = errors.New("sim: session taken")
+)
+
+// leaseLost: another process took the session over (store.Owner). This
+// one's pending publishes fail while their messages stay stored, the write
+// in progress is refused by the fencing token, and the new owner resumes
+// from the store.
+func (w *world) leaseLost() error {
+	w.stats.Crashes++
+	w.logf("lease lost: another process takes over")
+	w.markStale()
+	w.eng.Abort(errTaken)
+	if err := w.effects(); err != nil {
+		return err
+	}
+	if w.link != nil {
+		w.link.closed = true
+		w.link = nil
+		w.wbuf, w.toBroker, w.toClient = w.wbuf[:0], w.toBroker[:0], w.toClient[:0]
+		w.broker.Drop()
+	}
+	w.boot()
+	return w.effects()
+}
+
+// badAlias makes the broker send a PUBLISH whose topic alias exceeds the
+// client's Topic Alias Maximum: the client must refuse it with 0x94
+// (MQTT-3.3.2-10) and end the connection.
+func (w *world) badAlias() error {
+	if w.link == nil {
+		return nil
+	}
+	p := &packets.Publish{QoS: 1, PacketID: 1, Payload: []byte("bad"),
+		Properties: packets.Properties{TopicAlias: w.cfg.TopicAliasMaximum + 1}}
+	err := w.eng.Resolve(p)
+	var pe *engine.ProtocolError
+	if !errors.As(err, &pe) || pe.Code != packets.TopicAliasInvalid {
+		return w.fail("a PUBLISH with topic alias %d (maximum %d) gave %v, want 0x94", p.Properties.TopicAlias, w.cfg.TopicAliasMaximum, err)
+	}
+	w.cut("client refused topic alias")
+	return nil
+}
 
 // failover moves the client, disconnected, to the other server's session
 // as the client does when a connection to its server fails: outbound
@@ -839,6 +948,13 @@ func (w *world) failover() error {
 	mv := w.eng.Detach()
 	if err := w.effects(); err != nil {
 		return err
+	}
+	// The QoS 1 exchanges with the old server are abandoned (it keeps no
+	// state for them); QoS 2 ones end with the PUBREL left in their place.
+	for id, key := range w.ids[from] {
+		if o := w.outs[key]; o != nil && o.qos == 1 {
+			delete(w.ids[from], id)
+		}
 	}
 	w.srv, w.broker = to, w.brokers[to]
 	w.eng.Load(keyOf(to), w.records(to), nil)
@@ -904,6 +1020,28 @@ func (w *world) disconnect() {
 	_ = w.effects()
 }
 
+// markStale notes, as a process stops without finishing its writes, the
+// records of a session discarded (Session Present 0) whose deletions are
+// not all durable: the next process resumes that stale session.
+func (w *world) markStale() {
+	if !w.discardPending {
+		return
+	}
+	k, _ := w.eng.Loaded()
+	for seq, r := range w.durable[k.Server] {
+		if seq == store.MetaSeq {
+			continue
+		}
+		w.staleSeqs[staleKey{k.Server, seq}] = true
+		if pr, err := engine.ParseRecord(r); err == nil && pr.Pub != nil {
+			if o := w.outs[payloadKey(pr.Pub.Payload)]; o != nil && o.lost {
+				o.resurrected++
+			}
+		}
+	}
+	w.logf("stopped before the discard of a lost session was durable: %d stale records", len(w.staleSeqs))
+}
+
 func (w *world) restartBroker() {
 	keep := w.rnd.IntN(3) != 0
 	w.stats.Restarts++
@@ -925,7 +1063,9 @@ func (w *world) connectStep() error {
 		return nil
 	}
 	clean, lost := w.eng.Prepare(w.now, false)
-	w.markLost(lost)
+	if err := w.markLost(lost); err != nil {
+		return err
+	}
 	if clean {
 		w.discardPending = true
 	}
@@ -950,21 +1090,29 @@ func (w *world) connectStep() error {
 	if err != nil {
 		return w.fail("CONNACK refused: %v", err)
 	}
-	w.markLost(r.Lost)
+	if err := w.markLost(r.Lost); err != nil {
+		return err
+	}
 	if !ca.SessionPresent {
 		w.discardPending = true
+		clear(w.ids[w.srv]) // a new session: nothing of the old one is in use
 	}
 	w.logf("connected: clean %v, session present %v, resent %d", clean, ca.SessionPresent, r.Resent)
 	w.sendToClient(resp[1:])
 	return w.effects()
 }
 
-func (w *world) markLost(lost []engine.Lost) {
+func (w *world) markLost(lost []engine.Lost) error {
 	for _, l := range lost {
-		if o := w.outs[payloadKey(l.Pub.Payload)]; o != nil {
+		key := payloadKey(l.Pub.Payload)
+		if o := w.outs[key]; o != nil {
 			o.lost = true
+			if !w.everHanded[key] && !o.maybeSent && o.resurrected == 0 {
+				return w.fail("message %s reported lost with the session, but it never reached the network", key)
+			}
 		}
 	}
+	return nil
 }
 
 // check verifies what must hold after every step.
