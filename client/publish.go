@@ -87,7 +87,7 @@ type publishAlloc struct {
 
 // publish is PublishAsync, waiting within ctx for room in a full queue.
 func (c *Client) publish(ctx context.Context, m *Message) *Token {
-	a := &publishAlloc{tok: Token{done: make(chan struct{})}}
+	a := new(publishAlloc)
 	t, p := &a.tok, &a.pub
 	if err := c.newPublish(m, p); err != nil {
 		t.complete(err)

@@ -5,43 +5,72 @@ import (
 	"sync"
 )
 
+// closedChan is a channel closed from the start: Done and Stored of a
+// token that has already reached that point.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
 // Token follows one asynchronous publish: when its message is durable in
 // the store (Stored), and when its exchange has completed (Done).
+//
+// Its channels are made on demand: a publish whose token is looked at only
+// after it completed — the common case when many are in flight — costs
+// no channel.
 type Token struct {
-	done      chan struct{}
-	completed bool // guarded by smu, as done's closing
+	mu        sync.Mutex
+	completed bool
 	err       error
-
-	smu     sync.Mutex
-	stored  bool          // the message's record is durable
-	storedC chan struct{} // made on demand; closed when stored or done
+	done      chan struct{} // made on demand; closed when completed
+	stored    bool          // the message's record is durable
+	storedC   chan struct{} // made on demand; closed when stored or completed
 }
 
 // Done is closed when the publish has completed: acknowledged (QoS 1 and
 // 2), queued on the connection (QoS 0), or failed.
-func (t *Token) Done() <-chan struct{} { return t.done }
+func (t *Token) Done() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done == nil {
+		if t.completed {
+			return closedChan
+		}
+		t.done = make(chan struct{})
+	}
+	return t.done
+}
 
 // Err returns the outcome once Done is closed: nil, a *ReasonError for a
 // negative acknowledgement, or another error. Before that it returns nil.
 func (t *Token) Err() error {
-	select {
-	case <-t.done:
-		return t.err
-	default:
-		return nil
-	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
 }
 
 // Wait waits for the publish to complete or ctx to end, and returns Err or
 // ctx's error. The publish itself goes on when ctx ends first.
 func (t *Token) Wait(ctx context.Context) error {
+	t.mu.Lock()
+	if t.completed {
+		err := t.err
+		t.mu.Unlock()
+		return err
+	}
+	if t.done == nil {
+		t.done = make(chan struct{})
+	}
+	done := t.done
+	t.mu.Unlock()
 	select {
-	case <-t.done:
-		return t.err
+	case <-done:
+		return t.Err()
 	case <-ctx.Done():
 		select {
-		case <-t.done: // both ready: the outcome wins
-			return t.err
+		case <-done: // both ready: the outcome wins
+			return t.Err()
 		default:
 			return ctx.Err()
 		}
@@ -54,13 +83,13 @@ func (t *Token) Wait(ctx context.Context) error {
 // publish has completed, whichever comes first (a QoS 0 message is never
 // stored). WaitStored tells which.
 func (t *Token) Stored() <-chan struct{} {
-	t.smu.Lock()
-	defer t.smu.Unlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.storedC == nil {
-		t.storedC = make(chan struct{})
 		if t.stored || t.completed {
-			close(t.storedC)
+			return closedChan
 		}
+		t.storedC = make(chan struct{})
 	}
 	return t.storedC
 }
@@ -75,13 +104,12 @@ func (t *Token) WaitStored(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	t.smu.Lock()
-	stored := t.stored
-	t.smu.Unlock()
-	if stored {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stored {
 		return nil
 	}
-	return t.Err()
+	return t.err
 }
 
 // markStored records that the message is durable. Tokens of messages
@@ -90,28 +118,30 @@ func (t *Token) markStored() {
 	if t == nil {
 		return
 	}
-	t.smu.Lock()
+	t.mu.Lock()
 	if !t.stored {
 		t.stored = true
 		if t.storedC != nil && !t.completed {
 			close(t.storedC)
 		}
 	}
-	t.smu.Unlock()
+	t.mu.Unlock()
 }
 
 func (t *Token) complete(err error) {
 	if t == nil {
 		return
 	}
-	t.smu.Lock()
-	defer t.smu.Unlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.completed {
 		return
 	}
 	t.completed = true
 	t.err = err
-	close(t.done)
+	if t.done != nil {
+		close(t.done)
+	}
 	if t.storedC != nil && !t.stored {
 		close(t.storedC)
 	}

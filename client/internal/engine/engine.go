@@ -156,6 +156,8 @@ type action struct {
 	conn  *connState
 	in    *Inbound
 	after int // how many of its batch's operations precede it
+	// deferred: an outbound-flow action counted in waitingOut until it runs.
+	deferred bool
 }
 
 const (
@@ -258,6 +260,10 @@ type Engine struct {
 	conn     *connState // nil when disconnected
 	gen      uint64     // generation of the last connection
 	handling int        // delivered messages not yet done with (the crash window)
+	// waitingOut counts PUBLISH and PUBREL actions waiting for a batch:
+	// while there are any, a PUBLISH that needs nothing from the store
+	// waits too.
+	waitingOut int
 
 	queued0     []*packets.Publish // QoS 0 published while disconnected
 	tickets0    []any
@@ -369,6 +375,24 @@ func (e *Engine) emit(a action) {
 		return
 	}
 	e.run(&a)
+}
+
+// emitOut emits an action of the outbound flow: a PUBLISH or a PUBREL.
+// One that needs nothing from the store (ready: a PUBLISH whose record,
+// with its identifier, is durable already, or a QoS 0 one) goes at once,
+// rather than behind deletions and acknowledgement state that have nothing
+// to do with it — unless another PUBLISH or PUBREL waits for a batch: the
+// outbound flow leaves in order (Seq order on a resend, MQTT-4.6.0-1).
+func (e *Engine) emitOut(a action, ready bool) {
+	if ready && e.waitingOut == 0 {
+		e.run(&a)
+		return
+	}
+	if e.committing || !e.cur.empty() {
+		a.deferred = true
+		e.waitingOut++
+	}
+	e.emit(a)
 }
 
 // NeedsCommit reports whether a batch waits to be committed and none is
@@ -483,6 +507,10 @@ func (e *Engine) CommitFailed(err error) {
 
 // run performs one action whose store dependencies are durable.
 func (e *Engine) run(a *action) {
+	if a.deferred {
+		a.deferred = false
+		e.waitingOut--
+	}
 	switch a.kind {
 	case actEffect:
 		if a.eff.Kind == Write {

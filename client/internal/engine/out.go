@@ -43,7 +43,9 @@ func (e *Engine) Publish(m *Out, p *packets.Publish, ref string, ticket any) {
 	}
 	if m.id == 0 && !m.done {
 		// Not on the wire yet (no quota, no free identifier, or offline):
-		// stored as queued, it gets its identifier when it is sent.
+		// stored as queued, it gets its identifier when it is sent. A
+		// record without one says the message never left: a session the
+		// server lost does not include it, even after a restart.
 		e.putRecord(m)
 	}
 }
@@ -54,7 +56,7 @@ func (e *Engine) Publish(m *Out, p *packets.Publish, ref string, ticket any) {
 func (e *Engine) Publish0(p *packets.Publish, ticket any, queue bool) bool {
 	switch {
 	case e.conn != nil:
-		e.emit(action{kind: actPublish0, conn: e.conn, eff: Effect{Packet: p, Ticket: ticket}})
+		e.emitOut(action{kind: actPublish0, conn: e.conn, eff: Effect{Packet: p, Ticket: ticket}}, true)
 	case queue:
 		e.queued0 = append(e.queued0, p)
 		e.tickets0 = append(e.tickets0, ticket)
@@ -144,7 +146,7 @@ func (e *Engine) pump() {
 		if m.pubrel {
 			m.onWire = true
 			e.quota--
-			e.emit(action{kind: actAck, conn: cn, pkt: packets.PUBREL, id: m.id})
+			e.emitOut(action{kind: actAck, conn: cn, pkt: packets.PUBREL, id: m.id}, false)
 			e.popWaiting()
 			continue
 		}
@@ -156,6 +158,7 @@ func (e *Engine) pump() {
 		if e.quota <= 0 {
 			return
 		}
+		ready := m.stored && !m.putQueued // its record, with its identifier, is durable
 		if m.id == 0 {
 			id, ok := e.ids.alloc()
 			if !ok {
@@ -167,11 +170,12 @@ func (e *Engine) pump() {
 				e.popWaiting()
 				continue
 			}
+			ready = false
 		}
 		e.quota--
 		e.peak = max(e.peak, int(e.lim.ReceiveMax)-e.quota)
 		m.onWire = true
-		e.emit(action{kind: actPublish, conn: cn, m: m})
+		e.emitOut(action{kind: actPublish, conn: cn, m: m}, ready)
 		e.popWaiting()
 	}
 }
@@ -325,7 +329,7 @@ func (e *Engine) outboundAck(cn *connState, a *packets.Ack) {
 			b = AppendRef(b, m.ref) // the message stays identifiable (Client.Pending)
 			e.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
 		}
-		e.emit(action{kind: actAck, conn: cn, pkt: packets.PUBREL, id: m.id}) // MQTT-4.3.3-4
+		e.emitOut(action{kind: actAck, conn: cn, pkt: packets.PUBREL, id: m.id}, false) // MQTT-4.3.3-4
 	case packets.PUBCOMP:
 		if m == nil || !m.pubrel {
 			e.log.Flood("PUBCOMP for unknown packet identifier", "id", a.PacketID)

@@ -304,3 +304,36 @@ func TestFailoverKeepsSessionsApart(t *testing.T) {
 		t.Fatalf("wrote %v, want the PUBREL ending the moved message's old exchange, then the PUBREC", got)
 	}
 }
+
+// TestDurablePublishGoesAtOnce: a PUBLISH whose record is durable already
+// does not wait behind store writes that have nothing to do with it (the
+// deletion a PUBACK queued), but the outbound flow keeps its order: on a
+// resend, a PUBREL waiting for a batch holds back the PUBLISHes after it.
+func TestDurablePublishGoesAtOnce(t *testing.T) {
+	enc := func(id uint16, b string) []byte {
+		p, err := packets.Append(nil, &packets.Publish{Topic: "t", QoS: 1, PacketID: id, Payload: []byte(b)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	rel, _ := packets.Append(nil, &packets.Ack{Kind: packets.PUBREL, PacketID: 1})
+	r := newRig(t, Config{})
+	r.load(
+		store.Record{Seq: 1, Dir: store.Outbound, ID: 1, Packet: rel},
+		store.Record{Seq: 2, Dir: store.Outbound, ID: 2, Packet: enc(2, "b")},
+		store.Record{Seq: 3, Dir: store.Outbound, ID: 3, Packet: enc(3, "c")},
+	)
+	r.connect(packets.Connack{SessionPresent: true, Properties: packets.Properties{ReceiveMaximum: 2}})
+	if w := r.take(); len(w) != 0 {
+		t.Fatalf("wrote %v before the meta record's batch, ahead of the waiting PUBREL", kinds(w))
+	}
+	r.commit()
+	if got := kinds(r.take()); !slices.Equal(got, []string{"PUBREL", "PUBLISH(dup)"}) {
+		t.Fatalf("resent %v, want the PUBREL, then b, in Seq order", got)
+	}
+	r.receive(ack(packets.PUBCOMP, 1)) // queues the PUBREL record's deletion
+	if got := kinds(r.take()); !slices.Equal(got, []string{"PUBLISH(dup)"}) {
+		t.Fatalf("after PUBCOMP wrote %v, want c at once, not after the deletion's batch", got)
+	}
+}
