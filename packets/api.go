@@ -115,7 +115,7 @@ func DecodeWith(b []byte, maxSize int, lim Limits) (Packet, error) {
 	case len(b) > size:
 		return nil, errorf(ErrProtocol, "bytes after the packet")
 	}
-	return decodeBody(b[0], slices.Clone(b[1+n:]), lim, nil, nil)
+	return decodeBody(b[0], slices.Clone(b[1+n:]), lim.resolve(), nil, nil)
 }
 
 // Reader reads packets one at a time from a stream. It is not safe for
@@ -124,7 +124,7 @@ func DecodeWith(b []byte, maxSize int, lim Limits) (Packet, error) {
 type Reader struct {
 	r       *bufio.Reader
 	maxSize int
-	lim     Limits
+	lim     Limits // resolved once here rather than for every packet
 	// alloc makes a packet body, or a larger one as its bytes arrive;
 	// tests replace it to watch allocations.
 	alloc func(n int) []byte
@@ -144,7 +144,7 @@ func NewReader(r io.Reader, maxSize int) *Reader {
 	if !ok {
 		br = bufio.NewReader(r)
 	}
-	return &Reader{r: br, maxSize: maxSize, alloc: func(n int) []byte { return make([]byte, n) }}
+	return &Reader{r: br, maxSize: maxSize, lim: Limits{}.resolve(), alloc: func(n int) []byte { return make([]byte, n) }}
 }
 
 // SetMaxSize changes the largest packet Read accepts, as when a CONNACK
@@ -153,7 +153,7 @@ func (r *Reader) SetMaxSize(n int) { r.maxSize = n }
 
 // SetLimits changes the limits Read applies to each packet's decoded
 // form; the zero Limits, in force until then, applies the defaults.
-func (r *Reader) SetLimits(l Limits) { r.lim = l }
+func (r *Reader) SetLimits(l Limits) { r.lim = l.resolve() }
 
 // Read reads exactly one packet. It checks the remaining length against
 // the maximum size before reading or allocating the body, so an oversized

@@ -32,10 +32,11 @@ func checkHeader(h byte) error {
 // h, which checkHeader accepted. The packet keeps slices of body, so body
 // must belong to it alone.
 //
-// An acknowledgement is decoded into ack, and a PUBLISH into pub, when they
-// are not nil.
+// lim holds resolved limits (Limits.resolve), so that a Reader resolves
+// them once rather than for every packet. An acknowledgement is decoded
+// into ack, and a PUBLISH into pub, when they are not nil.
 func decodeBody(h byte, body []byte, lim Limits, ack *Ack, pub *Publish) (Packet, error) {
-	d := &decoder{b: body, lim: lim.resolve()}
+	d := &decoder{b: body, lim: lim}
 	t := Type(h >> 4)
 	var p Packet
 	var err error
@@ -156,11 +157,16 @@ func (d *decoder) connack() *Connack {
 }
 
 func (d *decoder) publish(h byte, into *Publish) *Publish {
+	// Field by field rather than *p = Publish{...}: the reused Publish is
+	// cleared without rewriting every pointer slot of its Properties.
 	p := into
 	if p == nil {
 		p = &Publish{}
+	} else {
+		p.Properties.reset()
+		p.PacketID, p.Payload = 0, nil
 	}
-	*p = Publish{Dup: h&0x08 != 0, QoS: h >> 1 & 3, Retain: h&0x01 != 0}
+	p.Dup, p.QoS, p.Retain = h&0x08 != 0, h>>1&3, h&0x01 != 0
 	p.Topic = d.string()
 	if p.QoS > 0 {
 		p.PacketID = d.packetID()
@@ -169,7 +175,9 @@ func (d *decoder) publish(h byte, into *Publish) *Publish {
 	if d.err != nil {
 		return nil
 	}
-	if err := checkPublish(p); err != nil {
+	// checkHeader and packetID have applied the rest of checkPublish, and
+	// d.string the rules of any string.
+	if err := checkPublishTopic(p); err != nil {
 		d.fail(err)
 	}
 	p.Payload = d.b[d.i:]
@@ -181,8 +189,10 @@ func (d *decoder) ack(t Type, into *Ack) *Ack {
 	p := into
 	if p == nil {
 		p = &Ack{}
+	} else {
+		p.Properties.reset() // as in publish
 	}
-	*p = Ack{Kind: t, PacketID: d.packetID()}
+	p.Kind, p.PacketID, p.ReasonCode = t, d.packetID(), 0
 	if d.left() > 0 {
 		p.ReasonCode = d.code(t)
 	}

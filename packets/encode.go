@@ -188,12 +188,23 @@ func checkPublish(p *Publish) error {
 		return errorf(ErrProtocol, "packet identifier on QoS 0") // MQTT-2.2.1-2
 	case p.QoS > 0 && p.PacketID == 0:
 		return ErrZeroPacketID
-	case p.Topic == "" && p.Properties.TopicAlias == 0:
-		return errorf(ErrInvalidTopicName, "empty topic name without topic alias")
-	case p.Topic == "":
+	}
+	if err := checkString(p.Topic); err != nil {
+		return err
+	}
+	return checkPublishTopic(p)
+}
+
+// checkPublishTopic applies the Topic Name rules to a PUBLISH whose topic
+// checkString accepted: a topic name, or an empty one with a Topic Alias.
+func checkPublishTopic(p *Publish) error {
+	if p.Topic == "" {
+		if p.Properties.TopicAlias == 0 {
+			return errorf(ErrInvalidTopicName, "empty topic name without topic alias")
+		}
 		return nil
 	}
-	return ValidTopicName(p.Topic)
+	return checkTopicName(p.Topic)
 }
 
 func planConnect(p *Connect) (layout, error) {

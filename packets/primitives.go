@@ -130,6 +130,11 @@ func (d *decoder) varInt() int {
 	if d.err != nil {
 		return 0
 	}
+	if d.i < len(d.b) && d.b[d.i] < 0x80 {
+		// One byte, as every property identifier: no call.
+		d.i++
+		return int(d.b[d.i-1])
+	}
 	v, n, err := parseVarInt(d.b[d.i:])
 	if err != nil {
 		d.fail(err)

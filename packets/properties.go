@@ -256,6 +256,51 @@ func (p *Properties) present() uint64 {
 		bit(PropSharedSubAvailable, p.SharedSubAvailable != nil)
 }
 
+// reset makes p the zero Properties. Unlike *p = Properties{}, it writes
+// a field that holds a pointer (a string, a slice) only if it is not
+// already zero, so that clearing a reused Ack or Publish does not rewrite,
+// and while the garbage collector runs put a write barrier on, every
+// pointer slot of p. TestPropertiesReset checks that it knows every field.
+func (p *Properties) reset() {
+	p.PayloadFormat, p.WillDelay, p.RequestResponseInfo = 0, 0, 0
+	p.ReceiveMaximum, p.TopicAliasMaximum, p.TopicAlias, p.MaximumPacketSize = 0, 0, 0, 0
+	p.zeros = 0
+	unset(&p.MessageExpiry)
+	unset(&p.ContentType)
+	unset(&p.ResponseTopic)
+	unsetList(&p.CorrelationData)
+	unsetList(&p.SubscriptionIdentifier)
+	unset(&p.SessionExpiry)
+	unset(&p.AssignedClientID)
+	unset(&p.ServerKeepAlive)
+	unset(&p.AuthMethod)
+	unsetList(&p.AuthData)
+	unset(&p.RequestProblemInfo)
+	unset(&p.ResponseInfo)
+	unset(&p.ServerReference)
+	unset(&p.ReasonString)
+	unset(&p.MaximumQoS)
+	unset(&p.RetainAvailable)
+	unsetList(&p.User)
+	unset(&p.WildcardSubAvailable)
+	unset(&p.SubIDAvailable)
+	unset(&p.SharedSubAvailable)
+}
+
+// unset and unsetList write the zero value to *v unless it holds it.
+func unset[T comparable](v *T) {
+	var zero T
+	if *v != zero {
+		*v = zero
+	}
+}
+
+func unsetList[T any](v *[]T) {
+	if *v != nil {
+		*v = nil
+	}
+}
+
 // get returns the value of single-valued property id in p: a number, a
 // string or binary data depending on its kind, and whether it is present
 // (as present reports it).
@@ -584,9 +629,9 @@ func (d *decoder) props(p *Properties, ctx propPlace) {
 		case kindVarInt:
 			v = uint32(d.varInt())
 		case kindString:
-			s := d.string()
-			if d.err == nil {
-				d.fail(checkText(id, s))
+			s := d.string() // checkText's checkString, done
+			if d.err == nil && id == PropResponseTopic {
+				d.fail(checkTopicName(s))
 			}
 			p.set(id, 0, s, nil)
 			continue

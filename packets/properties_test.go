@@ -282,3 +282,46 @@ func FuzzProperties(f *testing.F) {
 	f.Add([]byte{3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}) // CONNACK zeros
 	f.Fuzz(checkPropertiesRoundTrip)
 }
+
+// TestPropertiesReset: reset leaves the zero Properties whatever p held,
+// each field alone or all at once, explicit zeros and empty lists included.
+func TestPropertiesReset(t *testing.T) {
+	var each []Properties
+	var all Properties
+	typ := reflect.TypeFor[Properties]()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		var one Properties
+		for _, p := range []*Properties{&one, &all} {
+			v := reflect.ValueOf(p).Elem().Field(i)
+			switch f.Type.Kind() {
+			case reflect.Pointer:
+				v.Set(reflect.New(f.Type.Elem()))
+			case reflect.String:
+				v.SetString("x")
+			case reflect.Slice:
+				v.Set(reflect.MakeSlice(f.Type, 1, 1))
+			default:
+				v.SetUint(1)
+			}
+		}
+		each = append(each, one)
+		if f.Type.Kind() == reflect.Slice {
+			empty := Properties{}
+			reflect.ValueOf(&empty).Elem().Field(i).Set(reflect.MakeSlice(f.Type, 0, 1))
+			each = append(each, empty)
+		}
+	}
+	for _, id := range definedIDs() {
+		each = append(each, zeroed(Properties{}, id))
+	}
+	for i, p := range append(each, all, zeroed(all, definedIDs()...)) {
+		p.reset()
+		if !reflect.DeepEqual(p, Properties{}) {
+			t.Errorf("case %d: after reset %#v", i, p)
+		}
+	}
+}

@@ -55,6 +55,32 @@ func TestReaderManyPackets(t *testing.T) {
 	}
 }
 
+// TestReaderReuseManyPackets: with ReuseAcks and ReusePublish, each packet
+// read into a reused value equals what was sent, nothing left over from
+// the packets before it.
+func TestReaderReuseManyPackets(t *testing.T) {
+	var want []Packet
+	for range 3 {
+		for _, p := range richPackets() {
+			want = append(want, p)
+		}
+		// A bare PUBLISH and PUBACK after ones with properties.
+		want = append(want, &Publish{Topic: "t", Payload: []byte{}}, &Ack{Kind: PUBACK, PacketID: 1})
+	}
+	r := NewReader(bytes.NewReader(stream(t, want...)), 0)
+	r.ReuseAcks()
+	r.ReusePublish()
+	for i, w := range want {
+		p, err := r.Read()
+		if err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+		if !reflect.DeepEqual(p, w) {
+			t.Fatalf("packet %d:\n got %#v\nwant %#v", i, p, w)
+		}
+	}
+}
+
 func TestReaderBufioUsedDirectly(t *testing.T) {
 	br := bufio.NewReader(bytes.NewReader(nil))
 	if NewReader(br, 0).r != br {
