@@ -125,8 +125,13 @@ func BenchmarkReceiveQueuedQoS1(b *testing.B) {
 
 // BenchmarkReceiveQoS1 measures a subscriber receiving QoS 1 messages
 // published live by a second client in the same process: allocations and
-// CPU of both are counted.
-func BenchmarkReceiveQoS1(b *testing.B) {
+// CPU of both are counted, so allocs/op is per message end to end.
+func BenchmarkReceiveQoS1(b *testing.B) { benchReceive(b, 1) }
+
+// BenchmarkReceiveQoS2 is BenchmarkReceiveQoS1 with QoS 2 both ways.
+func BenchmarkReceiveQoS2(b *testing.B) { benchReceive(b, 2) }
+
+func benchReceive(b *testing.B, qos byte) {
 	br := broker(b, testenv.WithMaxInflight(1000), testenv.WithConfig(func(c *testenv.MosquittoConfig) {
 		c.Extra = "set_tcp_nodelay true\n"
 	}))
@@ -139,7 +144,7 @@ func BenchmarkReceiveQoS1(b *testing.B) {
 				close(done)
 			}
 		}})
-	if _, err := sub.Subscribe(ctxT(b, 5*time.Second), Subscription{Filter: "recv", SubscribeOptions: subOpts(1)}); err != nil {
+	if _, err := sub.Subscribe(ctxT(b, 5*time.Second), Subscription{Filter: "recv", SubscribeOptions: subOpts(qos)}); err != nil {
 		b.Fatal(err)
 	}
 	pub := start(b, Config{Servers: []string{br.URL()}, ClientID: uniqueID(b), Store: memory.New()})
@@ -155,7 +160,7 @@ func BenchmarkReceiveQoS1(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		ring[i%benchWindow] = pub.PublishAsync(&Message{Topic: "recv", QoS: 1, Payload: payload})
+		ring[i%benchWindow] = pub.PublishAsync(&Message{Topic: "recv", QoS: qos, Payload: payload})
 	}
 	select {
 	case <-done:

@@ -21,6 +21,7 @@ type Store struct {
 	mu       sync.RWMutex
 	closed   bool
 	sessions map[store.Key]*session // guarded by mu
+	free     [][]byte               // record buffers to reuse; guarded by mu
 }
 
 // session is one session's records and their order. order is kept
@@ -33,6 +34,40 @@ type session struct {
 	recs  map[uint64]store.Record
 	order []uint64
 	stale int
+}
+
+// Record buffers are reused: a replaced record's buffer takes its
+// replacement, a deleted record's goes to a small free list for the next
+// Put. Nothing the store hands out aliases them (Load and Scan copy), so a
+// session whose records come and go — every exchange — allocates nothing
+// for them once warm.
+const (
+	maxFree    = 256  // buffers on the free list
+	maxFreeCap = 4096 // largest buffer kept
+)
+
+// buffer returns an empty buffer for a record of n bytes replacing seq in
+// ss, if any. s.mu held.
+func (s *Store) buffer(ss *session, seq uint64, n int) []byte {
+	if old, ok := ss.recs[seq]; ok && cap(old.Packet) >= n {
+		return old.Packet[:0]
+	} else if ok {
+		s.recycle(old.Packet)
+	}
+	if k := len(s.free); k > 0 && cap(s.free[k-1]) >= n {
+		b := s.free[k-1]
+		s.free[k-1] = nil
+		s.free = s.free[:k-1]
+		return b[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+// recycle keeps b for a later record. s.mu held.
+func (s *Store) recycle(b []byte) {
+	if cap(b) <= maxFreeCap && len(s.free) < maxFree {
+		s.free = append(s.free, b[:0])
+	}
 }
 
 // put stores r (whose Packet the caller gave up).
@@ -150,10 +185,13 @@ func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
 				s.sessions[k] = ss
 			}
 			r := op.Record
-			r.Packet = slices.Clone(r.Packet)
+			r.Packet = append(s.buffer(ss, r.Seq, len(r.Packet)), r.Packet...)
 			ss.put(r)
 		case store.OpDelete:
 			if ss != nil {
+				if old, ok := ss.recs[op.Record.Seq]; ok {
+					s.recycle(old.Packet)
+				}
 				ss.delete(op.Record.Seq)
 			}
 		}
