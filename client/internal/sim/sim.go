@@ -630,6 +630,14 @@ func (w *world) ackStep() error {
 
 // effects performs what the engine asked for.
 func (w *world) effects() error {
+	// Nothing below may call the engine while its effects are read (they
+	// share its buffer): a connection to end is ended after the loop.
+	var failed error
+	defer func() {
+		if failed != nil {
+			w.cut("engine: " + failed.Error())
+		}
+	}()
 	for _, f := range w.eng.Effects() {
 		switch f.Kind {
 		case engine.Write, engine.Publish0:
@@ -696,7 +704,7 @@ func (w *world) effects() error {
 			t := f.Ticket.(*ticket)
 			t.stored = true
 		case engine.Fail:
-			w.cut("engine: " + f.Err.Error())
+			failed = f.Err
 		case engine.StoreAt:
 			if !w.storeFails {
 				w.applyTo(f.Key, f.Ops)
