@@ -324,6 +324,17 @@ func (e *Engine) Effects() []Effect {
 	fx := e.fx
 	e.fx = e.fx[:0]
 	e.npub, e.nack = 0, 0
+	// A resend can write a whole Receive Maximum at once: keep no more
+	// scratch packets than a usual call needs.
+	const keep = 256
+	if len(e.pubs) > keep {
+		clear(e.pubs[keep:])
+		e.pubs = e.pubs[:keep]
+	}
+	if len(e.acks) > keep {
+		clear(e.acks[keep:])
+		e.acks = e.acks[:keep]
+	}
 	return fx
 }
 
