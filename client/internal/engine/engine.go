@@ -246,7 +246,7 @@ type Engine struct {
 	meta     Meta
 	metaAt   int64 // unix ms the meta record was last written
 
-	msgs     map[uint64]*Out // outbound messages by Seq
+	msgs     outList         // outbound messages in Seq order
 	byID     map[uint16]*Out // outbound messages holding a packet identifier
 	ids      idSet
 	inQoS2   map[uint16]uint64   // inbound QoS 2 identifiers recorded → Seq
@@ -306,7 +306,6 @@ func New(cfg Config) *Engine {
 	}
 	e := &Engine{cfg: cfg, log: cfg.Log, nextSeq: 1, lim: DefaultLimits()}
 	e.ids.max = cfg.MaxPacketID
-	e.msgs = make(map[uint64]*Out)
 	e.byID = make(map[uint16]*Out)
 	e.inQoS2 = make(map[uint16]uint64)
 	e.in2 = make(map[uint16]*Inbound)

@@ -25,6 +25,7 @@ type Out struct {
 	wconn     *connState
 	wnum      uint64           // the numbered write of wconn it went out in
 	sentPrev  bool             // sent, as it was before that write
+	tracked   bool             // in the session's outList
 	pub       *packets.Publish // full topic, never an alias; nil for loaded PUBRELs
 	ref       string
 	ticket    any
@@ -371,17 +372,17 @@ func msgCost(m *Out) int { return PubCost(m.pub) + len(m.ref) }
 
 // track adds m to the session's outbound messages.
 func (e *Engine) track(m *Out) {
-	e.msgs[m.seq] = m
+	e.msgs.add(m)
 	e.queuedBytes += msgCost(m)
 }
 
 // untrack removes m from the session's outbound messages and wakes
 // publishers waiting for room in the queue.
 func (e *Engine) untrack(m *Out) {
-	if e.msgs[m.seq] != m {
+	if !m.tracked {
 		return
 	}
-	delete(e.msgs, m.seq)
+	e.msgs.remove(m)
 	e.queuedBytes -= msgCost(m)
 	e.effect(Effect{Kind: QueueRoom})
 }
@@ -394,12 +395,12 @@ func (e *Engine) QueueFull(p *packets.Publish) bool {
 	if p.QoS == 0 && e.conn != nil {
 		return false
 	}
-	n := len(e.msgs) + len(e.queued0)
+	n := e.msgs.live + len(e.queued0)
 	return n > 0 && (n >= e.cfg.MaxQueued || e.queuedBytes+PubCost(p) > e.cfg.MaxQueuedBytes)
 }
 
 // Queued returns the messages and bytes the outbound queue holds.
-func (e *Engine) Queued() (n, bytes int) { return len(e.msgs) + len(e.queued0), e.queuedBytes }
+func (e *Engine) Queued() (n, bytes int) { return e.msgs.live + len(e.queued0), e.queuedBytes }
 
 // PeakInflight returns the most QoS>0 PUBLISHes seen in flight at once.
 func (e *Engine) PeakInflight() int { return e.peak }

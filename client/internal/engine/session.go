@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,7 +122,13 @@ func (e *Engine) Load(k store.Key, recs []store.Record, corrupt *store.CorruptEr
 			causes = append(causes, errors.New("integrity check failed"))
 		}
 	}
-	old := e.msgs
+	var old map[uint64]*Out // pending publishes, to attach to their records again
+	if e.msgs.live > 0 {
+		old = make(map[uint64]*Out, e.msgs.live)
+		for _, m := range e.msgs.all() {
+			old[m.seq] = m
+		}
+	}
 	if k != e.key {
 		// Messages with the application belong to the session they came
 		// from: acknowledged, they are recorded there (StoreAt), or in
@@ -150,7 +155,10 @@ func (e *Engine) Load(k store.Key, recs []store.Record, corrupt *store.CorruptEr
 		e.away = e.away[:n]
 	}
 	e.key = k
-	e.msgs = make(map[uint64]*Out, len(recs))
+	for _, m := range e.msgs.ms {
+		m.tracked = false
+	}
+	e.msgs = outList{ms: make([]*Out, 0, len(recs))}
 	e.queuedBytes = 0
 	e.byID = make(map[uint16]*Out)
 	e.inQoS2 = make(map[uint16]uint64)
@@ -253,14 +261,7 @@ func (e *Engine) CorruptDiscarded() {
 }
 
 // sorted returns the session's outbound messages in Seq order.
-func (e *Engine) sorted() []*Out {
-	ms := make([]*Out, 0, len(e.msgs))
-	for _, m := range e.msgs {
-		ms = append(ms, m)
-	}
-	slices.SortFunc(ms, func(a, b *Out) int { return cmp.Compare(a.seq, b.seq) })
-	return ms
-}
+func (e *Engine) sorted() []*Out { return e.msgs.all() }
 
 // Prepare decides, before a CONNECT, whether the session is kept (Clean
 // Start 0) or dropped (Clean Start 1: no state held, the session expired
@@ -351,7 +352,10 @@ func (e *Engine) Disconnected(handed uint64, now time.Time) {
 		return
 	}
 	e.conn = nil
-	for _, m := range e.msgs {
+	for _, m := range e.msgs.ms {
+		if !m.tracked {
+			continue
+		}
 		m.onWire = false
 		if m.wconn == cn {
 			if m.wnum > handed {
@@ -547,8 +551,10 @@ func (e *Engine) dropQueued0() {
 // exchange: their records stay in the store for whoever holds the session
 // next (the Client closing, or its lease taken by another process).
 func (e *Engine) Abort(err error) {
-	for _, m := range e.msgs {
-		e.complete(m, err)
+	for _, m := range e.msgs.ms {
+		if m.tracked {
+			e.complete(m, err)
+		}
 	}
 	for _, t := range e.tickets0 {
 		e.effect(Effect{Kind: Complete, Ticket: t, Err: err})
