@@ -26,6 +26,8 @@ type Out struct {
 	wnum      uint64           // the numbered write of wconn it went out in
 	sentPrev  bool             // sent, as it was before that write
 	tracked   bool             // in the session's outList
+	cost      int              // what it counts against MaxQueuedBytes, fixed when tracked
+	raw       []byte           // a loaded PUBLISH not decoded yet (pub nil): its stored packet
 	pub       *packets.Publish // full topic, never an alias; nil for loaded PUBRELs
 	ref       string
 	ticket    any
@@ -94,7 +96,7 @@ func (e *Engine) writePublish(cn *connState, m *Out) {
 		return
 	}
 	w := e.scratchPub()
-	*w = *m.pub
+	*w = *e.pubOf(m)
 	w.PacketID = m.id
 	w.Dup = m.sent
 	e.alias(cn, w)
@@ -200,7 +202,7 @@ func (e *Engine) popWaiting() {
 // false.
 func (e *Engine) putRecord(m *Out) bool {
 	p := &e.recPub // a field: one on the stack would escape into Append
-	*p = *m.pub
+	*p = *e.pubOf(m)
 	p.Dup = false
 	p.PacketID = m.id
 	if p.PacketID == 0 {
@@ -267,7 +269,7 @@ func (e *Engine) retire(m *Out, err error) {
 
 // wireSize returns the size of m's PUBLISH on the wire without an alias.
 func (e *Engine) wireSize(m *Out) uint32 {
-	if m.size == 0 && m.pub != nil {
+	if m.size == 0 && e.pubOf(m) != nil {
 		p := &e.recPub
 		*p = *m.pub
 		p.PacketID = 1
@@ -290,7 +292,7 @@ func (e *Engine) wireSize(m *Out) uint32 {
 func (e *Engine) dropTooLarge(m *Out, limit uint32) {
 	err := fmt.Errorf("%w: %d bytes, server maximum %d", ErrPacketTooLarge, e.wireSize(m), limit)
 	e.log.Log(slog.LevelWarn, "message too large for the server: failed and removed from the session",
-		"seq", m.seq, "topic", m.pub.Topic, "bytes", e.wireSize(m), "server_maximum", limit)
+		"seq", m.seq, "topic", e.pubOf(m).Topic, "bytes", e.wireSize(m), "server_maximum", limit)
 	if m.sent && m.qos == 2 && m.id != 0 {
 		delete(e.byID, m.id)
 		e.abandonedIDs = append(e.abandonedIDs, m.id)
@@ -368,12 +370,44 @@ func ContentCost(topic string, payload []byte, pr *packets.Properties) int {
 	return n
 }
 
-func msgCost(m *Out) int { return PubCost(m.pub) + len(m.ref) }
+func msgCost(m *Out) int {
+	if m.raw != nil {
+		return 128 + len(m.raw) + len(m.ref)
+	}
+	return PubCost(m.pub) + len(m.ref)
+}
+
+// pubOf returns m's PUBLISH, decoding a loaded one on first use: a
+// session resumed with a large backlog holds its records' bytes, not
+// decoded packets, until the window reaches them. Nil for a loaded PUBREL.
+func (e *Engine) pubOf(m *Out) *packets.Publish {
+	if m.pub == nil && m.raw != nil {
+		m.pub = decodeStored(m.raw)
+		m.raw = nil
+	}
+	return m.pub
+}
+
+// decodeStored decodes a stored PUBLISH that ParseRecord accepted when it
+// was loaded.
+func decodeStored(b []byte) *packets.Publish {
+	p, err := packets.Decode(b, 0)
+	pub, ok := p.(*packets.Publish)
+	if err != nil || !ok {
+		// ParseRecord decoded these very bytes: unreachable. An empty
+		// topic without an alias cannot be encoded, so nothing is sent
+		// rather than something else.
+		return &packets.Publish{QoS: 1}
+	}
+	pub.Dup, pub.PacketID = false, 0
+	return pub
+}
 
 // track adds m to the session's outbound messages.
 func (e *Engine) track(m *Out) {
+	m.cost = msgCost(m)
 	e.msgs.add(m)
-	e.queuedBytes += msgCost(m)
+	e.queuedBytes += m.cost
 }
 
 // untrack removes m from the session's outbound messages and wakes
@@ -383,7 +417,7 @@ func (e *Engine) untrack(m *Out) {
 		return
 	}
 	e.msgs.remove(m)
-	e.queuedBytes -= msgCost(m)
+	e.queuedBytes -= m.cost
 	e.effect(Effect{Kind: QueueRoom})
 }
 

@@ -23,6 +23,7 @@ type Record struct {
 	Pub    *packets.Publish // an outbound PUBLISH: DUP and packet identifier cleared
 	Pubrel bool             // an outbound PUBREL
 	Ref    string           // the Ref of an outbound record
+	Packet []byte           // the record's packet, without the Ref trailer
 }
 
 // ParseRecord decodes r, or says why it is not a record this client could
@@ -56,7 +57,7 @@ func ParseRecord(r store.Record) (Record, error) {
 	if err != nil {
 		return pr, err
 	}
-	pr.Ref = ref
+	pr.Ref, pr.Packet = ref, pkt
 	p, err := packets.Decode(pkt, 0)
 	if err != nil {
 		return pr, err

@@ -337,3 +337,45 @@ func TestDurablePublishGoesAtOnce(t *testing.T) {
 		t.Fatalf("after PUBCOMP wrote %v, want c at once, not after the deletion's batch", got)
 	}
 }
+
+// TestLoadedMessagesStayEncoded: a resumed session holds its records'
+// bytes, not decoded packets, until the window reaches them; listing the
+// session decodes without keeping.
+func TestLoadedMessagesStayEncoded(t *testing.T) {
+	var recs []store.Record
+	for i := uint16(1); i <= 10; i++ {
+		b, err := packets.Append(nil, &packets.Publish{Topic: "t", QoS: 1, PacketID: i, Payload: []byte{byte(i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, store.Record{Seq: uint64(i), Dir: store.Outbound, ID: i, Packet: b})
+	}
+	r := newRig(t, Config{})
+	r.load(recs...)
+	decoded := func() int {
+		n := 0
+		for _, m := range r.e.msgs.all() {
+			if m.pub != nil {
+				n++
+			}
+		}
+		return n
+	}
+	if n := decoded(); n != 0 {
+		t.Fatalf("%d messages decoded at load", n)
+	}
+	if out := r.e.Outbound(); len(out) != 10 || out[9].Pub == nil || out[9].Pub.Payload[0] != 10 {
+		t.Fatalf("listing: %+v", out)
+	}
+	if n := decoded(); n != 0 {
+		t.Fatalf("%d messages kept decoded after a listing", n)
+	}
+	r.connect(packets.Connack{SessionPresent: true, Properties: packets.Properties{ReceiveMaximum: 3}})
+	r.commit()
+	if got := len(r.take()); got != 3 {
+		t.Fatalf("resent %d, want the window of 3", got)
+	}
+	if n := decoded(); n != 3 {
+		t.Fatalf("%d messages decoded, want the 3 resent", n)
+	}
+}

@@ -222,17 +222,20 @@ func (e *Engine) loadRecord(r store.Record, old map[uint64]*Out) error {
 		e.inQoS2[r.ID] = r.Seq
 		return nil
 	}
-	m := &Out{seq: r.Seq, id: r.ID, stored: true, sent: r.ID != 0, ref: pr.Ref, pub: pr.Pub, qos: 2, pubrel: pr.Pubrel}
+	m := &Out{seq: r.Seq, id: r.ID, stored: true, sent: r.ID != 0, ref: pr.Ref, qos: 2, pubrel: pr.Pubrel}
 	if pr.Pub != nil {
+		// Keep the record's bytes, not the decoded packet (a third of the
+		// memory): decoded again when the window reaches it.
 		m.qos = pr.Pub.QoS
+		m.raw = pr.Packet
 	}
 	if m.id != 0 && e.ids.has(m.id) {
 		return fmt.Errorf("packet identifier %d held by two records", m.id)
 	}
 	if o := old[r.Seq]; o != nil && !o.done {
 		m.ticket, o.ticket = o.ticket, nil
-		if m.pub == nil {
-			m.pub = o.pub
+		if m.pub == nil && m.raw == nil {
+			m.pub = o.pub // a PUBREL: keep the message for Pending
 		}
 		o.done = true
 	}
@@ -401,8 +404,8 @@ func (e *Engine) discard() []Lost {
 			e.complete(m, nil)
 			continue
 		}
-		if m.pub != nil {
-			lost = append(lost, Lost{Ref: m.ref, Pub: m.pub})
+		if pub := e.pubOf(m); pub != nil {
+			lost = append(lost, Lost{Ref: m.ref, Pub: pub})
 		}
 		if e.cfg.RepublishLost && m.pub != nil {
 			m.id, m.sent, m.onWire = 0, false, false
@@ -458,7 +461,7 @@ func (e *Engine) Detach() *Moved {
 			e.untrack(m)
 			continue
 		}
-		if m.pub == nil {
+		if e.pubOf(m) == nil {
 			continue
 		}
 		if m.qos == 2 && m.sent && m.id != 0 {
@@ -580,7 +583,11 @@ func (e *Engine) Outbound() []OutInfo {
 		if m.done {
 			continue
 		}
-		out = append(out, OutInfo{Seq: m.seq, ID: m.id, QoS: m.qos, Ref: m.ref, Sent: m.sent, Pubrel: m.pubrel, Pub: m.pub})
+		pub := m.pub
+		if pub == nil && m.raw != nil {
+			pub = decodeStored(m.raw) // not kept: a listing does not grow the session
+		}
+		out = append(out, OutInfo{Seq: m.seq, ID: m.id, QoS: m.qos, Ref: m.ref, Sent: m.sent, Pubrel: m.pubrel, Pub: pub})
 	}
 	return out
 }
