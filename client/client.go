@@ -83,21 +83,10 @@ const (
 // New returns a Client for cfg. It does not connect: call Connect. Its
 // background goroutines run until Close, which must be called.
 func New(cfg Config) (*Client, error) {
-	if cfg.ClientID == "" {
-		return nil, errors.New("client: Config.ClientID is required")
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
-	if len(cfg.Servers) == 0 {
-		return nil, errors.New("client: Config.Servers is empty")
-	}
-	if cfg.OnMessageTx != nil {
-		if _, ok := cfg.Store.(store.Transactor); !ok {
-			return nil, errors.New("client: Config.OnMessageTx needs a Store that implements store.Transactor (bolt, sqlite)")
-		}
-		if cfg.OnMessage != nil || cfg.ManualAck {
-			return nil, errors.New("client: Config.OnMessageTx excludes OnMessage and ManualAck")
-		}
-	}
-	c := &Client{cfg: cfg, log: cfg.Logger, st: cfg.Store}
+	c := &Client{cfg: cfg.withDefaults(), log: cfg.Logger, st: cfg.Store}
 	for _, s := range cfg.Servers {
 		sv, err := parseServer(s)
 		if err != nil {
@@ -122,39 +111,6 @@ func New(cfg Config) (*Client, error) {
 		c.window = DefaultCrashWindow
 	}
 	c.window = min(c.window, int(c.recvMax))
-	if c.cfg.MaxQueuedQoS0 <= 0 {
-		c.cfg.MaxQueuedQoS0 = 10000
-	}
-	if c.cfg.MaxInboundBytes <= 0 {
-		c.cfg.MaxInboundBytes = DefaultMaxInboundBytes
-	}
-	if c.cfg.MaxQueued <= 0 {
-		c.cfg.MaxQueued = DefaultMaxQueued
-	}
-	if c.cfg.MaxQueuedBytes <= 0 {
-		c.cfg.MaxQueuedBytes = DefaultMaxQueuedBytes
-	}
-	if c.cfg.MaxWriteBuffer <= 0 {
-		c.cfg.MaxWriteBuffer = DefaultMaxWriteBuffer
-	}
-	if c.cfg.WriteTimeout <= 0 {
-		c.cfg.WriteTimeout = 30 * time.Second
-	}
-	if c.cfg.MaximumPacketSize == 0 {
-		c.cfg.MaximumPacketSize = DefaultMaximumPacketSize
-	}
-	if c.cfg.ConnectTimeout <= 0 {
-		c.cfg.ConnectTimeout = 10 * time.Second
-	}
-	if c.cfg.ReconnectBackoff.Min <= 0 {
-		c.cfg.ReconnectBackoff.Min = 100 * time.Millisecond
-	}
-	if c.cfg.ReconnectBackoff.Max < c.cfg.ReconnectBackoff.Min {
-		c.cfg.ReconnectBackoff.Max = max(30*time.Second, c.cfg.ReconnectBackoff.Min)
-	}
-	if c.cfg.KeepAlive == 0 {
-		c.cfg.KeepAlive = 60 * time.Second
-	}
 	c.storeCtx, c.cancel = context.WithCancel(context.Background())
 	c.idleCond = sync.NewCond(&c.mu)
 	c.commitKick = make(chan struct{}, 1)
@@ -181,6 +137,55 @@ func New(cfg Config) (*Client, error) {
 	go c.committer()
 	go c.deliv.run()
 	return c, nil
+}
+
+// check reports what makes cfg unusable.
+func (cfg *Config) check() error {
+	if cfg.ClientID == "" {
+		return errors.New("client: Config.ClientID is required")
+	}
+	if len(cfg.Servers) == 0 {
+		return errors.New("client: Config.Servers is empty")
+	}
+	if cfg.OnMessageTx != nil {
+		if _, ok := cfg.Store.(store.Transactor); !ok {
+			return errors.New("client: Config.OnMessageTx needs a Store that implements store.Transactor (bolt, sqlite)")
+		}
+		if cfg.OnMessage != nil || cfg.ManualAck {
+			return errors.New("client: Config.OnMessageTx excludes OnMessage and ManualAck")
+		}
+	}
+	return nil
+}
+
+// withDefaults returns cfg with the documented default in every optional
+// bound left at zero.
+func (cfg Config) withDefaults() Config {
+	setDefault(&cfg.MaxQueuedQoS0, 10000)
+	setDefault(&cfg.MaxInboundBytes, DefaultMaxInboundBytes)
+	setDefault(&cfg.MaxQueued, DefaultMaxQueued)
+	setDefault(&cfg.MaxQueuedBytes, DefaultMaxQueuedBytes)
+	setDefault(&cfg.MaxWriteBuffer, DefaultMaxWriteBuffer)
+	setDefault(&cfg.WriteTimeout, 30*time.Second)
+	setDefault(&cfg.ConnectTimeout, 10*time.Second)
+	setDefault(&cfg.ReconnectBackoff.Min, 100*time.Millisecond)
+	if cfg.MaximumPacketSize == 0 {
+		cfg.MaximumPacketSize = DefaultMaximumPacketSize
+	}
+	if cfg.ReconnectBackoff.Max < cfg.ReconnectBackoff.Min {
+		cfg.ReconnectBackoff.Max = max(30*time.Second, cfg.ReconnectBackoff.Min)
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 60 * time.Second // a negative one turns keep alive off
+	}
+	return cfg
+}
+
+// setDefault sets *v to def when it is zero or negative.
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // keyFor returns the store key of the session on sv: one per server, or

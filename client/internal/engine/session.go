@@ -130,29 +130,7 @@ func (e *Engine) Load(k store.Key, recs []store.Record, corrupt *store.CorruptEr
 		}
 	}
 	if k != e.key {
-		// Messages with the application belong to the session they came
-		// from: acknowledged, they are recorded there (StoreAt), or in
-		// this one again when the client is back in it.
-		home := e.key
-		for _, in := range e.in2 {
-			in.home = &home
-			e.away = append(e.away, in)
-		}
-		clear(e.in2)
-		n := 0
-		for _, in := range e.away {
-			switch {
-			case in.acked:
-			case *in.home == k:
-				in.home = nil
-				e.in2[in.ID] = in
-			default:
-				e.away[n] = in
-				n++
-			}
-		}
-		clear(e.away[n:])
-		e.away = e.away[:n]
+		e.leave(k)
 	}
 	e.key = k
 	for _, m := range e.msgs.ms {
@@ -206,6 +184,33 @@ func (e *Engine) Load(k store.Key, recs []store.Record, corrupt *store.CorruptEr
 		e.log.Log(slog.LevelError, "corrupt session records left out (see Config.OnCorrupt and Client.DiscardCorrupt)",
 			"key", k.String(), "seqs", bad.Seqs, "err", bad.Err)
 	}
+}
+
+// leave hands the inbound QoS 2 messages still with the application to the
+// session they came from, before the session of k is loaded in its place:
+// acknowledged, they are recorded there (StoreAt), or in the loaded session
+// again when the client is back in it.
+func (e *Engine) leave(k store.Key) {
+	home := e.key
+	for _, in := range e.in2 {
+		in.home = &home
+		e.away = append(e.away, in)
+	}
+	clear(e.in2)
+	n := 0
+	for _, in := range e.away {
+		switch {
+		case in.acked:
+		case *in.home == k:
+			in.home = nil
+			e.in2[in.ID] = in
+		default:
+			e.away[n] = in
+			n++
+		}
+	}
+	clear(e.away[n:])
+	e.away = e.away[:n]
 }
 
 // loadRecord adds one stored record to the session, or says why it cannot.
