@@ -9,3 +9,12 @@ func Partition(s *Store) (heal func()) {
 	var once sync.Once
 	return func() { once.Do(s.mu.Unlock) }
 }
+
+// ReclaimSteps returns how many steps of giving free pages back s has
+// committed; 0 when MaxFreePages turned them off.
+func ReclaimSteps(s *Store) int64 {
+	if s.reclaim == nil {
+		return 0
+	}
+	return s.reclaim.steps.Load()
+}

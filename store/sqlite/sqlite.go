@@ -35,6 +35,28 @@
 // Open creates the database file readable and writable by its owner only
 // (0600); SQLite creates the -wal and -shm files beside it with the same
 // mode. An existing file keeps its mode.
+//
+// # Space
+//
+// Deleted records leave free pages in the file, which SQLite reuses for
+// later records but never gives back by itself: after a large backlog
+// drains, the file would stay at its peak size. A new database is
+// therefore created in SQLite's incremental auto-vacuum mode, and once
+// more than Options.MaxFreePages of its pages are free (fewer are left for
+// the next records to reuse), a goroutine of the Store gives them all back
+// to the file system. It runs after the writes that freed the pages have
+// committed, never inside them, in transactions of a few hundred pages,
+// pausing between them so that waiting writers take the lock: an Apply
+// waits for at most one such step. At the end it copies the WAL back and
+// truncates it, if no reader or writer is in the way at that moment;
+// otherwise the WAL is trimmed to WALSizeLimit whenever it starts over, so
+// a large batch never leaves a WAL of its size behind.
+//
+// The auto-vacuum mode of a database is fixed when its first table is
+// created: a file created by an earlier version of this package (or a
+// caller's database given to New that already had pages) keeps its mode,
+// usually none, and only Compact, a one-off VACUUM, gives its free pages
+// back and converts it.
 package sqlite
 
 import (
@@ -106,6 +128,12 @@ type Options struct {
 	// LeaseTTL is the lease TTL used when Acquire is given none. Zero
 	// means DefaultLeaseTTL (10s).
 	LeaseTTL time.Duration
+	// MaxFreePages is how many free pages the database file may keep
+	// before the store gives the free pages back to the file system (see
+	// the package doc, Space). Zero means DefaultMaxFreePages; a negative
+	// value turns this off, leaving the file at its largest size unless
+	// Compact is called.
+	MaxFreePages int
 }
 
 // Store is a SessionStore in an SQLite database. Its methods may be called
@@ -118,6 +146,10 @@ type Store struct {
 	maxPacket   int
 	leaseTTL    time.Duration
 	holder      string // this handle's identity in tether_leases
+	maxFree     int    // Options.MaxFreePages, resolved
+	// reclaim gives free pages back (reclaim.go); nil when MaxFreePages
+	// is negative. Set before the Store is returned, then never changed.
+	reclaim *reclaimer
 
 	// closeMu serialises Close.
 	closeMu sync.Mutex
@@ -143,6 +175,7 @@ func newStore(db *sql.DB, o Options) *Store {
 		busyTimeout: o.BusyTimeout,
 		maxPacket:   o.MaxPacketLen,
 		leaseTTL:    o.LeaseTTL,
+		maxFree:     o.MaxFreePages,
 		holder:      hex.EncodeToString(id[:]),
 		leases:      make(map[store.Key]*lease),
 		pending:     make(map[store.Key]bool),
@@ -182,6 +215,9 @@ func resolve(opts *Options) (Options, error) {
 	case o.LeaseTTL < 0:
 		return o, fmt.Errorf("sqlite: negative LeaseTTL %v", o.LeaseTTL)
 	}
+	if o.MaxFreePages == 0 {
+		o.MaxFreePages = DefaultMaxFreePages
+	}
 	return o, nil
 }
 
@@ -207,12 +243,13 @@ func Open(path string, opts *Options) (*Store, error) {
 	}
 	// A file: URI, so that any character of the path (a '?' included)
 	// reaches SQLite escaped; the _pragma keys are the driver's, run on
-	// every new connection, busy_timeout first. Neither takes a lock; the
+	// every new connection, busy_timeout first. None takes a lock; the
 	// switch to WAL mode, which does, is made once below, where busy
 	// errors are retried.
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", o.BusyTimeout.Milliseconds()))
 	q.Add("_pragma", "synchronous("+o.Synchronous+")")
+	q.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", WALSizeLimit))
 	dsn := (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}).String()
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -234,6 +271,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, explain(abs, err))
 	}
+	s.startReclaimer()
 	return s, nil
 }
 
@@ -307,10 +345,28 @@ func explain(abs string, err error) error {
 	return err
 }
 
-// walMode switches the database to WAL mode (a no-op once it is).
+// walMode switches the database to WAL mode (a no-op once it is), and a
+// database without pages yet (a new file) to incremental auto-vacuum first:
+// the switch to WAL mode writes the first page, whose header fixes the
+// auto-vacuum mode, so both run on one connection, which holds the mode
+// until then.
 func (s *Store) walMode(ctx context.Context) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var pages int64
+	if err := conn.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
+		return err
+	}
+	if pages == 0 {
+		if _, err := conn.ExecContext(ctx, "PRAGMA auto_vacuum = INCREMENTAL"); err != nil {
+			return err
+		}
+	}
 	var mode string
-	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
 		return err
 	}
 	if !strings.EqualFold(mode, "wal") {
@@ -322,9 +378,11 @@ func (s *Store) walMode(ctx context.Context) error {
 // New returns a store on a database the caller opened with the "sqlite"
 // driver of modernc.org/sqlite; the caller keeps its lifetime (Close does not
 // close db). New switches the database to WAL mode and brings the store's
-// tables up to date; every other table is left alone. Since a caller's pool
-// may open connections without the store's settings, each write sets
-// busy_timeout and synchronous on its connection first.
+// tables up to date; every other table is left alone. A database with no
+// pages yet is switched to incremental auto-vacuum first (see the package
+// doc, Space). Since a caller's pool may open connections without the
+// store's settings, each write sets busy_timeout, synchronous and
+// journal_size_limit on its connection first.
 func New(db *sql.DB, opts *Options) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("sqlite: new: nil *sql.DB")
@@ -334,7 +392,8 @@ func New(db *sql.DB, opts *Options) (*Store, error) {
 		return nil, err
 	}
 	s := newStore(db, o)
-	s.connPragmas = fmt.Sprintf("PRAGMA busy_timeout = %d; PRAGMA synchronous = %s", o.BusyTimeout.Milliseconds(), o.Synchronous)
+	s.connPragmas = fmt.Sprintf("PRAGMA busy_timeout = %d; PRAGMA synchronous = %s; PRAGMA journal_size_limit = %d",
+		o.BusyTimeout.Milliseconds(), o.Synchronous, WALSizeLimit)
 	ctx := context.Background()
 	if err := s.retryBusy(ctx, func() error { return s.walMode(ctx) }); err != nil {
 		return nil, fmt.Errorf("sqlite: new: set WAL mode: %w", classify(err))
@@ -342,6 +401,7 @@ func New(db *sql.DB, opts *Options) (*Store, error) {
 	if err := s.retryBusy(ctx, func() error { return s.setup(ctx) }); err != nil {
 		return nil, fmt.Errorf("sqlite: new: %w", classify(err))
 	}
+	s.startReclaimer()
 	return s, nil
 }
 
@@ -481,19 +541,30 @@ func (s *Store) retryBusy(ctx context.Context, fn func() error) error {
 	}
 }
 
+// writeConn returns a connection of the pool with the store's settings,
+// which the caller closes.
+func (s *Store) writeConn(ctx context.Context) (*sql.Conn, error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s.connPragmas != "" {
+		if _, err := conn.ExecContext(ctx, s.connPragmas); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+	}
+	return conn, nil
+}
+
 // write runs fn in a BEGIN IMMEDIATE transaction on one connection and
 // commits it, or rolls it back if fn or the context fails.
 func (s *Store) write(ctx context.Context, fn func(conn *sql.Conn) error) (err error) {
-	conn, err := s.db.Conn(ctx)
+	conn, err := s.writeConn(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if s.connPragmas != "" {
-		if _, err := conn.ExecContext(ctx, s.connPragmas); err != nil {
-			return err
-		}
-	}
 	if err := s.retryBusy(ctx, func() error {
 		_, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE")
 		return err
@@ -770,6 +841,9 @@ func (s *Store) apply(ctx context.Context, k store.Key, fn func(tx any) error, o
 	if !renewed.IsZero() {
 		l.renewed(renewed)
 	}
+	if len(dels) > 0 {
+		s.freed()
+	}
 	return nil
 }
 
@@ -886,6 +960,7 @@ func (s *Store) Clear(ctx context.Context, k store.Key) error {
 		}
 		return fmt.Errorf("sqlite: clear %s: %w", k, classify(err))
 	}
+	s.freed()
 	return nil
 }
 
@@ -924,13 +999,15 @@ func (s *Store) sessions(ctx context.Context) ([]store.Key, error) {
 }
 
 // Close releases every lease this handle holds (a lease that cannot be
-// released expires after its TTL) and closes the store, and the database if
-// Open opened it. It waits for running operations to finish; later calls of
+// released expires after its TTL), stops giving free pages back (a step
+// under way is rolled back) and closes the store, and the database if Open
+// opened it. It waits for running operations to finish; later calls of
 // every method return store.ErrClosed.
 func (s *Store) Close() error {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	s.releaseAll()
+	s.stopReclaimer()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
