@@ -18,7 +18,7 @@ import (
 // hands out, one at a time, and reports each back.
 //
 // Lock order: Client.mu, then conn.wmu (write side of a connection), then
-// delivery.mu and Token.smu. Callbacks into the application run with none
+// delivery.mu and Token.mu. Callbacks into the application run with none
 // of them held.
 
 // flush performs the effects the engine queued. mu held.
