@@ -102,16 +102,25 @@ const (
 	DefaultWaitTimeout = time.Second
 )
 
-// Load reads a session in pages of at most loadPageRecords records or
-// about loadPageBytes bytes, one round trip each, so a Load of 200,000
-// small records takes 20 round trips and no single reply grows without
-// bound.
+// Load and Scan read a session in pages of at most loadPageRecords records
+// or about loadPageBytes bytes, one script and one round trip each. A
+// script holds up every other client of that Redis while it runs, and a
+// page costs Redis about 2 to 4 µs per small record and 2 to 2.5 ms per MiB
+// of values (a busy 2-core machine, Redis 7.0; BenchmarkPageBlocking
+// measures it), so these bounds keep a page to a few milliseconds. Pages
+// of 10,000 records held Redis up about 50 ms each; a Load of 100,000
+// small records in 200 pages of 500 takes no longer in all (Redis spends
+// less per record on small pages), but over a network each page costs a
+// round trip.
 const (
-	loadPageRecords = 10000
-	loadPageBytes   = 8 << 20
+	loadPageRecords = 500
+	loadPageBytes   = 1 << 20
 	// loadAttempts is how many times Load restarts its pages when a batch
-	// lands between two of them, before reading the session in one script
-	// (atomic, but in a single reply as large as the session).
+	// lands between two of them, before reading the session in one script:
+	// atomic, but as long as the session, since it holds Redis up about
+	// 4 µs per record (0.4 s for 100,000). Only a session that another
+	// handle writes while it is read gets there: the client loads its own
+	// session while its commits are idle.
 	loadAttempts = 3
 )
 

@@ -13,9 +13,10 @@ import (
 // order, and where the next page starts (store.Scanner). A page is one
 // script, so it is consistent in itself; it holds at most limit records
 // (store.DefaultScanLimit when limit is zero or less), never more than
-// Load's page of 10,000 records, and stops early past about 8 MiB, so that
-// no page holds Redis up for long. Records failing their check are reported
-// as Load reports them.
+// Load's page of 500 records (so the default limit gives pages of 500),
+// and stops early past about 1 MiB, so that no page holds Redis up for more
+// than a few milliseconds. Records failing their check are reported as
+// Load reports them.
 func (s *Store) Scan(ctx context.Context, k store.Key, from uint64, limit int) ([]store.Record, uint64, error) {
 	if s.isClosed() {
 		return nil, 0, fmt.Errorf("redis: scan %s: %w", k, store.ErrClosed)
