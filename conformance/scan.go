@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/tethermq/tether/store"
@@ -422,58 +421,22 @@ func checkScanConsistentPage(e *env) {
 	s := e.open()
 	sc := e.scannerOf(s)
 	k := key("shared")
-	const writers, batches = 4, 25
-	ws := make([]writer, writers)
-	for i := range ws {
-		ws[i] = writer{base: uint64(i+1) << 32}
-	}
-	errs := make(chan error, writers+2)
-	stop := make(chan struct{})
-	var readers sync.WaitGroup
+	const batches = 25
+	ws := newWriters(4)
 	limits := []int{store.DefaultScanLimit, 3}
 	scans := make([]int, len(limits))
+	var reads []func() error
 	for i, limit := range limits {
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			for ; ; scans[i]++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if err := scanConsistently(e.ctx, sc, k, limit, ws, batches); err != nil {
-					errs <- fmt.Errorf("scan with limit %d, number %d: %w", limit, scans[i], err)
-					return
-				}
+		reads = append(reads, func() error {
+			if err := scanConsistently(e.ctx, sc, k, limit, ws, batches); err != nil {
+				return fmt.Errorf("scan with limit %d, number %d: %w", limit, scans[i], err)
 			}
-		}()
+			scans[i]++
+			return nil
+		})
 	}
-	var wg sync.WaitGroup
-	for _, w := range ws {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; n < batches; n++ {
-				if err := s.Apply(e.ctx, k, w.batch(n)...); err != nil {
-					errs <- fmt.Errorf("writer %d: Apply of batch %d: %w", w.base>>32, n, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(stop)
-	readers.Wait()
-	close(errs)
-	for err := range errs {
-		e.t.Fatal(err)
-	}
+	want := e.writeWhileReading(s, k, ws, batches, reads...)
 	e.t.Logf("whole scans during the writes: %d with limit %d, %d with limit %d", scans[0], limits[0], scans[1], limits[1])
-	var want []store.Record
-	for _, w := range ws {
-		want = append(want, w.after(batches)...)
-	}
 	e.expectScan(sc, k, 7, want)
 }
 

@@ -464,32 +464,49 @@ func (w writer) consistent(recs []store.Record, maxBatches int) (int, bool) {
 func checkConcurrentOneKey(e *env) {
 	s := e.open()
 	k := key("shared")
-	const writers, batches = 6, 25
-	ws := make([]writer, writers)
+	const batches = 25
+	ws := newWriters(6)
+	read := func() error {
+		recs, err := s.Load(e.ctx, k)
+		if err != nil {
+			return fmt.Errorf("concurrent Load: %w", err)
+		}
+		if msg := checkSnapshot(recs, ws, batches); msg != "" {
+			return errors.New("concurrent Load saw a partial batch: " + msg)
+		}
+		return nil
+	}
+	e.expect(s, k, e.writeWhileReading(s, k, ws, batches, read, read))
+}
+
+// newWriters returns n writers of one session, each with Seqs of its own.
+func newWriters(n int) []writer {
+	ws := make([]writer, n)
 	for i := range ws {
 		ws[i] = writer{base: uint64(i+1) << 32}
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, writers+2)
-	stopReaders := make(chan struct{})
-	var readers sync.WaitGroup
-	for i := 0; i < 2; i++ {
+	return ws
+}
+
+// writeWhileReading has every writer of ws apply its batches of k
+// concurrently while each of reads runs again and again; the check fails
+// on the first error of either. It returns what the writers wrote.
+func (e *env) writeWhileReading(s store.SessionStore, k store.Key, ws []writer, batches int, reads ...func() error) []store.Record {
+	errs := make(chan error, len(ws)+len(reads))
+	stop := make(chan struct{})
+	var readers, wg sync.WaitGroup
+	for _, read := range reads {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
 			for {
 				select {
-				case <-stopReaders:
+				case <-stop:
 					return
 				default:
 				}
-				recs, err := s.Load(e.ctx, k)
-				if err != nil {
-					errs <- fmt.Errorf("concurrent Load: %w", err)
-					return
-				}
-				if msg := checkSnapshot(recs, ws, batches); msg != "" {
-					errs <- errors.New("concurrent Load saw a partial batch: " + msg)
+				if err := read(); err != nil {
+					errs <- err
 					return
 				}
 			}
@@ -508,7 +525,7 @@ func checkConcurrentOneKey(e *env) {
 		}()
 	}
 	wg.Wait()
-	close(stopReaders)
+	close(stop)
 	readers.Wait()
 	close(errs)
 	for err := range errs {
@@ -518,7 +535,7 @@ func checkConcurrentOneKey(e *env) {
 	for _, w := range ws {
 		want = append(want, w.after(batches)...)
 	}
-	e.expect(s, k, want)
+	return want
 }
 
 // checkSnapshot checks that a snapshot of a session written by ws is

@@ -283,11 +283,9 @@ type Engine struct {
 	recPub  packets.Publish
 	recAck  packets.Ack
 
-	fx   []Effect           // effects for the driver, in order
-	pubs []*packets.Publish // packets of the Write effects in fx, reused
-	acks []*packets.Ack
-	npub int
-	nack int
+	fx   []Effect                 // effects for the driver, in order
+	pubs scratch[packets.Publish] // packets of the Write effects in fx
+	acks scratch[packets.Ack]
 }
 
 // New returns an engine with no session loaded.
@@ -322,39 +320,36 @@ func (nopLog) Flood(string, ...any)           {}
 func (e *Engine) Effects() []Effect {
 	fx := e.fx
 	e.fx = e.fx[:0]
-	e.npub, e.nack = 0, 0
-	// A resend can write a whole Receive Maximum at once: keep no more
-	// scratch packets than a usual call needs.
-	const keep = 256
-	if len(e.pubs) > keep {
-		clear(e.pubs[keep:])
-		e.pubs = e.pubs[:keep]
-	}
-	if len(e.acks) > keep {
-		clear(e.acks[keep:])
-		e.acks = e.acks[:keep]
-	}
+	e.pubs.reset()
+	e.acks.reset()
 	return fx
 }
 
-// scratchPub returns a PUBLISH for a Write effect, valid until the next
-// Effects call.
-func (e *Engine) scratchPub() *packets.Publish {
-	if e.npub == len(e.pubs) {
-		e.pubs = append(e.pubs, new(packets.Publish))
-	}
-	p := e.pubs[e.npub]
-	e.npub++
-	return p
+// scratch hands out values for the packets of Write effects, valid until
+// the next Effects call, and reuses them after it.
+type scratch[T any] struct {
+	items []*T
+	n     int
 }
 
-func (e *Engine) scratchAck() *packets.Ack {
-	if e.nack == len(e.acks) {
-		e.acks = append(e.acks, new(packets.Ack))
+func (s *scratch[T]) next() *T {
+	if s.n == len(s.items) {
+		s.items = append(s.items, new(T))
 	}
-	a := e.acks[e.nack]
-	e.nack++
-	return a
+	v := s.items[s.n]
+	s.n++
+	return v
+}
+
+// reset makes every value reusable, keeping no more of them than a usual
+// call needs: a resend can write a whole Receive Maximum at once.
+func (s *scratch[T]) reset() {
+	const keep = 256
+	s.n = 0
+	if len(s.items) > keep {
+		clear(s.items[keep:])
+		s.items = s.items[:keep]
+	}
 }
 
 // Send writes p (a SUBSCRIBE or UNSUBSCRIBE the driver built) on the live
@@ -539,7 +534,7 @@ func (e *Engine) run(a *action) {
 		if !e.live(a.conn) {
 			return
 		}
-		ack := e.scratchAck()
+		ack := e.acks.next()
 		*ack = packets.Ack{Kind: a.pkt, PacketID: a.id, ReasonCode: a.code}
 		a.conn.writes++
 		e.effect(Effect{Kind: Write, Conn: a.conn.gen, Num: a.conn.writes, Packet: ack})

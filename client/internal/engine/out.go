@@ -82,7 +82,7 @@ func (e *Engine) writePublish0(cn *connState, p *packets.Publish, ticket any) {
 			return
 		}
 	}
-	w := e.scratchPub()
+	w := e.pubs.next()
 	*w = *p
 	e.alias(cn, w)
 	e.effect(Effect{Kind: Publish0, Conn: cn.gen, Packet: w, Ticket: ticket})
@@ -95,7 +95,7 @@ func (e *Engine) writePublish(cn *connState, m *Out) {
 	if m.done || !e.live(cn) {
 		return
 	}
-	w := e.scratchPub()
+	w := e.pubs.next()
 	*w = *e.pubOf(m)
 	w.PacketID = m.id
 	w.Dup = m.sent
@@ -327,10 +327,7 @@ func (e *Engine) outboundAck(cn *connState, a *packets.Ack) {
 			// The PUBLISH→PUBREL replacement is durable before the PUBREL
 			// leaves, so a crash never resends the PUBLISH (MQTT-4.3.3-6).
 			m.pubrel = true
-			e.recAck = packets.Ack{Kind: packets.PUBREL, PacketID: m.id}
-			b, _ := packets.Append(e.recBuf(), &e.recAck)
-			b = AppendRef(b, m.ref) // the message stays identifiable (Client.Pending)
-			e.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
+			e.addOp(store.Put(e.pubrelRecord(e.recBuf(), m)))
 		}
 		e.emitOut(action{kind: actAck, conn: cn, pkt: packets.PUBREL, id: m.id}, false) // MQTT-4.3.3-4
 	case packets.PUBCOMP:
@@ -340,6 +337,15 @@ func (e *Engine) outboundAck(cn *connState, a *packets.Ack) {
 		}
 		e.finishOut(m, nil)
 	}
+}
+
+// pubrelRecord returns the record of m's PUBREL, encoded into buf: the
+// packet identifier and the Ref, so that the message stays identifiable
+// (Client.Pending).
+func (e *Engine) pubrelRecord(buf []byte, m *Out) store.Record {
+	e.recAck = packets.Ack{Kind: packets.PUBREL, PacketID: m.id}
+	b, _ := packets.Append(buf, &e.recAck) // an Ack always encodes
+	return store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: AppendRef(b, m.ref)}
 }
 
 func ackErr(a *packets.Ack) error {

@@ -470,8 +470,7 @@ func (e *Engine) Detach() *Moved {
 			continue
 		}
 		if m.qos == 2 && m.sent && m.id != 0 {
-			b, _ := packets.Append(nil, &packets.Ack{Kind: packets.PUBREL, PacketID: m.id})
-			mv.old = append(mv.old, store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: AppendRef(b, m.ref)}))
+			mv.old = append(mv.old, store.Put(e.pubrelRecord(nil, m)))
 		} else {
 			mv.old = append(mv.old, store.Delete(m.seq))
 		}

@@ -83,6 +83,9 @@ type inRec struct {
 	deliveries int
 	lastLife   int // the process life it was last delivered in
 	quirkUsed  int // repeats the broker's PublishAfterPubrel quirk explains
+	// unrecorded: acknowledged after a failover, its record could not be
+	// written to the session it came from, so it may come once more.
+	unrecorded int
 }
 
 // frame is a packet in flight, encoded.
@@ -291,7 +294,7 @@ func (w *world) chaosStep() error {
 		return w.ackStep()
 	case n < 88:
 		if w.faults {
-			w.cut("cut")
+			return w.cut("cut")
 		}
 	case n < 89:
 		if w.faults && w.rnd.IntN(3) == 0 {
@@ -299,7 +302,7 @@ func (w *world) chaosStep() error {
 		}
 	case n < 90:
 		if w.faults && w.rnd.IntN(4) == 0 {
-			w.restartBroker()
+			return w.restartBroker()
 		}
 	case n < 91:
 		if w.faults {
@@ -344,7 +347,9 @@ func (w *world) drain() error {
 			if len(w.brokers) < 2 || !w.pendingAt(other) {
 				return w.final()
 			}
-			w.disconnect()
+			if err := w.disconnect(); err != nil {
+				return err
+			}
 			for w.eng.NeedsCommit() {
 				w.committing = true
 				if err := w.commitStep(); err != nil {
@@ -553,7 +558,7 @@ func (w *world) toBrokerStep() error {
 		}
 	}
 	if !w.broker.Connected() {
-		w.cut("broker closed")
+		return w.cut("broker closed")
 	}
 	return nil
 }
@@ -593,8 +598,7 @@ func (w *world) toClientStep() error {
 		if err := w.eng.Arrived(&engine.Inbound{App: key, QoS: p.QoS, ID: p.PacketID, Dup: p.Dup, Cost: len(p.Payload)}); err != nil {
 			var pe *engine.ProtocolError
 			if errors.As(err, &pe) && pe.Code == packets.ReceiveMaximumExceeded && w.bcfg.Quirks.IgnoreClientReceiveMaximum {
-				w.cut("receive maximum exceeded")
-				return nil
+				return w.cut("receive maximum exceeded")
 			}
 			return w.fail("client refused a PUBLISH: %v", err)
 		}
@@ -604,8 +608,7 @@ func (w *world) toClientStep() error {
 		}
 		w.eng.Received(p)
 	case *packets.Disconnect:
-		w.cut("server DISCONNECT " + p.ReasonCode.String())
-		return nil
+		return w.cut("server DISCONNECT " + p.ReasonCode.String())
 	}
 	return w.effects()
 }
@@ -629,13 +632,13 @@ func (w *world) ackStep() error {
 }
 
 // effects performs what the engine asked for.
-func (w *world) effects() error {
+func (w *world) effects() (err error) {
 	// Nothing below may call the engine while its effects are read (they
 	// share its buffer): a connection to end is ended after the loop.
 	var failed error
 	defer func() {
-		if failed != nil {
-			w.cut("engine: " + failed.Error())
+		if failed != nil && err == nil {
+			err = w.cut("engine: " + failed.Error())
 		}
 	}()
 	for _, f := range w.eng.Effects() {
@@ -683,6 +686,8 @@ func (w *world) effects() error {
 				switch {
 				case r.quirkUsed < w.afterPubrel(key):
 					r.quirkUsed++
+				case r.unrecorded > 0:
+					r.unrecorded--
 				case r.lastLife == w.life:
 					return w.fail("QoS 2 message %s delivered twice in one process life", key)
 				default:
@@ -710,7 +715,7 @@ func (w *world) effects() error {
 				w.applyTo(f.Key, f.Ops)
 				w.logf("stored %d ops at %s", len(f.Ops), f.Key.Server)
 			} else if r := w.ins[w.acking]; r != nil {
-				r.quirkUsed-- // not recorded: its redelivery is delivered again, as the client logs
+				r.unrecorded++ // its redelivery is delivered again, as the client logs
 				w.logf("could not store %d ops at %s", len(f.Ops), f.Key.Server)
 			}
 		}
@@ -827,18 +832,35 @@ func (w *world) complete(t *ticket, err error) error {
 
 // cut ends the connection: the client learns which of its writes reached
 // the network, the broker sees the connection drop.
-func (w *world) cut(why string) {
+func (w *world) cut(why string) error {
 	if w.link == nil {
-		return
+		return nil
 	}
 	w.stats.Cuts++
 	w.logf("cut (%s): %d writes handed", why, w.handed)
+	return w.dropLink()
+}
+
+// dropLink ends the connection at both ends and tells the process, which
+// lives on, which of its writes reached the network.
+func (w *world) dropLink() error {
+	if w.link == nil {
+		return nil
+	}
+	w.closeLink()
+	w.eng.Disconnected(w.handed, w.now)
+	return w.effects()
+}
+
+// closeLink ends the connection at both ends and empties the network.
+func (w *world) closeLink() {
+	if w.link == nil {
+		return
+	}
 	w.link.closed = true
 	w.link = nil
 	w.wbuf, w.toBroker, w.toClient = w.wbuf[:0], w.toBroker[:0], w.toClient[:0]
 	w.broker.Drop()
-	w.eng.Disconnected(w.handed, w.now)
-	_ = w.effects()
 }
 
 // crash kills the process: the store keeps exactly the batches reported
@@ -852,12 +874,7 @@ func (w *world) crash() error {
 		w.logf("crash")
 	}
 	w.markStale()
-	if w.link != nil {
-		w.link.closed = true
-		w.link = nil
-		w.wbuf, w.toBroker, w.toClient = w.wbuf[:0], w.toBroker[:0], w.toClient[:0]
-		w.broker.Drop()
-	}
+	w.closeLink() // the process stops: nobody to tell
 	w.boot()
 	return w.effects()
 }
@@ -880,12 +897,7 @@ func (w *world) close() error {
 	if err := w.effects(); err != nil {
 		return err
 	}
-	if w.link != nil {
-		w.link.closed = true
-		w.link = nil
-		w.wbuf, w.toBroker, w.toClient = w.wbuf[:0], w.toBroker[:0], w.toClient[:0]
-		w.broker.Drop()
-	}
+	w.closeLink() // the process stops: nobody to tell
 	w.boot()
 	return w.effects()
 }
@@ -907,12 +919,7 @@ func (w *world) leaseLost() error {
 	if err := w.effects(); err != nil {
 		return err
 	}
-	if w.link != nil {
-		w.link.closed = true
-		w.link = nil
-		w.wbuf, w.toBroker, w.toClient = w.wbuf[:0], w.toBroker[:0], w.toClient[:0]
-		w.broker.Drop()
-	}
+	w.closeLink() // the process stops: nobody to tell
 	w.boot()
 	return w.effects()
 }
@@ -931,8 +938,7 @@ func (w *world) badAlias() error {
 	if !errors.As(err, &pe) || pe.Code != packets.TopicAliasInvalid {
 		return w.fail("a PUBLISH with topic alias %d (maximum %d) gave %v, want 0x94", p.Properties.TopicAlias, w.cfg.TopicAliasMaximum, err)
 	}
-	w.cut("client refused topic alias")
-	return nil
+	return w.cut("client refused topic alias")
 }
 
 // failover moves the client, disconnected, to the other server's session
@@ -1018,14 +1024,9 @@ func (w *world) bogusAck() error {
 }
 
 // disconnect ends a quiet connection on purpose.
-func (w *world) disconnect() {
+func (w *world) disconnect() error {
 	w.logf("disconnect")
-	w.link.closed = true
-	w.link = nil
-	w.wbuf, w.toBroker, w.toClient = w.wbuf[:0], w.toBroker[:0], w.toClient[:0]
-	w.broker.Drop()
-	w.eng.Disconnected(w.handed, w.now)
-	_ = w.effects()
+	return w.dropLink()
 }
 
 // markStale notes, as a process stops without finishing its writes, the
@@ -1050,18 +1051,13 @@ func (w *world) markStale() {
 	w.logf("stopped before the discard of a lost session was durable: %d stale records", len(w.staleSeqs))
 }
 
-func (w *world) restartBroker() {
+func (w *world) restartBroker() error {
 	keep := w.rnd.IntN(3) != 0
 	w.stats.Restarts++
 	w.logf("broker restart, keep sessions %v", keep)
-	if w.link != nil {
-		w.link.closed = true
-		w.link = nil
-		w.wbuf, w.toBroker, w.toClient = w.wbuf[:0], w.toBroker[:0], w.toClient[:0]
-		w.eng.Disconnected(w.handed, w.now)
-		_ = w.effects()
-	}
+	err := w.dropLink()
 	w.broker.Restart(keep)
+	return err
 }
 
 // connectStep connects when disconnected and the store is idle, as the

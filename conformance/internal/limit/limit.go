@@ -63,11 +63,21 @@ func Start(parent context.Context, idle time.Duration) (context.Context, *Clock,
 	ctx, cancel := context.WithCancelCause(parent)
 	c := &Clock{idle: idle}
 	c.Note()
+	stopWatch := c.watch(idle, func() { cancel(fmt.Errorf("conformance: no progress for %v", idle)) })
+	return ctx, c, func() {
+		stopWatch()
+		cancel(context.Canceled)
+	}
+}
+
+// watch runs silent, once, when c has seen no progress for d. stop ends the
+// watch and waits for it.
+func (c *Clock) watch(d time.Duration, silent func()) (stop func()) {
 	done := make(chan struct{})
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
-		tick := time.NewTicker(min(max(idle/8, 20*time.Millisecond), time.Second))
+		tick := time.NewTicker(min(max(d/8, 20*time.Millisecond), time.Second))
 		defer tick.Stop()
 		for {
 			select {
@@ -75,16 +85,15 @@ func Start(parent context.Context, idle time.Duration) (context.Context, *Clock,
 				return
 			case <-tick.C:
 			}
-			if c.silence() >= idle {
-				cancel(fmt.Errorf("conformance: no progress for %v", idle))
+			if c.silence() >= d {
+				silent()
 				return
 			}
 		}
 	}()
-	return ctx, c, func() {
+	return func() {
 		close(done)
 		<-exited
-		cancel(context.Canceled)
 	}
 }
 
@@ -123,29 +132,10 @@ func Stalled(ctx context.Context) string {
 // backend, a store ignoring its context) then fails with a message that
 // names it instead of hanging the whole run.
 func watchdog(name string, c *Clock, d time.Duration) (stop func()) {
-	done := make(chan struct{})
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		tick := time.NewTicker(min(max(d/8, 20*time.Millisecond), time.Second))
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-			if c.silence() >= d {
-				break
-			}
-		}
+	return c.watch(d, func() {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		fmt.Fprintf(os.Stderr, "conformance: %s still running with no progress for %v; the store is stuck or ignores its context\n\n%s\n", name, d, buf)
 		panic("conformance: " + name + " timed out")
-	}()
-	return func() {
-		close(done)
-		<-exited
-	}
+	})
 }
