@@ -290,11 +290,14 @@ func checkKillAfterApply(e *env) {
 	e.t.Logf("first child killed after %d batches; second killed after %d acknowledged, %d found whole", batches, acked, m)
 }
 
-// syncCalls are the system calls that make written data durable; writeCalls
-// those that write it.
+// syncCall matches the system calls that make written data durable;
+// writeCall those that write it, with the file's path when strace -y
+// gives it. A write to something that is not a file (the Go runtime's
+// eventfd that wakes its network poller, a pipe, a socket) holds no data
+// to make durable and is not counted.
 var (
 	syncCall  = regexp.MustCompile(`^(?:\d+\s+)?(?:fsync|fdatasync|sync_file_range|syncfs|sync|msync)\(`)
-	writeCall = regexp.MustCompile(`^(?:\d+\s+)?(?:write|pwrite64|writev|pwritev|pwritev2)\((\d+),`)
+	writeCall = regexp.MustCompile(`^(?:\d+\s+)?(?:write|pwrite64|writev|pwritev|pwritev2)\((\d+)(<[^>]*>)?,`)
 )
 
 // syncRounds is how many traced Applies Store/SyncOnApply checks.
@@ -319,7 +322,7 @@ func checkSyncOnApply(e *env) {
 	marker := dir + "/tether-apply"
 	k := key("synced")
 	ch := e.startChild(storeChildSpec{Config: cfg, Mode: childSync, Server: k.Server, ClientID: k.ClientID, Base: 1, Batches: syncRounds, Marker: marker},
-		strace, "-f", "-qq", "-o", trace,
+		strace, "-f", "-qq", "-y", "-o", trace,
 		"-e", "trace=fsync,fdatasync,sync_file_range,syncfs,sync,msync,write,pwrite64,writev,pwritev,pwritev2,access,faccessat,faccessat2")
 	_ = ch.stdin.Close()
 	ps := e.waitChild(ch, "the traced child")
@@ -345,7 +348,7 @@ func checkSyncOnApply(e *env) {
 		case r.syncs == 0:
 			bad = append(bad, fmt.Sprintf("Apply %d made %d write(s) and no fsync/fdatasync before it returned", i+1, r.writes))
 		case !r.syncedLast:
-			bad = append(bad, fmt.Sprintf("Apply %d wrote after its last fsync/fdatasync and returned without another", i+1))
+			bad = append(bad, fmt.Sprintf("Apply %d wrote after its last fsync/fdatasync and returned without another:\n\t\t%s", i+1, strings.Join(r.unsynced, "\n\t\t")))
 		}
 	}
 	if len(bad) > 0 {
@@ -358,7 +361,8 @@ func checkSyncOnApply(e *env) {
 // applyRound is what the trace shows of one Apply.
 type applyRound struct {
 	syncs, writes int
-	syncedLast    bool // a sync call came after the last write
+	syncedLast    bool     // a sync call came after the last write
+	unsynced      []string // the write calls after the last sync call
 }
 
 // syncsPerApply reads an strace output and returns, for each of n Applies
@@ -388,9 +392,11 @@ func syncsPerApply(trace, marker string, n int) ([]applyRound, error) {
 		if syncCall.MatchString(line) {
 			rounds[cur].syncs++
 			rounds[cur].syncedLast = true
-		} else if m := writeCall.FindStringSubmatch(line); m != nil && m[1] != "1" && m[1] != "2" {
+			rounds[cur].unsynced = rounds[cur].unsynced[:0]
+		} else if m := writeCall.FindStringSubmatch(line); m != nil && m[1] != "1" && m[1] != "2" && (m[2] == "" || strings.HasPrefix(m[2], "</")) {
 			rounds[cur].writes++
 			rounds[cur].syncedLast = false
+			rounds[cur].unsynced = append(rounds[cur].unsynced, line)
 		}
 	}
 	for i, s := range seen {

@@ -6,7 +6,8 @@ import (
 )
 
 // TestSyncsPerApply reads strace output as -f writes it: pids first,
-// calls cut in two by another thread, writes to standard output left out.
+// calls cut in two by another thread, writes to standard output and to
+// what is not a file left out, with and without the paths of -y.
 func TestSyncsPerApply(t *testing.T) {
 	const m = "/tmp/x/tether-apply"
 	trace := strings.Join([]string{
@@ -16,6 +17,8 @@ func TestSyncsPerApply(t *testing.T) {
 		`101 <... pwrite64 resumed>) = 4096`,
 		`101 fdatasync(7 <unfinished ...>`,
 		`101 <... fdatasync resumed>) = 0`,
+		`102 write(4<anon_inode:[eventfd]>, "\1\0\0\0\0\0\0\0", 8) = 8`,
+		`102 write(5<pipe:[4242]>, "\0", 1) = 1`,
 		`100 faccessat(AT_FDCWD, "/tmp/x/tether-apply-end-0", F_OK) = -1 ENOENT (No such file or directory)`,
 		// Apply 1 syncs, then writes again and returns.
 		`100 faccessat(AT_FDCWD, "/tmp/x/tether-apply-begin-1", F_OK) = -1 ENOENT (No such file or directory)`,
@@ -25,7 +28,7 @@ func TestSyncsPerApply(t *testing.T) {
 		`100 faccessat(AT_FDCWD, "/tmp/x/tether-apply-end-1", F_OK) = -1 ENOENT (No such file or directory)`,
 		// Apply 2 never syncs; a sync after its end does not count.
 		`100 faccessat(AT_FDCWD, "/tmp/x/tether-apply-begin-2", F_OK) = -1 ENOENT (No such file or directory)`,
-		`100 write(8, "\0"..., 100) = 100`,
+		`100 write(8</tmp/x/db-wal>, "\0"..., 100) = 100`,
 		`100 faccessat(AT_FDCWD, "/tmp/x/tether-apply-end-2", F_OK) = -1 ENOENT (No such file or directory)`,
 		`100 fsync(8) = 0`,
 	}, "\n")
@@ -34,10 +37,15 @@ func TestSyncsPerApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []applyRound{{syncs: 1, writes: 1, syncedLast: true}, {syncs: 1, writes: 2}, {writes: 1}}
+	unsynced := []int{0, 1, 1}
 	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("Apply %d: got %+v, want %+v", i, got[i], want[i])
+		g := got[i]
+		if g.syncs != want[i].syncs || g.writes != want[i].writes || g.syncedLast != want[i].syncedLast || len(g.unsynced) != unsynced[i] {
+			t.Errorf("Apply %d: got %+v, want %+v with %d unsynced writes", i, g, want[i], unsynced[i])
 		}
+	}
+	if w := got[2].unsynced; len(w) != 1 || !strings.Contains(w[0], "db-wal") {
+		t.Errorf("Apply 3: unsynced writes %q, want the write to db-wal", w)
 	}
 	if _, err := syncsPerApply(trace, m, 4); err == nil {
 		t.Error("a trace without the markers of Apply 4 was accepted")
