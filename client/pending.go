@@ -14,11 +14,14 @@ type PendingState uint8
 
 // The states of a pending message.
 const (
-	// PendingQueued: stored, never sent (no packet identifier yet, or one
-	// that never reached the network).
+	// PendingQueued: stored, never sent (with or without the packet
+	// identifier it will be sent under).
 	PendingQueued PendingState = iota + 1
 	// PendingSent: sent, awaiting PUBACK (QoS 1) or PUBREC (QoS 2); it is
-	// resent with its packet identifier on the next connection.
+	// resent with its packet identifier on the next connection. On a
+	// session loaded after a restart it means may have been sent: the
+	// session's record of what was sent runs a few messages ahead (see
+	// README, Guarantees).
 	PendingSent
 	// PendingReleased: QoS 2, PUBREC received and PUBREL sent, awaiting
 	// PUBCOMP: the server has the message; only the PUBREL is resent.
@@ -98,16 +101,41 @@ type RecordInfo struct {
 }
 
 // DescribeRecord decodes a record the client wrote, as the session load
-// would: a record the load would leave out as corrupt has Err set.
-func DescribeRecord(r store.Record) RecordInfo {
+// would: a record the load would leave out as corrupt has Err set. Alone,
+// a PUBLISH record holding a packet identifier is described as sent: only
+// the session's meta record tells whether it was (DescribeRecords).
+func DescribeRecord(r store.Record) RecordInfo { return describe(r, engine.Meta{}, true) }
+
+// DescribeRecords describes the records of one session, in the order Load
+// returned them, as DescribeRecord does; the session's meta record tells
+// which messages holding a packet identifier may have been sent and which
+// were only queued.
+func DescribeRecords(recs []store.Record) []RecordInfo {
+	var meta engine.Meta
+	seen := len(recs) > 0 && recs[0].Seq == store.MetaSeq
+	if seen {
+		meta, _ = engine.DecodeMeta(recs[0].Packet) // a corrupt one: the zero Meta, every record maybe sent
+	}
+	out := make([]RecordInfo, len(recs))
+	for i, r := range recs {
+		out[i] = describe(r, meta, seen)
+	}
+	return out
+}
+
+func describe(r store.Record, meta engine.Meta, seen bool) RecordInfo {
 	pr, err := engine.ParseRecord(r)
 	info := RecordInfo{Ref: pr.Ref, Err: err}
 	switch {
 	case r.Dir == store.Meta:
 		info.Kind, info.State = "meta", "session metadata"
 		if err == nil {
-			info.State = fmt.Sprintf("session metadata: expiry %ds, last connected %s, %d subscription(s)",
-				pr.Meta.Expiry, pr.Meta.LastConnected.UTC().Format(time.RFC3339), len(pr.Meta.Subs))
+			sent := "any message may have been sent"
+			if pr.Meta.Sent != 0 {
+				sent = fmt.Sprintf("nothing beyond seq %d sent", pr.Meta.Sent)
+			}
+			info.State = fmt.Sprintf("session metadata: expiry %ds, last connected %s, %d subscription(s), %s",
+				pr.Meta.Expiry, pr.Meta.LastConnected.UTC().Format(time.RFC3339), len(pr.Meta.Subs), sent)
 		}
 	case r.Dir == store.Inbound:
 		info.Kind, info.QoS, info.State = "inbound", 2, "received, PUBREC sent, awaiting PUBREL"
@@ -116,6 +144,8 @@ func DescribeRecord(r store.Record) RecordInfo {
 		switch {
 		case r.ID == 0:
 			info.State = "queued, not sent"
+		case !engine.MaybeSent(meta, seen, r):
+			info.State = "queued, not sent (packet identifier given)"
 		case pr.Pub.QoS == 1:
 			info.State = "sent, awaiting PUBACK"
 		default:

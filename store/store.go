@@ -117,10 +117,12 @@ type Record struct {
 	Seq uint64
 	// Dir tells which way the record's packet flows.
 	Dir Direction
-	// ID is the MQTT packet identifier the record is using on the wire, or
-	// 0 while a queued message has not been sent yet. ID is the truth: a
-	// queued PUBLISH is encoded with a placeholder identifier, since a QoS
-	// 1 or 2 PUBLISH cannot be encoded without one.
+	// ID is the MQTT packet identifier of the record's packet: the one it
+	// was sent with, or was given while queued; 0 for a queued message
+	// given none yet. ID is the truth: such a PUBLISH is encoded with a
+	// placeholder identifier, since a QoS 1 or 2 PUBLISH cannot be encoded
+	// without one. Whether the packet was ever sent is the client's own
+	// knowledge, kept in the Meta record.
 	ID uint16
 	// Packet is the encoded MQTT packet, or the client's own encoding for
 	// Meta and Inbound records. A store keeps these bytes exactly; it never

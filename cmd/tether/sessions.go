@@ -183,8 +183,9 @@ func showSession(ctx context.Context, st store.SessionStore, k store.Key, stdout
 	tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tDIR\tID\tSTATE\tQOS\tTOPIC\tREF\tSIZE")
 	bad := 0
-	for _, r := range recs {
-		info := client.DescribeRecord(r)
+	infos := client.DescribeRecords(recs)
+	for i, r := range recs {
+		info := infos[i]
 		id, qos, topic, ref, state := "-", "-", "-", "-", info.State
 		if r.ID != 0 {
 			id = fmt.Sprint(r.ID)

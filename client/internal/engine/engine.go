@@ -245,6 +245,12 @@ type Engine struct {
 	haveMeta bool
 	meta     Meta
 	metaAt   int64 // unix ms the meta record was last written
+	// sentQueued is the Meta.Sent of the last meta record queued for the
+	// store, sentDurable that of the last one durable: a PUBLISH goes on
+	// the wire only once its Seq is within sentDurable.
+	sentQueued, sentDurable uint64
+	metaSeen                bool // the loaded session has a meta record, maybe corrupt
+	metaSize                int  // bytes of the last meta record written
 
 	msgs     outList         // outbound messages in Seq order
 	byID     map[uint16]*Out // outbound messages holding a packet identifier
@@ -429,6 +435,13 @@ func (e *Engine) Commit() []store.Op {
 // that waited for it run.
 func (e *Engine) Committed() {
 	b := &e.inflight
+	for i := range b.ops {
+		if op := &b.ops[i]; op.Kind == store.OpPut && op.Record.Dir == store.Meta {
+			if sent, ok := sentOf(op.Record.Packet); ok {
+				e.sentDurable = max(e.sentDurable, sent)
+			}
+		}
+	}
 	e.recycle(b.ops)
 	for _, m := range b.msgs {
 		m.stored = true

@@ -65,6 +65,9 @@ func (r *rig) effects() {
 				r.t.Fatalf("decode what the engine wrote: %v", err)
 			}
 			r.wire = append(r.wire, p)
+			if pub, ok := p.(*packets.Publish); ok && pub.QoS > 0 {
+				r.coveredBySent(pub)
+			}
 			if f.Kind == Write {
 				r.nums = append(r.nums, f.Num)
 			} else {
@@ -84,6 +87,24 @@ func (r *rig) effects() {
 			r.elsewhere = append(r.elsewhere, f)
 		}
 	}
+}
+
+// coveredBySent checks that a process loading the durable session now
+// would take the PUBLISH p for maybe sent: its record holds its identifier
+// and lies within the meta record's Sent.
+func (r *rig) coveredBySent(p *packets.Publish) {
+	r.t.Helper()
+	mr, seen := r.st[store.MetaSeq]
+	m, _ := DecodeMeta(mr.Packet)
+	for _, rec := range r.st {
+		if rec.Dir == store.Outbound && rec.ID == p.PacketID {
+			if !MaybeSent(m, seen, rec) {
+				r.t.Fatalf("PUBLISH id %d (seq %d) written before a durable meta record covered it (Sent %d)", p.PacketID, rec.Seq, m.Sent)
+			}
+			return
+		}
+	}
+	r.t.Fatalf("PUBLISH id %d written without a durable record", p.PacketID)
 }
 
 // commit applies every batch the engine has queued, one at a time.

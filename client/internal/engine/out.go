@@ -45,12 +45,84 @@ func (e *Engine) Publish(m *Out, p *packets.Publish, ref string, ticket any) {
 		e.pump()
 	}
 	if m.id == 0 && !m.done {
-		// Not on the wire yet (no quota, no free identifier, or offline):
-		// stored as queued, it gets its identifier when it is sent. A
-		// record without one says the message never left: a session the
-		// server lost does not include it, even after a restart.
-		e.putRecord(m)
+		// Not on the wire yet (no quota, or offline): stored as queued.
+		e.putQueued(m)
 	}
+}
+
+// sentAhead is how far Meta.Sent runs ahead of the messages sent: the
+// meta record is rewritten once per half of it, well before a PUBLISH
+// waits for it, in a batch that commits anyway. Four windows of the
+// server's Receive Maximum, between 64 and 1,024 messages, and 1,024 when
+// many subscriptions make the meta record large: after a crash, at most
+// that many messages that never left are taken for maybe sent.
+func (e *Engine) sentAhead() uint64 {
+	if e.metaSize > 1024 {
+		return 1024
+	}
+	return uint64(min(max(4*int(e.lim.ReceiveMax), 64), 1024))
+}
+
+// putQueued stores m, the session's newest message, which waits for its
+// turn to be sent, with a packet identifier given now while identifiers
+// are plentiful: its record then needs no rewrite when it is sent, so the
+// PUBLISH goes as soon as the server's Receive Maximum lets it, without
+// waiting for a commit. The identifier says nothing of whether it was
+// sent: Meta.Sent does.
+//
+// The messages not yet sent that hold an identifier always come before
+// those that do not, in Seq order: one is given ahead only when the
+// message before m has one or was sent. So a message waiting for an
+// identifier never waits behind messages holding them that cannot go
+// before it (after a crash, those are taken for maybe sent, and only
+// their acknowledgement frees their identifiers). A share of the
+// identifiers is never given ahead, for SUBSCRIBE and UNSUBSCRIBE.
+func (e *Engine) putQueued(m *Out) {
+	if m.id == 0 && e.ids.n < int(e.ids.max)-int(e.ids.max)/16 {
+		if prev := e.msgs.before(m); prev == nil || prev.id != 0 || prev.sent {
+			if id, ok := e.ids.alloc(); ok {
+				m.id = id
+				e.byID[id] = m
+			}
+		}
+	}
+	e.putRecord(m)
+}
+
+// takeGiven takes the packet identifier of the last message queued behind
+// m that was given one ahead (putQueued) and never sent, for m, which is
+// due first: otherwise m would wait for ever behind messages that wait for
+// it. That message's record is rewritten without the identifier in the
+// batch that writes m's with it, so no two records ever hold it.
+func (e *Engine) takeGiven(m *Out) (uint16, bool) {
+	ms := e.msgs.ms
+	for i := len(ms) - 1; i >= 0 && ms[i].seq > m.seq; i-- {
+		v := ms[i]
+		if !v.tracked || v.done || v.id == 0 || v.sent || v.onWire || v.pubrel {
+			continue
+		}
+		id := v.id
+		v.id = 0
+		delete(e.byID, id)
+		e.putRecord(v)
+		return id, true
+	}
+	return 0, false
+}
+
+// coverSent makes sure a PUBLISH of the message with sequence number seq
+// may go on the wire: Meta.Sent must cover it durably, so that a process
+// loading the session after a crash knows the message may have been sent.
+// It raises Meta.Sent ahead of need and reports whether seq is covered by
+// what is durable already.
+func (e *Engine) coverSent(seq uint64) bool {
+	if ahead := e.sentAhead(); seq+ahead/2 > e.meta.Sent {
+		e.meta.Sent = seq + ahead
+		e.putMetaRecord()
+	} else if e.sentQueued < seq {
+		e.putMetaRecord()
+	}
+	return seq <= e.sentDurable
 }
 
 // Publish0 sends the QoS 0 message p, or queues it while disconnected when
@@ -161,11 +233,15 @@ func (e *Engine) pump() {
 		if e.quota <= 0 {
 			return
 		}
-		ready := m.stored && !m.putQueued // its record, with its identifier, is durable
+		// Its record, with its identifier, is durable, and so is a Meta.Sent
+		// that covers it.
+		ready := e.coverSent(m.seq) && m.stored && !m.putQueued
 		if m.id == 0 {
 			id, ok := e.ids.alloc()
 			if !ok {
-				return // MQTT-2.2.1-3: wait for a free identifier, never reuse one
+				if id, ok = e.takeGiven(m); !ok {
+					return // MQTT-2.2.1-3: wait for a free identifier, never reuse one
+				}
 			}
 			m.id = id
 			e.byID[id] = m
@@ -465,4 +541,12 @@ func (e *Engine) Aliases() int {
 }
 
 // InFlight returns how many outbound messages hold a packet identifier.
-func (e *Engine) InFlight() int { return len(e.byID) }
+func (e *Engine) InFlight() int {
+	n := 0
+	for _, m := range e.byID {
+		if m.onWire {
+			n++
+		}
+	}
+	return n
+}

@@ -34,6 +34,16 @@ func (l *outList) add(m *Out) {
 	l.ms = slices.Insert(l.ms, i, m)
 }
 
+// before returns the message tracked before m, the newest, or nil.
+func (l *outList) before(m *Out) *Out {
+	for i := len(l.ms) - 1; i >= 0; i-- {
+		if o := l.ms[i]; o.tracked && o != m && o.seq < m.seq {
+			return o
+		}
+	}
+	return nil
+}
+
 // remove takes m, which is in the list, out of it.
 func (l *outList) remove(m *Out) {
 	m.tracked = false

@@ -157,9 +157,13 @@ func packetLen(b []byte) (int, bool) {
 	return 0, false
 }
 
-// metaVersion is the version of the meta record encoding; a record of
-// another version is ignored (the session is then treated as absent).
-const metaVersion = 1
+// metaVersion is the version of the meta record encoding. Version 1,
+// written before Meta.Sent, still decodes (Sent unknown); a record of any
+// other version is corrupt.
+const (
+	metaVersion   = 2
+	metaVersionV1 = 1
+)
 
 // Sub is a subscription remembered in the meta record.
 type Sub struct {
@@ -173,21 +177,49 @@ type Sub struct {
 type Meta struct {
 	Expiry        uint32    // Session Expiry Interval in force, seconds
 	LastConnected time.Time // when the session was last known connected
-	Subs          []Sub
+	// Sent bounds the outbound messages that may have reached the server:
+	// none with a greater Seq was ever written to the network, so a
+	// stored PUBLISH beyond it never left, even if it holds a packet
+	// identifier (given when it was queued). 0 means unknown: every
+	// record with an identifier may have been sent.
+	Sent uint64
+	Subs []Sub
+}
+
+// metaSentAt is where Sent lies in an encoded meta record.
+const metaSentAt = 13
+
+// MaybeSent reports whether the outbound record r may have been written to
+// the network, by the meta record of its session: m, if the session has
+// one (seen: a corrupt one counts, as the zero Meta). Without a meta
+// record nothing was sent: one is durable before the first PUBLISH.
+func MaybeSent(m Meta, seen bool, r store.Record) bool {
+	return seen && r.ID != 0 && (m.Sent == 0 || r.Seq <= m.Sent)
+}
+
+// sentOf returns Sent from an encoded meta record.
+func sentOf(b []byte) (uint64, bool) {
+	if len(b) < metaSentAt+8 || b[0] != metaVersion {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(b[metaSentAt:]), true
 }
 
 // ErrBadMeta says a meta record cannot be decoded.
 var ErrBadMeta = errors.New("client: corrupt meta record")
 
 // Encode lays the record out as: version, expiry (4 bytes), last connected
-// (Unix milliseconds, 8 bytes), subscription count (uvarint), then per
-// subscription the filter (uvarint length, bytes), the options byte and the
-// subscription identifier (uvarint).
+// (Unix milliseconds, 8 bytes), Sent (8 bytes, at a fixed place so that a
+// committed batch's value is read without decoding), subscription count
+// (uvarint), then per subscription the filter (uvarint length, bytes), the
+// options byte and the subscription identifier (uvarint). Version 1 had no
+// Sent.
 func (m *Meta) Encode() []byte {
-	b := make([]byte, 0, 16+len(m.Subs)*24)
+	b := make([]byte, 0, 24+len(m.Subs)*24)
 	b = append(b, metaVersion)
 	b = binary.BigEndian.AppendUint32(b, m.Expiry)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.LastConnected.UnixMilli()))
+	b = binary.BigEndian.AppendUint64(b, m.Sent)
 	b = binary.AppendUvarint(b, uint64(len(m.Subs)))
 	for _, s := range m.Subs {
 		b = binary.AppendUvarint(b, uint64(len(s.Filter)))
@@ -212,12 +244,20 @@ func optionsByte(o packets.SubscribeOptions) byte {
 // DecodeMeta decodes a meta record.
 func DecodeMeta(b []byte) (Meta, error) {
 	var m Meta
-	if len(b) < 13 || b[0] != metaVersion {
+	if len(b) < 13 || (b[0] != metaVersion && b[0] != metaVersionV1) {
 		return m, ErrBadMeta
 	}
 	m.Expiry = binary.BigEndian.Uint32(b[1:])
 	m.LastConnected = time.UnixMilli(int64(binary.BigEndian.Uint64(b[5:])))
-	b = b[13:]
+	if b[0] == metaVersion {
+		if len(b) < metaSentAt+8 {
+			return m, ErrBadMeta
+		}
+		m.Sent = binary.BigEndian.Uint64(b[metaSentAt:])
+		b = b[metaSentAt+8:]
+	} else {
+		b = b[13:]
+	}
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > uint64(len(b)) {
 		return m, ErrBadMeta

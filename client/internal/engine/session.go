@@ -145,6 +145,7 @@ func (e *Engine) Load(k store.Key, recs []store.Record, corrupt *store.CorruptEr
 	e.abandonedIDs = nil // they belonged to the session loaded before
 	e.haveMeta = false
 	e.meta = Meta{}
+	e.metaSeen = slices.Contains(bad.Seqs, store.MetaSeq) || (len(recs) > 0 && recs[0].Seq == store.MetaSeq)
 	var top uint64
 	for _, s := range bad.Seqs {
 		if s < MaxSeq {
@@ -173,6 +174,14 @@ func (e *Engine) Load(k store.Key, recs []store.Record, corrupt *store.CorruptEr
 		}
 	}
 	e.nextSeq = max(e.nextSeq, top+1)
+	// What the store says was sent is covered. With a meta record that
+	// has no Sent (corrupt, or from before Sent) every record may have
+	// been sent, and the next meta record written says so before anything
+	// is; without one, nothing was.
+	e.sentQueued, e.sentDurable = e.meta.Sent, e.meta.Sent
+	if e.metaSeen && e.meta.Sent == 0 {
+		e.meta.Sent = top
+	}
 	e.waiting, e.waitHead = e.waiting[:0], 0
 	e.loaded = true
 	e.corrupt = nil
@@ -227,7 +236,8 @@ func (e *Engine) loadRecord(r store.Record, old map[uint64]*Out) error {
 		e.inQoS2[r.ID] = r.Seq
 		return nil
 	}
-	m := &Out{seq: r.Seq, id: r.ID, stored: true, sent: r.ID != 0, ref: pr.Ref, qos: 2, pubrel: pr.Pubrel}
+	sent := pr.Pubrel || MaybeSent(e.meta, e.metaSeen, r)
+	m := &Out{seq: r.Seq, id: r.ID, stored: true, sent: sent, ref: pr.Ref, qos: 2, pubrel: pr.Pubrel}
 	if pr.Pub != nil {
 		// Keep the record's bytes, not the decoded packet (a third of the
 		// memory): decoded again when the window reaches it.
@@ -320,7 +330,7 @@ func (e *Engine) Connected(link Link, ca *packets.Connack, clean bool, now time.
 	e.waiting, e.waitHead = e.waiting[:0], 0
 	for _, m := range e.sorted() {
 		m.onWire = false
-		if m.id != 0 {
+		if m.sent {
 			r.Resent++
 		}
 		e.waiting = append(e.waiting, m)
@@ -390,31 +400,31 @@ func (e *Engine) discard() []Lost {
 	}
 	e.abandonedIDs = nil
 	for _, m := range e.sorted() {
-		if m.id == 0 {
+		if m.id == 0 || (!m.sent && !m.pubrel) {
+			// Never reached the network: not part of the lost session. It
+			// keeps its place, and any identifier it was given.
 			continue
+		}
+		if !m.pubrel {
+			if pub := e.pubOf(m); pub != nil {
+				lost = append(lost, Lost{Ref: m.ref, Pub: pub})
+			}
+			if e.cfg.RepublishLost && m.pub != nil {
+				// A new message under the identifier it had, which the
+				// server's new session does not hold: its record stays as
+				// it is. Meta.Sent still covers it, as it may have been
+				// sent.
+				m.sent, m.onWire = false, false
+				continue
+			}
 		}
 		e.ids.clear(m.id)
 		delete(e.byID, m.id)
-		if !m.sent && !m.pubrel {
-			// It took an identifier but never reached the network: not
-			// part of the lost session. Queued again, identifier-less.
-			m.id, m.onWire = 0, false
-			e.putRecord(m)
-			continue
-		}
 		if m.pubrel {
 			m.done = true
 			e.untrack(m)
 			e.addOp(store.Delete(m.seq))
 			e.complete(m, nil)
-			continue
-		}
-		if pub := e.pubOf(m); pub != nil {
-			lost = append(lost, Lost{Ref: m.ref, Pub: pub})
-		}
-		if e.cfg.RepublishLost && m.pub != nil {
-			m.id, m.sent, m.onWire = 0, false, false
-			e.putRecord(m)
 			continue
 		}
 		m.done = true
@@ -497,7 +507,7 @@ func (e *Engine) Attach(mv *Moved) {
 		m.ticket = nil
 		e.nextSeq++
 		e.track(nm)
-		e.putRecord(nm)
+		e.putQueued(nm)
 	}
 }
 
@@ -509,7 +519,15 @@ func (e *Engine) putMeta(now time.Time) {
 	e.meta.LastConnected = now
 	e.haveMeta = true
 	e.metaAt = now.UnixMilli()
-	e.addOp(store.Put(store.Record{Seq: store.MetaSeq, Dir: store.Meta, Packet: e.meta.Encode()}))
+	e.putMetaRecord()
+}
+
+// putMetaRecord queues the Put of the meta record as it is.
+func (e *Engine) putMetaRecord() {
+	e.sentQueued = e.meta.Sent
+	b := e.meta.Encode()
+	e.metaSize = len(b)
+	e.addOp(store.Put(store.Record{Seq: store.MetaSeq, Dir: store.Meta, Packet: b}))
 }
 
 // Tick rewrites the meta record now and then while connected, so that a

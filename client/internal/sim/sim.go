@@ -210,10 +210,11 @@ func keyOf(i int) store.Key { return store.Key{Server: serverName(i), ClientID: 
 // process loading it would.
 func (w *world) records(i int) []store.Record {
 	db := w.durable[serverName(i)]
+	meta, haveMeta := w.durableMeta(db)
 	recs := make([]store.Record, 0, len(db))
 	for _, r := range db {
 		recs = append(recs, r)
-		if r.Dir == store.Outbound && r.ID != 0 {
+		if r.Dir == store.Outbound && engine.MaybeSent(meta, haveMeta, r) {
 			if pr, err := engine.ParseRecord(r); err == nil && pr.Pub != nil {
 				if o := w.outs[payloadKey(pr.Pub.Payload)]; o != nil {
 					o.maybeSent = true
@@ -755,6 +756,17 @@ func (w *world) idInUse(id uint16, payload string) error {
 	return nil
 }
 
+// durableMeta returns the meta record of a durable session (the zero Meta
+// if it cannot be read), and whether there is one.
+func (w *world) durableMeta(db map[uint64]store.Record) (engine.Meta, bool) {
+	r, ok := db[store.MetaSeq]
+	if !ok {
+		return engine.Meta{}, false
+	}
+	m, _ := engine.DecodeMeta(r.Packet)
+	return m, true
+}
+
 // durableFirst checks, as a packet goes on the wire, that the store change
 // it depends on is durable (DESIGN: what must be durable before which
 // packet): a QoS>0 PUBLISH its record, a PUBREL its replacement of the
@@ -778,6 +790,12 @@ func (w *world) durableFirst(p packets.Packet) error {
 		r, ok := find(store.Outbound, p.PacketID)
 		if pr, err := engine.ParseRecord(r); !ok || err != nil || pr.Pub == nil || payloadKey(pr.Pub.Payload) != payloadKey(p.Payload) {
 			return w.fail("PUBLISH %s id %d written before its record was durable", payloadKey(p.Payload), p.PacketID)
+		}
+		// A process loading the session after a crash must take it for
+		// maybe sent.
+		if m, ok := w.durableMeta(db); !engine.MaybeSent(m, ok, r) {
+			return w.fail("PUBLISH %s id %d (seq %d) written before a durable meta record covered it (Sent %d)",
+				payloadKey(p.Payload), p.PacketID, r.Seq, m.Sent)
 		}
 	case *packets.Ack:
 		switch {
