@@ -2,12 +2,14 @@ package client
 
 import (
 	"context"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/store"
+	"github.com/tethermq/tether/store/bolt"
 	"github.com/tethermq/tether/store/memory"
 )
 
@@ -19,10 +21,32 @@ func benchPublish(b *testing.B, qos byte) { benchPublishInflight(b, qos, 1000) }
 // benchPublishInflight publishes against a broker announcing a Receive
 // Maximum of inflight.
 func benchPublishInflight(b *testing.B, qos byte, inflight int) {
+	benchPublishStore(b, qos, inflight, memory.New())
+}
+
+// BenchmarkPublishBoltQoS1RM20 and BenchmarkPublishBoltQoS2RM20 publish
+// through a bbolt store (each commit synced to the disk of the temporary
+// directory), far more messages outstanding than the server's Receive
+// Maximum of 20: queued messages wait for a slot, not for a store write.
+func BenchmarkPublishBoltQoS1RM20(b *testing.B) { benchPublishStore(b, 1, 20, openBolt(b)) }
+
+// BenchmarkPublishBoltQoS2RM20: see BenchmarkPublishBoltQoS1RM20.
+func BenchmarkPublishBoltQoS2RM20(b *testing.B) { benchPublishStore(b, 2, 20, openBolt(b)) }
+
+func openBolt(b *testing.B) store.SessionStore {
+	st, err := bolt.Open(filepath.Join(b.TempDir(), "bench.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	return st
+}
+
+func benchPublishStore(b *testing.B, qos byte, inflight int, st store.SessionStore) {
 	br := broker(b, testenv.WithMaxInflight(inflight), testenv.WithConfig(func(c *testenv.MosquittoConfig) {
 		c.Extra = "set_tcp_nodelay true\n"
 	}))
-	c := start(b, Config{Servers: []string{br.URL()}, ClientID: uniqueID(b), Store: memory.New(), SessionExpiry: time.Hour})
+	c := start(b, Config{Servers: []string{br.URL()}, ClientID: uniqueID(b), Store: st, SessionExpiry: time.Hour})
 	payload := make([]byte, 64)
 	ring := make([]*Token, benchWindow)
 	ctx := ctxT(b, 10*time.Minute)

@@ -251,6 +251,8 @@ type Engine struct {
 	sentQueued, sentDurable uint64
 	metaSeen                bool // the loaded session has a meta record, maybe corrupt
 	metaSize                int  // bytes of the last meta record written
+	ahead                   int  // how far Meta.Sent must run ahead, as learnt (sentAhead)
+	raisedEarly             bool // Meta.Sent was last moved before a PUBLISH needed it
 
 	msgs     outList         // outbound messages in Seq order
 	byID     map[uint16]*Out // outbound messages holding a packet identifier

@@ -51,16 +51,18 @@ func (e *Engine) Publish(m *Out, p *packets.Publish, ref string, ticket any) {
 }
 
 // sentAhead is how far Meta.Sent runs ahead of the messages sent: the
-// meta record is rewritten once per half of it, well before a PUBLISH
-// waits for it, in a batch that commits anyway. Four windows of the
-// server's Receive Maximum, between 64 and 1,024 messages, and 1,024 when
-// many subscriptions make the meta record large: after a crash, at most
-// that many messages that never left are taken for maybe sent.
+// meta record is rewritten once per half of it, in a batch that commits
+// anyway, so that no PUBLISH waits for it. It starts at four windows of
+// the server's Receive Maximum (at least 64 messages) and doubles, up to
+// 1,024, each time a PUBLISH had to wait for it (the store commits slower
+// than the server acknowledges); 1,024 too when many subscriptions make
+// the meta record large. After a crash, at most that many messages that
+// never left are taken for maybe sent.
 func (e *Engine) sentAhead() uint64 {
 	if e.metaSize > 1024 {
 		return 1024
 	}
-	return uint64(min(max(4*int(e.lim.ReceiveMax), 64), 1024))
+	return uint64(min(max(4*int(e.lim.ReceiveMax), 64, e.ahead), 1024))
 }
 
 // putQueued stores m, the session's newest message, which waits for its
@@ -116,13 +118,27 @@ func (e *Engine) takeGiven(m *Out) (uint16, bool) {
 // It raises Meta.Sent ahead of need and reports whether seq is covered by
 // what is durable already.
 func (e *Engine) coverSent(seq uint64) bool {
-	if ahead := e.sentAhead(); seq+ahead/2 > e.meta.Sent {
-		e.meta.Sent = seq + ahead
-		e.putMetaRecord()
-	} else if e.sentQueued < seq {
-		e.putMetaRecord()
+	if seq <= e.sentDurable {
+		if ahead := e.sentAhead(); seq+ahead/2 > e.meta.Sent {
+			e.meta.Sent = seq + ahead
+			e.raisedEarly = true
+			e.putMetaRecord()
+		}
+		return true
 	}
-	return seq <= e.sentDurable
+	if e.sentQueued >= seq {
+		if e.raisedEarly {
+			// Moved ahead in time, yet not durable when needed: too
+			// little ahead for this store and server.
+			e.ahead = 2 * int(e.sentAhead())
+			e.raisedEarly = false
+		}
+		return false
+	}
+	e.meta.Sent = max(e.meta.Sent, seq+e.sentAhead())
+	e.raisedEarly = false
+	e.putMetaRecord()
+	return false
 }
 
 // Publish0 sends the QoS 0 message p, or queues it while disconnected when
