@@ -262,6 +262,7 @@ type Engine struct {
 	away     []*Inbound          // such messages of other servers' sessions (failover)
 	waiting  []*Out              // to send on this connection, in Seq order
 	waitHead int
+	giveAt   int // waiting[giveAt:] have not been looked at by giveAhead
 	quota    int // the server's Receive Maximum left
 	peak     int // the most QoS>0 PUBLISHes in flight at once (for tests)
 	lim      Limits
@@ -438,9 +439,18 @@ func (e *Engine) Commit() []store.Op {
 func (e *Engine) Committed() {
 	b := &e.inflight
 	for i := range b.ops {
-		if op := &b.ops[i]; op.Kind == store.OpPut && op.Record.Dir == store.Meta {
+		op := &b.ops[i]
+		if op.Kind != store.OpPut {
+			continue
+		}
+		switch op.Record.Dir {
+		case store.Meta:
 			if sent, ok := sentOf(op.Record.Packet); ok {
 				e.sentDurable = max(e.sentDurable, sent)
+			}
+		case store.Outbound:
+			if m := e.msgs.find(op.Record.Seq); m != nil && m.puts > 0 {
+				m.puts--
 			}
 		}
 	}

@@ -21,6 +21,7 @@ type Out struct {
 	onWire    bool   // counted in flight on the current connection
 	done      bool   // finished or dropped; skip in queues
 	putQueued bool   // its first Put is in a batch not yet applied
+	puts      uint16 // Puts of its record in batches not yet applied
 	size      uint32 // wire size with a packet identifier and no alias; 0 until needed
 	wconn     *connState
 	wnum      uint64           // the numbered write of wconn it went out in
@@ -44,9 +45,10 @@ func (e *Engine) Publish(m *Out, p *packets.Publish, ref string, ticket any) {
 		e.waiting = append(e.waiting, m)
 		e.pump()
 	}
-	if m.id == 0 && !m.done {
-		// Not on the wire yet (no quota, or offline): stored as queued.
-		e.putQueued(m)
+	if !m.done && !m.stored && !m.putQueued {
+		// Not on the wire yet (no quota, or offline): stored as queued,
+		// with the identifier giveAhead gave it, if any.
+		e.putRecord(m)
 	}
 }
 
@@ -65,51 +67,42 @@ func (e *Engine) sentAhead() uint64 {
 	return uint64(min(max(4*int(e.lim.ReceiveMax), 64, e.ahead), 1024))
 }
 
-// putQueued stores m, the session's newest message, which waits for its
-// turn to be sent, with a packet identifier given now while identifiers
-// are plentiful: its record then needs no rewrite when it is sent, so the
-// PUBLISH goes as soon as the server's Receive Maximum lets it, without
-// waiting for a commit. The identifier says nothing of whether it was
-// sent: Meta.Sent does.
+// giveAhead gives packet identifiers to the messages waiting behind those
+// the server's Receive Maximum lets go now, in order, while identifiers are
+// plentiful, and queues their records' rewrite: when a slot frees, the
+// next PUBLISH then leaves at once, its record with its identifier durable
+// long before. A message published while connected gets its identifier
+// here before its first Put, so it is written once. The identifier says
+// nothing of whether it was sent: Meta.Sent does.
 //
-// The messages not yet sent that hold an identifier always come before
-// those that do not, in Seq order: one is given ahead only when the
-// message before m has one or was sent. So a message waiting for an
+// Identifiers are given in Seq order and the first message that cannot
+// have one stops the round, so the messages not yet sent that hold one
+// always come before those that do not: a message waiting for an
 // identifier never waits behind messages holding them that cannot go
-// before it (after a crash, those are taken for maybe sent, and only
-// their acknowledgement frees their identifiers). A share of the
-// identifiers is never given ahead, for SUBSCRIBE and UNSUBSCRIBE.
-func (e *Engine) putQueued(m *Out) {
-	if m.id == 0 && e.ids.n < int(e.ids.max)-int(e.ids.max)/16 {
-		if prev := e.msgs.before(m); prev == nil || prev.id != 0 || prev.sent {
-			if id, ok := e.ids.alloc(); ok {
-				m.id = id
-				e.byID[id] = m
-			}
-		}
-	}
-	e.putRecord(m)
-}
-
-// takeGiven takes the packet identifier of the last message queued behind
-// m that was given one ahead (putQueued) and never sent, for m, which is
-// due first: otherwise m would wait for ever behind messages that wait for
-// it. That message's record is rewritten without the identifier in the
-// batch that writes m's with it, so no two records ever hold it.
-func (e *Engine) takeGiven(m *Out) (uint16, bool) {
-	ms := e.msgs.ms
-	for i := len(ms) - 1; i >= 0 && ms[i].seq > m.seq; i-- {
-		v := ms[i]
-		if !v.tracked || v.done || v.id == 0 || v.sent || v.onWire || v.pubrel {
+// before it (after a crash those are taken for maybe sent, and only their
+// acknowledgement frees their identifiers). A share of the identifiers is
+// never given ahead, for SUBSCRIBE and UNSUBSCRIBE and for the message due
+// first.
+func (e *Engine) giveAhead() {
+	e.giveAt = max(e.giveAt, e.waitHead)
+	for ; e.giveAt < len(e.waiting); e.giveAt++ {
+		m := e.waiting[e.giveAt]
+		if m.done || m.pubrel || m.id != 0 {
 			continue
 		}
-		id := v.id
-		v.id = 0
-		delete(e.byID, id)
-		e.putRecord(v)
-		return id, true
+		if e.ids.n >= int(e.ids.max)-int(e.ids.max)/16 {
+			return
+		}
+		id, ok := e.ids.alloc()
+		if !ok {
+			return
+		}
+		m.id = id
+		e.byID[id] = m
+		if m.stored || m.putQueued {
+			e.putRecord(m) // its record again, with the identifier
+		}
 	}
-	return 0, false
 }
 
 // coverSent makes sure a PUBLISH of the message with sequence number seq
@@ -224,10 +217,14 @@ func (e *Engine) alias(cn *connState, p *packets.Publish) {
 // A PUBREL needs no quota (MQTT-4.9.0-3) but keeps its place in the order,
 // and counts as in flight until its PUBCOMP.
 func (e *Engine) pump() {
-	cn := e.conn
-	if cn == nil {
+	if e.conn == nil {
 		return
 	}
+	e.send(e.conn)
+	e.giveAhead()
+}
+
+func (e *Engine) send(cn *connState) {
 	for e.waitHead < len(e.waiting) {
 		m := e.waiting[e.waitHead]
 		if m.done || m.onWire {
@@ -251,13 +248,11 @@ func (e *Engine) pump() {
 		}
 		// Its record, with its identifier, is durable, and so is a Meta.Sent
 		// that covers it.
-		ready := e.coverSent(m.seq) && m.stored && !m.putQueued
+		ready := e.coverSent(m.seq) && m.stored && m.puts == 0
 		if m.id == 0 {
 			id, ok := e.ids.alloc()
 			if !ok {
-				if id, ok = e.takeGiven(m); !ok {
-					return // MQTT-2.2.1-3: wait for a free identifier, never reuse one
-				}
+				return // MQTT-2.2.1-3: wait for a free identifier, never reuse one
 			}
 			m.id = id
 			e.byID[id] = m
@@ -279,13 +274,16 @@ func (e *Engine) popWaiting() {
 	e.waiting[e.waitHead] = nil
 	e.waitHead++
 	if e.waitHead == len(e.waiting) {
-		e.waiting, e.waitHead = e.waiting[:0], 0
+		e.resetWaiting()
 	} else if e.waitHead > 1024 && e.waitHead*2 > len(e.waiting) {
 		n := copy(e.waiting, e.waiting[e.waitHead:])
 		clear(e.waiting[n:])
+		e.giveAt = max(e.giveAt-e.waitHead, 0)
 		e.waiting, e.waitHead = e.waiting[:n], 0
 	}
 }
+
+func (e *Engine) resetWaiting() { e.waiting, e.waitHead, e.giveAt = e.waiting[:0], 0, 0 }
 
 // putRecord queues the Put of m's PUBLISH record, with its packet
 // identifier (a placeholder in the packet while Record.ID is 0, since a
@@ -318,6 +316,7 @@ func (e *Engine) putRecord(m *Out) bool {
 		return false
 	}
 	e.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
+	m.puts++
 	if !m.stored && !m.putQueued {
 		m.putQueued = true
 		e.cur.msgs = append(e.cur.msgs, m)

@@ -22,26 +22,27 @@ func (l *outList) add(m *Out) {
 	}
 	// Only a failover that could not load the new session puts messages
 	// back below others.
-	i, _ := slices.BinarySearchFunc(l.ms, m.seq, func(o *Out, seq uint64) int {
-		switch {
-		case o.seq < seq:
-			return -1
-		case o.seq > seq:
-			return 1
-		}
-		return 0
-	})
+	i, _ := slices.BinarySearchFunc(l.ms, m.seq, bySeq)
 	l.ms = slices.Insert(l.ms, i, m)
 }
 
-// before returns the message tracked before m, the newest, or nil.
-func (l *outList) before(m *Out) *Out {
-	for i := len(l.ms) - 1; i >= 0; i-- {
-		if o := l.ms[i]; o.tracked && o != m && o.seq < m.seq {
-			return o
-		}
+// find returns the tracked message with sequence number seq, or nil.
+func (l *outList) find(seq uint64) *Out {
+	i, ok := slices.BinarySearchFunc(l.ms, seq, bySeq)
+	if !ok || !l.ms[i].tracked {
+		return nil
 	}
-	return nil
+	return l.ms[i]
+}
+
+func bySeq(o *Out, seq uint64) int {
+	switch {
+	case o.seq < seq:
+		return -1
+	case o.seq > seq:
+		return 1
+	}
+	return 0
 }
 
 // remove takes m, which is in the list, out of it.

@@ -182,7 +182,7 @@ func (e *Engine) Load(k store.Key, recs []store.Record, corrupt *store.CorruptEr
 	if e.metaSeen && e.meta.Sent == 0 {
 		e.meta.Sent = top
 	}
-	e.waiting, e.waitHead = e.waiting[:0], 0
+	e.resetWaiting()
 	e.loaded = true
 	e.corrupt = nil
 	if len(bad.Seqs) > 0 {
@@ -327,7 +327,7 @@ func (e *Engine) Connected(link Link, ca *packets.Connack, clean bool, now time.
 		r.Resubscribe = e.meta.Subs
 	}
 	e.conn = cn
-	e.waiting, e.waitHead = e.waiting[:0], 0
+	e.resetWaiting()
 	for _, m := range e.sorted() {
 		m.onWire = false
 		if m.sent {
@@ -382,7 +382,7 @@ func (e *Engine) Disconnected(handed uint64, now time.Time) {
 			m.wconn = nil
 		}
 	}
-	e.waiting, e.waitHead = e.waiting[:0], 0
+	e.resetWaiting()
 	if e.haveMeta {
 		e.putMeta(now)
 	}
@@ -507,7 +507,7 @@ func (e *Engine) Attach(mv *Moved) {
 		m.ticket = nil
 		e.nextSeq++
 		e.track(nm)
-		e.putQueued(nm)
+		e.putRecord(nm)
 	}
 }
 
