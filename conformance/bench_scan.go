@@ -26,17 +26,10 @@ const BenchScanRecords = 100_000
 // sub-benchmarks, which share it. A store without store.Scanner skips all
 // but Load.
 func BenchScan(b *testing.B, newHarness HarnessMaker) {
-	ctx := context.Background()
-	h, err := newHarness(ctx, b)
-	if err != nil {
-		b.Fatalf("new harness: %v", err)
-	}
-	defer h.Close()
-	s, err := h.MakeStore(ctx)
-	if err != nil {
-		b.Fatalf("MakeStore: %v", err)
-	}
-	defer s.Close()
+	benchStore(b, newHarness, benchScan)
+}
+
+func benchScan(b *testing.B, ctx context.Context, s store.SessionStore) {
 	k := key("backlog")
 	packet := pattern(4, 100)
 	const batch = 10_000

@@ -118,6 +118,26 @@ func TestBrokenChild(t *testing.T) {
 	conformance.Run(t, newHarness(bug))
 }
 
+// childFails runs the check named check of the child test child, in a
+// child process with env set to bug (and extraEnv), and requires it to
+// fail with want in its output and, when failLine is set, a FAIL line for
+// the check.
+func childFails(t *testing.T, exe, child, env, bug, check, want string, failLine bool, extraEnv ...string) {
+	t.Helper()
+	cmd := exec.Command(exe, "-test.run=^"+child+"$/^"+strings.ReplaceAll(check, "/", "$/^")+"$", "-test.v")
+	cmd.Env = append(append(os.Environ(), env+"="+bug), extraEnv...)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("the suite passed bug %q; %s should fail\n%s", bug, check, out)
+	}
+	if !strings.Contains(string(out), want) {
+		t.Fatalf("with bug %q, the output does not say %q:\n%s", bug, want, out)
+	}
+	if failLine && !strings.Contains(string(out), "--- FAIL: "+child+"/"+check) {
+		t.Fatalf("with bug %q, %s did not fail:\n%s", bug, check, out)
+	}
+}
+
 // TestBroken checks that the suite catches each deliberate bug: the check
 // named for it must fail.
 func TestBroken(t *testing.T) {
@@ -152,25 +172,13 @@ func TestBroken(t *testing.T) {
 		{"session-nochild", "Crash", "gives a child process no way to open its storage"},
 	} {
 		t.Run(c.bug+"/"+c.check, func(t *testing.T) {
-			cmd := exec.Command(exe, "-test.run=^TestBrokenChild$/^"+strings.ReplaceAll(c.check, "/", "$/^")+"$", "-test.v")
-			cmd.Env = append(os.Environ(), brokenEnv+"="+c.bug)
 			if c.bug == "hang" {
-				// A short limit, so the watchdog fires soon.
-				cmd.Env = append(cmd.Env, conformance.TimeoutEnv+"=500ms")
+				// A short limit, so the watchdog fires soon; it ends the
+				// binary, so there is no FAIL line.
+				childFails(t, exe, "TestBrokenChild", brokenEnv, c.bug, c.check, c.want, false, conformance.TimeoutEnv+"=500ms")
+				return
 			}
-			out, err := cmd.CombinedOutput()
-			if err == nil {
-				t.Fatalf("the suite passed a store with bug %q; %s should fail\n%s", c.bug, c.check, out)
-			}
-			if !strings.Contains(string(out), c.want) {
-				t.Fatalf("with bug %q, the output does not say %q:\n%s", c.bug, c.want, out)
-			}
-			if c.bug == "hang" {
-				return // the watchdog ended the binary: no FAIL line
-			}
-			if !strings.Contains(string(out), "--- FAIL: TestBrokenChild/"+c.check) {
-				t.Fatalf("with bug %q, %s did not fail:\n%s", c.bug, c.check, out)
-			}
+			childFails(t, exe, "TestBrokenChild", brokenEnv, c.bug, c.check, c.want, true)
 		})
 	}
 }

@@ -84,13 +84,7 @@ func genuine(got, want []store.Record) string {
 // sessions that share the victim's file along: Open may refuse it, and
 // any Load may fail, but with an error, never with fewer records and nil.
 func checkDamage(e *env, kind DamageKind) {
-	d := damagerOf(e.h)
-	if d == nil {
-		e.t.Skip("the harness does not implement conformance.Damager (HarnessFuncs.Damage)")
-	}
-	if !e.caps.Durable {
-		e.t.Skip("the harness is not Durable: there is no storage to damage behind the store's back")
-	}
+	d := e.damagerOrSkip()
 	victim := key("victim")
 	bystanders := []store.Key{key("bystander-1"), key("bystander-2")}
 	byRecs := []store.Record{rec(1, 7), rec(2, 7), {Seq: 3, Dir: store.Inbound, ID: 9, Packet: pattern(3, 70_000)}}

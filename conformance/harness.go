@@ -182,6 +182,19 @@ func (f damageFunc) Damage(ctx context.Context, k store.Key, kind DamageKind) er
 	return f(ctx, k, kind)
 }
 
+// damagerOrSkip returns the harness's Damager, or skips the check: without one,
+// or without durable storage to damage behind the store's back.
+func (e *env) damagerOrSkip() Damager {
+	d := damagerOf(e.h)
+	if d == nil {
+		e.t.Skip("the harness does not implement conformance.Damager (HarnessFuncs.Damage)")
+	}
+	if !e.caps.Durable {
+		e.t.Skip("the harness is not Durable: there is no storage to damage behind the store's back")
+	}
+	return d
+}
+
 // damagerOf returns the Damager of h, or nil.
 func damagerOf(h Harness) Damager {
 	if f, ok := h.(interface{ damager() Damager }); ok {

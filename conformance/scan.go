@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
-	"time"
 
 	"github.com/tethermq/tether/store"
 )
@@ -524,13 +523,7 @@ func checkScanReopen(e *env) {
 // records and the same corrupt Seqs, whatever the page size, with the scan
 // going on past the damage.
 func checkScanDamage(e *env, kind DamageKind) {
-	d := damagerOf(e.h)
-	if d == nil {
-		e.t.Skip("the harness does not implement conformance.Damager (HarnessFuncs.Damage)")
-	}
-	if !e.caps.Durable {
-		e.t.Skip("the harness is not Durable: there is no storage to damage behind the store's back")
-	}
+	d := e.damagerOrSkip()
 	victim, bystander := key("victim"), key("bystander")
 	s := e.open()
 	e.scannerOf(s)
@@ -604,15 +597,7 @@ func checkScanContextCancelled(e *env) {
 	sc := e.scannerOf(s)
 	k := key("c")
 	e.apply(s, k, puts(rec(1, 0), rec(2, 0))...)
-	cancelled, cancel := context.WithCancel(e.ctx)
-	cancel()
-	expired, cancel2 := context.WithDeadline(e.ctx, time.Now().Add(-time.Second))
-	defer cancel2()
-	for _, c := range []struct {
-		name string
-		ctx  context.Context
-		want error
-	}{{"cancelled", cancelled, context.Canceled}, {"expired", expired, context.DeadlineExceeded}} {
+	for _, c := range e.doneContexts() {
 		if _, _, err := sc.Scan(c.ctx, k, 0, 1); !errors.Is(err, c.want) {
 			e.t.Errorf("Scan with a %s context returned %v, want %v", c.name, err, c.want)
 		}

@@ -3,8 +3,6 @@ package conformance_test
 import (
 	"context"
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 
 	"github.com/tethermq/tether/conformance"
@@ -83,18 +81,7 @@ func TestBrokenScanner(t *testing.T) {
 		{"alias", "Scanner/NotRetained", "reading the second page changed the first"},
 	} {
 		t.Run(c.bug+"/"+c.check, func(t *testing.T) {
-			cmd := exec.Command(exe, "-test.run=^TestBrokenScannerChild$/^"+strings.ReplaceAll(c.check, "/", "$/^")+"$", "-test.v")
-			cmd.Env = append(os.Environ(), brokenScanEnv+"="+c.bug)
-			out, err := cmd.CombinedOutput()
-			if err == nil {
-				t.Fatalf("the suite passed a Scanner with bug %q; %s should fail\n%s", c.bug, c.check, out)
-			}
-			if !strings.Contains(string(out), c.want) {
-				t.Fatalf("with bug %q, the output does not say %q:\n%s", c.bug, c.want, out)
-			}
-			if !strings.Contains(string(out), "--- FAIL: TestBrokenScannerChild/"+c.check) {
-				t.Fatalf("with bug %q, %s did not fail:\n%s", c.bug, c.check, out)
-			}
+			childFails(t, exe, "TestBrokenScannerChild", brokenScanEnv, c.bug, c.check, c.want, true)
 		})
 	}
 }

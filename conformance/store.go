@@ -713,19 +713,28 @@ func checkClosed(e *env) {
 	}
 }
 
+// doneCtx is a context a store method must refuse, with the error it must
+// return.
+type doneCtx struct {
+	name string
+	ctx  context.Context
+	want error
+}
+
+// doneContexts returns a cancelled and an expired context.
+func (e *env) doneContexts() []doneCtx {
+	cancelled, cancel := context.WithCancel(e.ctx)
+	cancel()
+	expired, cancel2 := context.WithDeadline(e.ctx, time.Now().Add(-time.Second))
+	e.t.Cleanup(cancel2)
+	return []doneCtx{{"cancelled", cancelled, context.Canceled}, {"expired", expired, context.DeadlineExceeded}}
+}
+
 func checkContextCancelled(e *env) {
 	s := e.open()
 	k := key("c")
 	e.apply(s, k, store.Put(rec(1, 0)))
-	cancelled, cancel := context.WithCancel(e.ctx)
-	cancel()
-	expired, cancel2 := context.WithDeadline(e.ctx, time.Now().Add(-time.Second))
-	defer cancel2()
-	for _, c := range []struct {
-		name string
-		ctx  context.Context
-		want error
-	}{{"cancelled", cancelled, context.Canceled}, {"expired", expired, context.DeadlineExceeded}} {
+	for _, c := range e.doneContexts() {
 		expectCtx := func(what string, err error) {
 			e.t.Helper()
 			if !errors.Is(err, c.want) {

@@ -131,20 +131,6 @@ func TestSessionRegressionPubrecOrder(t *testing.T) {
 	defer free() // before Close, which waits for the handler
 	go func() { _ = c.Connect(context.Background()) }()
 
-	accept := func(sessionPresent bool) (net.Conn, *packets.Reader) {
-		t.Helper()
-		nc, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-		r := packets.NewReader(nc, 0)
-		if p, err := r.Read(); err != nil || p.Type() != packets.CONNECT {
-			t.Fatalf("expected CONNECT, got %v, %v", p, err)
-		}
-		send(t, nc, &packets.Connack{SessionPresent: sessionPresent})
-		return nc, r
-	}
 	readAck := func(r *packets.Reader) *packets.Ack {
 		t.Helper()
 		for {
@@ -160,7 +146,7 @@ func TestSessionRegressionPubrecOrder(t *testing.T) {
 
 	// Connection 1: message 2 arrives, is handled and recorded (PUBREC),
 	// then the connection drops before the PUBREL.
-	nc, r := accept(false)
+	nc, r := accept(t, ln, false)
 	send(t, nc, &packets.Publish{Topic: "t", QoS: 2, PacketID: 2, Payload: []byte("m2")})
 	if a := readAck(r); a.Kind != packets.PUBREC || a.PacketID != 2 {
 		t.Fatalf("connection 1: got %v %d, want PUBREC 2", a.Kind, a.PacketID)
@@ -168,7 +154,7 @@ func TestSessionRegressionPubrecOrder(t *testing.T) {
 	_ = nc.Close()
 
 	// Connection 2: new message 3, then the redelivery of 2.
-	nc, r = accept(true)
+	nc, r = accept(t, ln, true)
 	defer nc.Close()
 	send(t, nc, &packets.Publish{Topic: "t", QoS: 2, PacketID: 3, Payload: []byte("m3")})
 	send(t, nc, &packets.Publish{Topic: "t", QoS: 2, PacketID: 2, Dup: true, Payload: []byte("m2")})
@@ -180,6 +166,23 @@ func TestSessionRegressionPubrecOrder(t *testing.T) {
 			t.Errorf("PUBREC 2 sent while message 3, which arrived first, still awaits its PUBREC (MQTT-4.6.0-3)")
 		}
 	}
+}
+
+// accept takes the client's next connection on ln, reads its CONNECT and
+// answers with a CONNACK carrying sessionPresent.
+func accept(t *testing.T, ln net.Listener, sessionPresent bool) (net.Conn, *packets.Reader) {
+	t.Helper()
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	r := packets.NewReader(nc, 0)
+	if p, err := r.Read(); err != nil || p.Type() != packets.CONNECT {
+		t.Fatalf("expected CONNECT, got %v, %v", p, err)
+	}
+	send(t, nc, &packets.Connack{SessionPresent: sessionPresent})
+	return nc, r
 }
 
 // send writes one packet.
@@ -234,22 +237,8 @@ func TestSessionRegressionManualAckStranded(t *testing.T) {
 			return nil
 		}
 	}
-	accept := func(sessionPresent bool) (net.Conn, *packets.Reader) {
-		t.Helper()
-		nc, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-		r := packets.NewReader(nc, 0)
-		if p, err := r.Read(); err != nil || p.Type() != packets.CONNECT {
-			t.Fatalf("expected CONNECT, got %v, %v", p, err)
-		}
-		send(t, nc, &packets.Connack{SessionPresent: sessionPresent})
-		return nc, r
-	}
 
-	nc, _ := accept(false)
+	nc, _ := accept(t, ln, false)
 	send(t, nc, &packets.Publish{Topic: "t", QoS: 2, PacketID: 1, Payload: []byte("a")})
 	send(t, nc, &packets.Publish{Topic: "t", QoS: 2, PacketID: 2, Payload: []byte("b")})
 	a, b := next(), next()
@@ -258,7 +247,7 @@ func TestSessionRegressionManualAckStranded(t *testing.T) {
 	}
 	_ = nc.Close()
 
-	nc, r := accept(true)
+	nc, r := accept(t, ln, true)
 	defer nc.Close()
 	send(t, nc, &packets.Publish{Topic: "t", QoS: 2, PacketID: 1, Dup: true, Payload: []byte("a")})
 	send(t, nc, &packets.Publish{Topic: "t", QoS: 2, PacketID: 2, Dup: true, Payload: []byte("b")})

@@ -9,10 +9,10 @@ import (
 	"github.com/tethermq/tether/store/memory"
 )
 
-// TestCapabilitiesScanner: the wrapper implements store.Scanner exactly when
-// its inner store does, along with each combination of the other optional
-// interfaces.
-func TestCapabilitiesScanner(t *testing.T) {
+// TestCapabilities: the wrapper implements each optional interface of
+// package store (Scanner included) exactly when its inner store does, for
+// every combination, with the methods of *sealed.Store.
+func TestCapabilities(t *testing.T) {
 	base := func() store.SessionStore { return plain{memory.New()} }
 	var sc store.Scanner // never called
 	for _, inner := range []store.SessionStore{

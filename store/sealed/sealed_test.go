@@ -590,35 +590,6 @@ func flipInFile(t *testing.T, path string) {
 	}
 }
 
-// TestCapabilities: the wrapper implements each optional interface of
-// package store exactly when its inner store does, for every combination.
-func TestCapabilities(t *testing.T) {
-	base := func() store.SessionStore { return plain{memory.New()} }
-	for _, inner := range []store.SessionStore{
-		base(), cL{base(), nil}, cO{base(), nil}, cT{base(), nil},
-		cLO{base(), nil, nil}, cLT{base(), nil, nil}, cOT{base(), nil, nil}, cLOT{base(), nil, nil, nil},
-		memory.New(),
-	} {
-		s := mustNew(t, inner, opts(nil))
-		for _, c := range []struct {
-			name string
-			has  func(any) bool
-		}{
-			{"Lister", func(v any) bool { _, ok := v.(store.Lister); return ok }},
-			{"Owner", func(v any) bool { _, ok := v.(store.Owner); return ok }},
-			{"Transactor", func(v any) bool { _, ok := v.(store.Transactor); return ok }},
-		} {
-			if got, want := c.has(s), c.has(inner); got != want {
-				t.Errorf("inner %T: the sealed store implements %s: %v, want %v", inner, c.name, got, want)
-			}
-		}
-		if _, ok := s.(interface{ MaxPacketLen() int }); !ok {
-			t.Errorf("inner %T: no MaxPacketLen", inner)
-		}
-		_ = s.Close()
-	}
-}
-
 // Stores with every combination of the optional interfaces, for
 // TestCapabilities; their optional methods are never called.
 type (

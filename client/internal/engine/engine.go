@@ -457,7 +457,6 @@ func (e *Engine) Committed() {
 	e.recycle(b.ops)
 	for _, m := range b.msgs {
 		m.stored = true
-		m.putQueued = false
 		if m.ticket != nil {
 			e.effect(Effect{Kind: Stored, Ticket: m.ticket})
 		}
@@ -491,7 +490,6 @@ func (e *Engine) CommitFailed(err error) {
 	var undo []store.Op
 	var freeIDs []action
 	for _, m := range b.msgs {
-		m.putQueued = false
 		if m.done {
 			continue
 		}

@@ -27,6 +27,7 @@ type rig struct {
 	outcome   map[int]error // ticket → Complete's error
 	elsewhere []Effect      // StoreAt effects
 	stored    map[int]bool
+	puts      map[uint64]int // if set, commit counts the Puts of each outbound record
 	now       time.Time
 }
 
@@ -116,6 +117,9 @@ func (r *rig) commit() {
 				rec := op.Record
 				rec.Packet = append([]byte(nil), rec.Packet...)
 				r.st[rec.Seq] = rec
+				if r.puts != nil && rec.Dir == store.Outbound {
+					r.puts[rec.Seq]++
+				}
 			} else {
 				delete(r.st, op.Record.Seq)
 			}

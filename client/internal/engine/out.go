@@ -12,26 +12,25 @@ import (
 // flight, or waiting for PUBCOMP. The driver may allocate it with the
 // publish's other parts; the engine owns it from Publish on.
 type Out struct {
-	seq       uint64
-	id        uint16 // packet identifier, 0 while never assigned
-	qos       byte   // 1 or 2
-	pubrel    bool   // PUBREC received: the stored record is the PUBREL
-	stored    bool   // its record is durable
-	sent      bool   // went on the wire before: resend with DUP=1
-	onWire    bool   // counted in flight on the current connection
-	done      bool   // finished or dropped; skip in queues
-	putQueued bool   // its first Put is in a batch not yet applied
-	puts      uint16 // Puts of its record in batches not yet applied
-	size      uint32 // wire size with a packet identifier and no alias; 0 until needed
-	wconn     *connState
-	wnum      uint64           // the numbered write of wconn it went out in
-	sentPrev  bool             // sent, as it was before that write
-	tracked   bool             // in the session's outList
-	cost      int              // what it counts against MaxQueuedBytes, fixed when tracked
-	raw       []byte           // a loaded PUBLISH not decoded yet (pub nil): its stored packet
-	pub       *packets.Publish // full topic, never an alias; nil for loaded PUBRELs
-	ref       string
-	ticket    any
+	seq      uint64
+	id       uint16 // packet identifier, 0 while never assigned
+	qos      byte   // 1 or 2
+	pubrel   bool   // PUBREC received: the stored record is the PUBREL
+	stored   bool   // its record is durable
+	sent     bool   // went on the wire before: resend with DUP=1
+	onWire   bool   // counted in flight on the current connection
+	done     bool   // finished or dropped; skip in queues
+	puts     uint16 // Puts of its record in batches not yet applied (the first: !stored)
+	size     uint32 // wire size with a packet identifier and no alias; 0 until needed
+	wconn    *connState
+	wnum     uint64           // the numbered write of wconn it went out in
+	sentPrev bool             // sent, as it was before that write
+	tracked  bool             // in the session's outList
+	cost     int              // what it counts against MaxQueuedBytes, fixed when tracked
+	raw      []byte           // a loaded PUBLISH not decoded yet (pub nil): its stored packet
+	pub      *packets.Publish // full topic, never an alias; nil for loaded PUBRELs
+	ref      string
+	ticket   any
 }
 
 // Publish adds the QoS 1 or 2 message p (validated by the driver) to the
@@ -45,7 +44,7 @@ func (e *Engine) Publish(m *Out, p *packets.Publish, ref string, ticket any) {
 		e.waiting = append(e.waiting, m)
 		e.pump()
 	}
-	if !m.done && !m.stored && !m.putQueued {
+	if !m.done && !m.stored && m.puts == 0 {
 		// Not on the wire yet (no quota, or offline): stored as queued,
 		// with the identifier giveAhead gave it, if any.
 		e.putRecord(m)
@@ -99,7 +98,7 @@ func (e *Engine) giveAhead() {
 		}
 		m.id = id
 		e.byID[id] = m
-		if m.stored || m.putQueued {
+		if m.stored || m.puts > 0 {
 			e.putRecord(m) // its record again, with the identifier
 		}
 	}
@@ -316,11 +315,10 @@ func (e *Engine) putRecord(m *Out) bool {
 		return false
 	}
 	e.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
-	m.puts++
-	if !m.stored && !m.putQueued {
-		m.putQueued = true
-		e.cur.msgs = append(e.cur.msgs, m)
+	if !m.stored && m.puts == 0 {
+		e.cur.msgs = append(e.cur.msgs, m) // its first Put
 	}
+	m.puts++
 	return true
 }
 
@@ -419,6 +417,7 @@ func (e *Engine) outboundAck(cn *connState, a *packets.Ack) {
 			// leaves, so a crash never resends the PUBLISH (MQTT-4.3.3-6).
 			m.pubrel = true
 			e.addOp(store.Put(e.pubrelRecord(e.recBuf(), m)))
+			m.puts++
 		}
 		e.emitOut(action{kind: actAck, conn: cn, pkt: packets.PUBREL, id: m.id}, false) // MQTT-4.3.3-4
 	case packets.PUBCOMP:

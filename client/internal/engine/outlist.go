@@ -1,6 +1,9 @@
 package engine
 
-import "slices"
+import (
+	"cmp"
+	"slices"
+)
 
 // outList holds the session's outbound messages in Seq order. A new
 // message has the highest Seq, so adding is an append; a finished one is
@@ -35,15 +38,7 @@ func (l *outList) find(seq uint64) *Out {
 	return l.ms[i]
 }
 
-func bySeq(o *Out, seq uint64) int {
-	switch {
-	case o.seq < seq:
-		return -1
-	case o.seq > seq:
-		return 1
-	}
-	return 0
-}
+func bySeq(o *Out, seq uint64) int { return cmp.Compare(o.seq, seq) }
 
 // remove takes m, which is in the list, out of it.
 func (l *outList) remove(m *Out) {

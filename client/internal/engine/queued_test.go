@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"testing"
@@ -8,28 +9,6 @@ import (
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
 )
-
-// commitCounting applies every queued batch, as rig.commit does, and
-// counts the Puts of each outbound record.
-func commitCounting(r *rig, puts map[uint64]int) {
-	r.t.Helper()
-	for r.e.NeedsCommit() {
-		for _, op := range r.e.Commit() {
-			if op.Kind == store.OpPut {
-				rec := op.Record
-				rec.Packet = append([]byte(nil), rec.Packet...)
-				r.st[rec.Seq] = rec
-				if rec.Dir == store.Outbound {
-					puts[rec.Seq]++
-				}
-			} else {
-				delete(r.st, op.Record.Seq)
-			}
-		}
-		r.e.Committed()
-		r.effects()
-	}
-}
 
 // windowOf returns a CONNACK with the server's Receive Maximum n.
 func windowOf(n uint16) packets.Connack {
@@ -45,22 +24,12 @@ func (r *rig) restart(cfg Config) {
 	for _, rec := range r.st {
 		recs = append(recs, rec)
 	}
-	slices.SortFunc(recs, func(a, b store.Record) int { return cmpSeq(a.Seq, b.Seq) })
+	slices.SortFunc(recs, func(a, b store.Record) int { return cmp.Compare(a.Seq, b.Seq) })
 	r.e = New(cfg)
 	r.e.Load(store.Key{Server: "mqtt://sim:1883", ClientID: "c"}, recs, nil)
 	r.link = nil
 	r.wire, r.nums = nil, nil
 	r.effects()
-}
-
-func cmpSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // TestQueuedMessageWrittenOnce: a message queued behind the server's
@@ -72,17 +41,18 @@ func cmpSeq(a, b uint64) int {
 func TestQueuedMessageWrittenOnce(t *testing.T) {
 	r := newRig(t, Config{})
 	puts := map[uint64]int{}
+	r.puts = puts
 	r.connect(windowOf(1))
-	commitCounting(r, puts)
+	r.commit()
 	r.publish(1, 1, "a", []byte("1"))
-	commitCounting(r, puts)
+	r.commit()
 	first := r.take()
 	if len(first) != 1 {
 		t.Fatalf("wrote %v", kinds(first))
 	}
 	r.publish(2, 1, "a", []byte("2"))
 	r.publish(3, 2, "a", []byte("3"))
-	commitCounting(r, puts)
+	r.commit()
 	if w := r.take(); len(w) != 0 {
 		t.Fatalf("wrote %v beyond the server's Receive Maximum of 1", kinds(w))
 	}
@@ -96,41 +66,29 @@ func TestQueuedMessageWrittenOnce(t *testing.T) {
 	if len(w) != 1 || w[0].(*packets.Publish).PacketID != r.st[2].ID || w[0].(*packets.Publish).Dup {
 		t.Fatalf("after the PUBACK, before any commit: wrote %v, want the second PUBLISH under id %d", kinds(w), r.st[2].ID)
 	}
-	commitCounting(r, puts)
+	r.commit()
 	r.receive(ack(packets.PUBACK, r.st[2].ID))
 	w = r.take()
 	if len(w) != 1 || w[0].(*packets.Publish).QoS != 2 {
 		t.Fatalf("after the second PUBACK, before any commit: wrote %v, want the QoS 2 PUBLISH", kinds(w))
 	}
 	id3 := w[0].(*packets.Publish).PacketID
-	commitCounting(r, puts)
+	r.commit()
 	r.receive(ack(packets.PUBREC, id3))
-	commitCounting(r, puts)
+	r.commit()
 	r.receive(ack(packets.PUBCOMP, id3))
-	commitCounting(r, puts)
+	r.commit()
 	for i := 1; i <= 3; i++ {
 		if err, ok := r.outcome[i]; !ok || err != nil {
 			t.Fatalf("publish %d: outcome %v %v", i, ok, err)
 		}
 	}
-	if want := map[uint64]int{1: 1, 2: 1, 3: 2}; !mapsEqual(puts, want) {
+	if want := map[uint64]int{1: 1, 2: 1, 3: 2}; !maps.Equal(puts, want) {
 		t.Fatalf("Puts per record %v, want %v", puts, want)
 	}
 	if len(r.st) != 1 {
 		t.Fatalf("records left: %v", r.st)
 	}
-}
-
-func mapsEqual(a, b map[uint64]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestQueuedIdentifierNotAcknowledged: an acknowledgement for the

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -222,7 +223,7 @@ func (w *world) records(i int) []store.Record {
 			}
 		}
 	}
-	slices.SortFunc(recs, func(a, b store.Record) int { return cmpSeq(a.Seq, b.Seq) })
+	slices.SortFunc(recs, func(a, b store.Record) int { return cmp.Compare(a.Seq, b.Seq) })
 	return recs
 }
 
@@ -250,16 +251,6 @@ func (w *world) boot() {
 	w.unacked = nil
 	w.committing = false
 	w.logf("boot: %d records", len(recs))
-}
-
-func cmpSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (w *world) run() error {
