@@ -451,6 +451,7 @@ func (e *Engine) Committed() {
 		case store.Outbound:
 			if m := e.msgs.find(op.Record.Seq); m != nil && m.puts > 0 {
 				m.puts--
+				m.bare = m.bare && op.Record.ID == 0
 			}
 		}
 	}
@@ -473,7 +474,9 @@ func (e *Engine) Committed() {
 
 // CommitFailed reports that the batch Commit returned failed with err.
 // Messages whose first record was in the batch fail with err, and were
-// never sent. The batch may still have been applied (a store whose reply
+// never sent — but for a QoS 1 message whose PUBLISH left alongside its
+// record (mayLeave): that one may still reach the server, which at least
+// once allows. The batch may still have been applied (a store whose reply
 // was lost, such as Redis), so the retry starts by deleting those records,
 // and their packet identifiers are freed only once that deletion is
 // durable: a later connection or process never sends a message whose

@@ -92,7 +92,10 @@ func (r *rig) effects() {
 
 // coveredBySent checks that a process loading the durable session now
 // would take the PUBLISH p for maybe sent: its record holds its identifier
-// and lies within the meta record's Sent.
+// and lies within the meta record's Sent. A QoS 1 PUBLISH may leave before
+// its record is durable (mayLeave), but not before a record of it without
+// the identifier, and only within Sent, so that the record, once durable,
+// is taken for maybe sent.
 func (r *rig) coveredBySent(p *packets.Publish) {
 	r.t.Helper()
 	mr, seen := r.st[store.MetaSeq]
@@ -105,7 +108,18 @@ func (r *rig) coveredBySent(p *packets.Publish) {
 			return
 		}
 	}
-	r.t.Fatalf("PUBLISH id %d written without a durable record", p.PacketID)
+	o := r.e.byID[p.PacketID]
+	switch {
+	case p.QoS != 1:
+		r.t.Fatalf("QoS %d PUBLISH id %d written without a durable record", p.QoS, p.PacketID)
+	case o == nil:
+		r.t.Fatalf("PUBLISH id %d written for no message", p.PacketID)
+	case !seen || o.seq > m.Sent:
+		r.t.Fatalf("QoS 1 PUBLISH id %d (seq %d) written before a durable meta record covered it (Sent %d)", p.PacketID, o.seq, m.Sent)
+	}
+	if rec, ok := r.st[o.seq]; ok {
+		r.t.Fatalf("QoS 1 PUBLISH id %d written while its durable record has identifier %d", p.PacketID, rec.ID)
+	}
 }
 
 // commit applies every batch the engine has queued, one at a time.

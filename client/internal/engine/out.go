@@ -17,6 +17,7 @@ type Out struct {
 	qos      byte   // 1 or 2
 	pubrel   bool   // PUBREC received: the stored record is the PUBREL
 	stored   bool   // its record is durable
+	bare     bool   // a record of it without its packet identifier may be durable
 	sent     bool   // went on the wire before: resend with DUP=1
 	onWire   bool   // counted in flight on the current connection
 	done     bool   // finished or dropped; skip in queues
@@ -245,9 +246,7 @@ func (e *Engine) send(cn *connState) {
 		if e.quota <= 0 {
 			return
 		}
-		// Its record, with its identifier, is durable, and so is a Meta.Sent
-		// that covers it.
-		ready := e.coverSent(m.seq) && m.stored && m.puts == 0
+		ready := e.coverSent(m.seq) && e.mayLeave(m)
 		if m.id == 0 {
 			id, ok := e.ids.alloc()
 			if !ok {
@@ -259,7 +258,7 @@ func (e *Engine) send(cn *connState) {
 				e.popWaiting()
 				continue
 			}
-			ready = false
+			ready = ready && e.mayLeave(m)
 		}
 		e.quota--
 		e.peak = max(e.peak, int(e.lim.ReceiveMax)-e.quota)
@@ -267,6 +266,30 @@ func (e *Engine) send(cn *connState) {
 		e.emitOut(action{kind: actPublish, conn: cn, m: m}, ready)
 		e.popWaiting()
 	}
+}
+
+// mayLeave reports whether m's PUBLISH needs nothing more from the store
+// (besides a Meta.Sent covering it, which coverSent sees to). A QoS 2
+// PUBLISH waits until its record, with its identifier, is durable: a
+// crash before that would leave the server holding the identifier's
+// exchange while the next process, not knowing it, gives the identifier to
+// another message, which the server would then take for a duplicate and
+// drop (MQTT-4.3.3-10). A QoS 1 PUBLISH goes while its record is still
+// being written: the server keeps nothing of a QoS 1 exchange once it has
+// acknowledged it (MQTT-4.3.2-5), so a crash before the record is durable
+// loses no state the server shares; the publish had not completed, nor
+// had Token.Stored, so the message is still the application's, and at
+// least once holds either way. The record then commits alongside the
+// exchange instead of before it. Only a record lacking the identifier (a
+// message stored while disconnected) must be replaced first: a process
+// loading that record would take it for never sent. While the store is
+// failing nothing leaves before its record, which would likely fail after
+// the PUBLISH went out.
+func (e *Engine) mayLeave(m *Out) bool {
+	if m.qos == 1 && !m.bare && !e.failing {
+		return true
+	}
+	return m.stored && m.puts == 0
 }
 
 func (e *Engine) popWaiting() {
@@ -315,6 +338,7 @@ func (e *Engine) putRecord(m *Out) bool {
 		return false
 	}
 	e.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
+	m.bare = m.bare || m.id == 0
 	if !m.stored && m.puts == 0 {
 		e.cur.msgs = append(e.cur.msgs, m) // its first Put
 	}
@@ -552,6 +576,15 @@ func (e *Engine) Aliases() int {
 		return 0
 	}
 	return len(e.conn.aliasOut)
+}
+
+// OutSeq returns the sequence number of the outbound message holding
+// packet identifier id (for the simulation).
+func (e *Engine) OutSeq(id uint16) (uint64, bool) {
+	if m := e.byID[id]; m != nil {
+		return m.seq, true
+	}
+	return 0, false
 }
 
 // InFlight returns how many outbound messages hold a packet identifier.

@@ -237,7 +237,7 @@ func (e *Engine) loadRecord(r store.Record, old map[uint64]*Out) error {
 		return nil
 	}
 	sent := pr.Pubrel || MaybeSent(e.meta, e.metaSeen, r)
-	m := &Out{seq: r.Seq, id: r.ID, stored: true, sent: sent, ref: pr.Ref, qos: 2, pubrel: pr.Pubrel}
+	m := &Out{seq: r.Seq, id: r.ID, stored: true, bare: r.ID == 0, sent: sent, ref: pr.Ref, qos: 2, pubrel: pr.Pubrel}
 	if pr.Pub != nil {
 		// Keep the record's bytes, not the decoded packet (a third of the
 		// memory): decoded again when the window reaches it.
@@ -322,13 +322,25 @@ func (e *Engine) Connected(link Link, ca *packets.Connack, clean bool, now time.
 		aliasOut: make(map[string]uint16), aliasIn: make([]string, int(e.cfg.TopicAliasMaximum)+1),
 		inState: make([]uint8, 65536)}
 	e.meta.Expiry = e.lim.SessionExpiry
+	resend := e.sorted()
+	// The meta record is written anyway: let its Sent cover what this
+	// connection sends first, so that no PUBLISH waits for a meta record
+	// of its own.
+	first := e.nextSeq
+	for _, m := range resend {
+		if !m.sent && !m.pubrel {
+			first = m.seq
+			break
+		}
+	}
+	e.meta.Sent = max(e.meta.Sent, first+e.sentAhead())
 	e.putMeta(now)
 	if !ca.SessionPresent {
 		r.Resubscribe = e.meta.Subs
 	}
 	e.conn = cn
 	e.resetWaiting()
-	for _, m := range e.sorted() {
+	for _, m := range resend {
 		m.onWire = false
 		if m.sent {
 			r.Resent++

@@ -143,8 +143,12 @@ type world struct {
 
 	faults bool
 	// discardPending: the engine dropped a session (Session Present 0 or
-	// local expiry) and the deletions may not all be durable yet.
+	// local expiry) and the deletions may not all be durable yet;
+	// discarded holds the durable records that discard deletes (a message
+	// that never reached the network is kept: it is not part of the
+	// session).
 	discardPending bool
+	discarded      map[staleKey]bool
 	staleSeqs      map[staleKey]bool // records a crash in that window left behind
 	acking         string            // the message being acknowledged
 
@@ -164,7 +168,7 @@ func Run(opts Options) (Stats, error) {
 func newWorld(opts Options) *world {
 	r := rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9E3779B97F4A7C15))
 	w := &world{opts: opts, rnd: r, durable: map[string]map[uint64]store.Record{}, outs: map[string]*outRec{},
-		ins: map[string]*inRec{}, crashDup: map[int]int{}, staleSeqs: map[staleKey]bool{},
+		ins: map[string]*inRec{}, crashDup: map[int]int{}, staleSeqs: map[staleKey]bool{}, discarded: map[staleKey]bool{},
 		everHanded: map[string]bool{}, now: time.Unix(1_800_000_000, 0), faults: true}
 	rm := uint16(1 + r.IntN(20))
 	w.cfg = engine.Config{
@@ -470,6 +474,7 @@ func (w *world) commitStep() error {
 	err := w.effects()
 	if !w.eng.NeedsCommit() {
 		w.discardPending = false
+		clear(w.discarded)
 	}
 	return err
 }
@@ -778,15 +783,38 @@ func (w *world) durableFirst(p packets.Packet) error {
 		if p.QoS == 0 {
 			return nil
 		}
+		key := payloadKey(p.Payload)
 		r, ok := find(store.Outbound, p.PacketID)
-		if pr, err := engine.ParseRecord(r); !ok || err != nil || pr.Pub == nil || payloadKey(pr.Pub.Payload) != payloadKey(p.Payload) {
-			return w.fail("PUBLISH %s id %d written before its record was durable", payloadKey(p.Payload), p.PacketID)
+		if p.QoS == 1 {
+			// A QoS 1 PUBLISH may leave before its record is durable, but
+			// not before a record of it without this identifier, and only
+			// within a durable Sent, so that its record, once durable, is
+			// taken for maybe sent.
+			ok = false
+			for _, rec := range db {
+				if pr, err := engine.ParseRecord(rec); rec.Dir == store.Outbound && err == nil && pr.Pub != nil && payloadKey(pr.Pub.Payload) == key {
+					if rec.ID != p.PacketID {
+						return w.fail("QoS 1 PUBLISH %s id %d written while its durable record has identifier %d", key, p.PacketID, rec.ID)
+					}
+					r, ok = rec, true
+				}
+			}
+			if !ok {
+				seq, _ := w.eng.OutSeq(p.PacketID)
+				if m, ok := w.durableMeta(db); !ok || seq > m.Sent {
+					return w.fail("QoS 1 PUBLISH %s id %d (seq %d) written before a durable meta record covered it (Sent %d)", key, p.PacketID, seq, m.Sent)
+				}
+				return nil
+			}
+		}
+		if pr, err := engine.ParseRecord(r); !ok || err != nil || pr.Pub == nil || payloadKey(pr.Pub.Payload) != key {
+			return w.fail("PUBLISH %s id %d written before its record was durable", key, p.PacketID)
 		}
 		// A process loading the session after a crash must take it for
 		// maybe sent.
 		if m, ok := w.durableMeta(db); !engine.MaybeSent(m, ok, r) {
 			return w.fail("PUBLISH %s id %d (seq %d) written before a durable meta record covered it (Sent %d)",
-				payloadKey(p.Payload), p.PacketID, r.Seq, m.Sent)
+				key, p.PacketID, r.Seq, m.Sent)
 		}
 	case *packets.Ack:
 		switch {
@@ -1047,7 +1075,7 @@ func (w *world) markStale() {
 	}
 	k, _ := w.eng.Loaded()
 	for seq, r := range w.durable[k.Server] {
-		if seq == store.MetaSeq {
+		if !w.discarded[staleKey{k.Server, seq}] {
 			continue
 		}
 		w.staleSeqs[staleKey{k.Server, seq}] = true
@@ -1080,7 +1108,7 @@ func (w *world) connectStep() error {
 		return err
 	}
 	if clean {
-		w.discardPending = true
+		w.discard(lost)
 	}
 	if err := w.effects(); err != nil {
 		return err
@@ -1106,13 +1134,54 @@ func (w *world) connectStep() error {
 	if err := w.markLost(r.Lost); err != nil {
 		return err
 	}
+	w.releaseForgotten()
 	if !ca.SessionPresent {
-		w.discardPending = true
+		w.discard(r.Lost)
 		clear(w.ids[w.srv]) // a new session: nothing of the old one is in use
 	}
 	w.logf("connected: clean %v, session present %v, resent %d", clean, ca.SessionPresent, r.Resent)
 	w.sendToClient(resp[1:])
 	return w.effects()
+}
+
+// releaseForgotten frees, as a connection comes up, the packet
+// identifiers of QoS 1 messages the client no longer holds: one that went
+// out before its record was durable, then failed with the store or died
+// with its process. No server keeps anything of a QoS 1 exchange past its
+// connection's end (MQTT-4.3.2-5), and the client never sends it again.
+func (w *world) releaseForgotten() {
+	held := map[string]bool{}
+	for _, m := range w.eng.Outbound() {
+		if m.Pub != nil {
+			held[payloadKey(m.Pub.Payload)] = true
+		}
+	}
+	for id, key := range w.ids[w.srv] {
+		if o := w.outs[key]; o != nil && o.qos == 1 && !held[key] {
+			delete(w.ids[w.srv], id)
+		}
+	}
+}
+
+// discard notes the records the engine's discard of a session deletes:
+// inbound ones, PUBRELs, and the messages reported lost (unless they are
+// republished under their records).
+func (w *world) discard(lost []engine.Lost) {
+	w.discardPending = true
+	gone := map[string]bool{}
+	for _, l := range lost {
+		gone[payloadKey(l.Pub.Payload)] = !w.cfg.RepublishLost
+	}
+	k, _ := w.eng.Loaded()
+	for seq, r := range w.durable[k.Server] {
+		pr, err := engine.ParseRecord(r)
+		if seq == store.MetaSeq || err != nil {
+			continue
+		}
+		if r.Dir == store.Inbound || pr.Pubrel || (pr.Pub != nil && gone[payloadKey(pr.Pub.Payload)]) {
+			w.discarded[staleKey{k.Server, seq}] = true
+		}
+	}
 }
 
 func (w *world) markLost(lost []engine.Lost) error {

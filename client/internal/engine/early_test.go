@@ -1,0 +1,165 @@
+package engine
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/tethermq/tether/packets"
+	"github.com/tethermq/tether/store"
+)
+
+// failCommit hands the next batch to a store that fails it.
+func (r *rig) failCommit(err error) {
+	r.t.Helper()
+	if !r.e.NeedsCommit() {
+		r.t.Fatal("no batch to fail")
+	}
+	r.e.Commit()
+	r.e.CommitFailed(err)
+	r.effects()
+}
+
+// TestQoS1LeavesBeforeItsRecord: a QoS 1 PUBLISH goes on the wire as it
+// is published, its record committing alongside the exchange: the server
+// keeps nothing of a QoS 1 exchange once acknowledged (MQTT-4.3.2-5), so
+// the record only has to outlive a crash of this process. A QoS 2 PUBLISH
+// still waits for its record (MQTT-4.3.3-10 on the server's side). A
+// PUBACK that overtakes the record completes the publish, and the record
+// and its deletion leave nothing behind.
+func TestQoS1LeavesBeforeItsRecord(t *testing.T) {
+	r := newRig(t, Config{})
+	r.connect(windowOf(10))
+	r.commit() // a meta record whose Sent covers what follows
+
+	r.publish(1, 1, "a", []byte("1"))
+	w := r.take()
+	if len(w) != 1 || w[0].(*packets.Publish).QoS != 1 || len(r.st) != 1 {
+		t.Fatalf("QoS 1 publish before any commit: wrote %v with %d records durable", kinds(w), len(r.st))
+	}
+	r.publish(2, 2, "a", []byte("2"))
+	if w := r.take(); len(w) != 0 {
+		t.Fatalf("QoS 2 PUBLISH written before its record was durable: %v", kinds(w))
+	}
+
+	// The PUBACK arrives before the QoS 1 record is durable.
+	r.receive(ack(packets.PUBACK, w[0].(*packets.Publish).PacketID))
+	if err, ok := r.outcome[1]; !ok || err != nil {
+		t.Fatalf("publish 1 after its PUBACK: completed %v, %v", ok, err)
+	}
+	r.commit()
+	w = r.take()
+	if len(w) != 1 || w[0].(*packets.Publish).QoS != 2 {
+		t.Fatalf("after the commit: wrote %v, want the QoS 2 PUBLISH", kinds(w))
+	}
+	if _, ok := r.st[1]; ok {
+		t.Fatal("the acknowledged QoS 1 message's record is left in the store")
+	}
+}
+
+// TestQoS1CrashBeforeItsRecord: a process that dies after a QoS 1 PUBLISH
+// left but before its record was durable leaves no trace of it: the next
+// process neither resends it nor holds its identifier (MQTT-4.3.2-5: the
+// server took any later PUBLISH with it for a new message), and the
+// publish had neither completed nor reached Stored, so the message was
+// still the application's. One whose record became durable is resent as
+// maybe sent, with DUP 1 (MQTT-4.4.0-1, MQTT-3.3.1-1).
+func TestQoS1CrashBeforeItsRecord(t *testing.T) {
+	r := newRig(t, Config{SessionExpiry: 3600})
+	r.connect(windowOf(10))
+	r.commit()
+	r.publish(1, 1, "a", []byte("1"))
+	r.commit()
+	r.publish(2, 1, "a", []byte("2"))
+	w := r.take()
+	if len(w) != 2 || r.stored[2] {
+		t.Fatalf("wrote %v, stored %v", kinds(w), r.stored)
+	}
+	if _, done := r.outcome[2]; done {
+		t.Fatal("publish 2 completed without its PUBACK")
+	}
+
+	r.restart(Config{SessionExpiry: 3600}) // crash: the second record was never applied
+	r.connect(packets.Connack{SessionPresent: true})
+	r.commit()
+	w = r.take()
+	if len(w) != 1 || string(w[0].(*packets.Publish).Payload) != "1" || !w[0].(*packets.Publish).Dup {
+		t.Fatalf("after the crash: resent %v, want the first message with DUP 1", kinds(w))
+	}
+	if r.e.ids.n != 1 {
+		t.Fatalf("%d identifiers held, want 1 (the resent message's)", r.e.ids.n)
+	}
+}
+
+// TestQoS1StoredWithoutIdentifierWaits: a message stored while
+// disconnected has a record without a packet identifier, which a process
+// loading it takes for never sent. Its PUBLISH waits until the record
+// with the identifier is durable, so that a crash never leaves a sent
+// message looking unsent (MQTT-3.3.1-1).
+func TestQoS1StoredWithoutIdentifierWaits(t *testing.T) {
+	r := newRig(t, Config{})
+	r.publish(1, 1, "a", []byte("1"))
+	r.commit()
+	if r.st[1].ID != 0 {
+		t.Fatalf("stored offline with identifier %d", r.st[1].ID)
+	}
+	r.connect(windowOf(10))
+	if w := r.take(); len(w) != 0 {
+		t.Fatalf("wrote %v while its durable record lacks the identifier", kinds(w))
+	}
+	r.commit()
+	w := r.take()
+	if len(w) != 1 || w[0].(*packets.Publish).PacketID != r.st[1].ID || r.st[1].ID == 0 {
+		t.Fatalf("after the commit: wrote %v, record %+v", kinds(w), r.st[1])
+	}
+}
+
+// TestQoS1SentThenCommitFails: when the batch holding a QoS 1 message's
+// first record fails, the publish fails with the store's error even if its
+// PUBLISH left already (it may still reach the server: at least once), and
+// its identifier is freed only once the retried deletion is durable. While
+// the store fails, a QoS 1 PUBLISH waits for its record again.
+func TestQoS1SentThenCommitFails(t *testing.T) {
+	r := newRig(t, Config{})
+	r.connect(windowOf(10))
+	r.commit()
+	r.publish(1, 1, "a", []byte("1"))
+	first := r.take()
+	if len(first) != 1 {
+		t.Fatalf("wrote %v", kinds(first))
+	}
+	down := errors.New("store down")
+	r.failCommit(down)
+	if err := r.outcome[1]; !errors.Is(err, down) {
+		t.Fatalf("publish 1: outcome %v, want %v", err, down)
+	}
+	id := first[0].(*packets.Publish).PacketID
+	if !r.e.ids.has(id) {
+		t.Fatal("identifier freed before the deletion of the failed record is durable")
+	}
+	r.cut(1)
+	r.connect(packets.Connack{SessionPresent: true}) // commits the retry
+	if r.e.ids.has(id) {
+		t.Fatal("identifier still held after the deletion is durable")
+	}
+
+	// The store fails again: a QoS 1 PUBLISH waits for its record.
+	r.publish(2, 1, "a", []byte("2"))
+	r.take()
+	r.failCommit(down)
+	r.publish(3, 1, "a", []byte("3")) // before the connection has ended
+	if w := r.take(); len(w) != 0 {
+		t.Fatalf("wrote %v while the store is failing", kinds(w))
+	}
+	r.cut(0)
+	r.connect(packets.Connack{SessionPresent: true})
+	r.commit()
+	w := r.take()
+	if len(w) != 1 || string(w[0].(*packets.Publish).Payload) != "3" {
+		t.Fatalf("after the store recovered: wrote %v, want message 3", kinds(w))
+	}
+	for _, rec := range r.st {
+		if rec.Dir == store.Outbound && rec.Seq != 3 {
+			t.Fatalf("record left: %+v", rec)
+		}
+	}
+}
