@@ -11,9 +11,11 @@ import (
 
 // Publish publishes m and waits until the exchange completes: PUBACK for
 // QoS 1, PUBCOMP for QoS 2; for QoS 0, until the packet is queued on the
-// connection (its write then coalesces with others). A
-// QoS 1 or 2 message is persisted in the store before it is sent; from
-// then on it completes whatever happens to ctx, which only bounds the wait:
+// connection (its write then coalesces with others). A QoS 2 message is
+// persisted in the store before it is sent, a QoS 1 message while it is
+// sent (the server keeps nothing of a QoS 1 exchange, so only this process
+// needs the record); once persisted or on the wire it completes whatever
+// happens to ctx, which only bounds the wait:
 // when ctx ends first, Publish returns ctx's error and the message is
 // still delivered (by a later connection or a later Client on the same
 // store, if need be). Publishing while disconnected stores the message and

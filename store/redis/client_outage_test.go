@@ -53,11 +53,14 @@ func waitStoreUp(t *testing.T, st store.SessionStore, k store.Key) {
 	})
 }
 
-// TestClientRedisStopped publishes at QoS 1 and 2 while Redis is down: each
-// publish fails with an error wrapping store.ErrUnavailable instead of
-// going out unpersisted (at most once), and nothing of them reaches the
-// subscriber. Once Redis is back the session goes on: a new publish
-// succeeds and arrives once.
+// TestClientRedisStopped publishes at QoS 1 and 2 while Redis is down. The
+// QoS 2 publish fails with an error wrapping store.ErrUnavailable and
+// never reaches the subscriber. The QoS 1 PUBLISH leaves while its record
+// is being written (the server keeps nothing of a QoS 1 exchange): its
+// publish either succeeds, when the PUBACK comes before the write fails,
+// and then the message arrives once, or fails with ErrUnavailable, and
+// then it arrives at most once. Once Redis is back the session goes on: a
+// new publish succeeds and arrives once.
 func TestClientRedisStopped(t *testing.T) {
 	redisSrv := testenv.Redis(t)
 	broker := testenv.Mosquitto(t)
@@ -78,6 +81,7 @@ func TestClientRedisStopped(t *testing.T) {
 	}
 
 	redisSrv.Stop()
+	want, maybe := []string{"before", "after"}, []string(nil)
 	for _, qos := range []byte{1, 2} {
 		payload := "down" + strconv.Itoa(int(qos))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -85,7 +89,12 @@ func TestClientRedisStopped(t *testing.T) {
 		err := c.Publish(ctx, &client.Message{Topic: topic, Payload: []byte(payload), QoS: qos})
 		cancel()
 		took := time.Since(start)
-		if !errors.Is(err, store.ErrUnavailable) {
+		switch {
+		case qos == 1 && err == nil:
+			want = append(want, payload)
+		case qos == 1 && errors.Is(err, store.ErrUnavailable):
+			maybe = append(maybe, payload)
+		case !errors.Is(err, store.ErrUnavailable):
 			t.Errorf("QoS %d publish with Redis down returned %v, want an error wrapping store.ErrUnavailable", qos, err)
 		}
 		if took > 5*time.Second {
@@ -103,7 +112,7 @@ func TestClientRedisStopped(t *testing.T) {
 	// "after" went after "down1" and "down2" would have: the broker keeps
 	// the order, so had they gone out they would be here by now.
 	coll.waitFor(t, "after", 10*time.Second)
-	checkExactlyOnce(t, coll, []string{"before", "after"})
+	checkExactlyOnce(t, coll, want, maybe...)
 	if !sp.Load() {
 		t.Errorf("the last connection had Session Present 0: the session did not go on")
 	}

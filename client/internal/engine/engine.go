@@ -17,9 +17,10 @@
 // # What must be durable before which packet
 //
 // Every store operation goes into the batch being accumulated. An effect
-// that depends on the store — a PUBLISH on its record, a PUBREL on the
-// PUBLISH→PUBREL replacement, a PUBREC on the inbound record, a PUBCOMP on
-// that record's deletion — waits until every operation queued before it is
+// that depends on the store — a QoS 2 PUBLISH on its record (a QoS 1
+// PUBLISH only on a meta record whose Sent covers it: see mayLeave), a
+// PUBREL on the PUBLISH→PUBREL replacement, a PUBREC on the inbound
+// record, a PUBCOMP on that record's deletion — waits until every operation queued before it is
 // durable (Engine.Commit, Engine.Committed), and so does every effect
 // queued after one that waits: nothing ever overtakes the store write it
 // depends on, nor a packet queued before it.

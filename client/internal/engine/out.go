@@ -36,7 +36,8 @@ type Out struct {
 
 // Publish adds the QoS 1 or 2 message p (validated by the driver) to the
 // session, as m, completing ticket when its exchange ends. It is stored
-// before it is sent, and sent in order. The engine keeps p until then.
+// before it is sent (QoS 2) or while it is (QoS 1, see mayLeave), and sent
+// in order. The engine keeps p until then.
 func (e *Engine) Publish(m *Out, p *packets.Publish, ref string, ticket any) {
 	*m = Out{seq: e.nextSeq, qos: p.QoS, pub: p, ticket: ticket, ref: ref}
 	e.nextSeq++
