@@ -183,15 +183,40 @@ type batch struct {
 	ops  []store.Op
 	acts []action
 	msgs []*Out
+	dead int // operations taken back (Kind 0), dropped when the batch is taken
 }
 
-func (b *batch) empty() bool { return len(b.ops) == 0 && len(b.acts) == 0 }
+func (b *batch) empty() bool { return len(b.ops) == b.dead && len(b.acts) == 0 }
 
 func (b *batch) reset() {
 	clear(b.ops)
 	clear(b.acts)
 	clear(b.msgs)
-	b.ops, b.acts, b.msgs = b.ops[:0], b.acts[:0], b.msgs[:0]
+	b.ops, b.acts, b.msgs, b.dead = b.ops[:0], b.acts[:0], b.msgs[:0], 0
+}
+
+// compact drops the operations taken back, keeping each action behind the
+// operations that preceded it. Actions are queued in order, so their
+// after counts never decrease.
+func (b *batch) compact() {
+	if b.dead == 0 {
+		return
+	}
+	n, ai := 0, 0
+	for i := range b.ops {
+		for ; ai < len(b.acts) && b.acts[ai].after <= i; ai++ {
+			b.acts[ai].after = n
+		}
+		if b.ops[i].Kind != 0 {
+			b.ops[n] = b.ops[i]
+			n++
+		}
+	}
+	for ; ai < len(b.acts); ai++ {
+		b.acts[ai].after = n
+	}
+	clear(b.ops[n:])
+	b.ops, b.dead = b.ops[:n], 0
 }
 
 // split keeps the first k operations in b, with the actions that wait for
@@ -283,9 +308,10 @@ type Engine struct {
 	corruptIDs   []uint16
 	abandonedIDs []uint16 // identifiers of dropped QoS 2 messages the server may hold
 
-	cur        batch // the group commit being accumulated
-	inflight   batch // the group commit being applied (Commit .. Committed)
-	spare      batch // an applied batch's buffers, for the next one
+	cur        batch  // the group commit being accumulated
+	curGen     uint32 // changes whenever cur is replaced
+	inflight   batch  // the group commit being applied (Commit .. Committed)
+	spare      batch  // an applied batch's buffers, for the next one
 	committing bool
 	failing    bool // the last commit failed; the driver is retrying
 
@@ -427,6 +453,8 @@ func (e *Engine) Failing() bool { return e.failing }
 func (e *Engine) Commit() []store.Op {
 	b := e.cur
 	e.cur, e.spare = e.spare, batch{}
+	e.curGen++
+	b.compact()
 	if len(b.ops) > MaxBatchOps {
 		e.cur = b.split(MaxBatchOps) // next, before anything queued later
 	}
@@ -515,7 +543,7 @@ func (e *Engine) CommitFailed(err error) {
 		}
 	}
 	for _, op := range e.cur.ops {
-		if !failed[op.Record.Seq] {
+		if op.Kind != 0 && !failed[op.Record.Seq] {
 			ops = append(ops, op)
 		}
 	}
@@ -531,6 +559,7 @@ func (e *Engine) CommitFailed(err error) {
 		}
 	}
 	e.cur = batch{ops: ops, acts: acts, msgs: msgs}
+	e.curGen++
 	b.reset()
 	if cn := e.conn; cn != nil {
 		e.effect(Effect{Kind: Fail, Conn: cn.gen, Err: err})

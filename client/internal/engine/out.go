@@ -23,6 +23,8 @@ type Out struct {
 	done     bool   // finished or dropped; skip in queues
 	puts     uint16 // Puts of its record in batches not yet applied (the first: !stored)
 	size     uint32 // wire size with a packet identifier and no alias; 0 until needed
+	putGen   uint32 // the batch (Engine.curGen) of its last Put
+	putAt    int32  // and the Put's place in it
 	wconn    *connState
 	wnum     uint64           // the numbered write of wconn it went out in
 	sentPrev bool             // sent, as it was before that write
@@ -339,6 +341,7 @@ func (e *Engine) putRecord(m *Out) bool {
 		return false
 	}
 	e.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
+	m.putGen, m.putAt = e.curGen, int32(len(e.cur.ops)-1)
 	m.bare = m.bare || m.id == 0
 	if !m.stored && m.puts == 0 {
 		e.cur.msgs = append(e.cur.msgs, m) // its first Put
@@ -373,12 +376,35 @@ func (e *Engine) retire(m *Out, err error) {
 			e.quota++
 		}
 	}
-	e.addOp(store.Delete(m.seq))
+	if !e.unput(m) {
+		e.addOp(store.Delete(m.seq))
+	}
 	if m.id != 0 {
 		delete(e.byID, m.id)
 		e.emit(action{kind: actFreeID, id: m.id})
 	}
 	e.complete(m, err)
+}
+
+// unput takes back the Put of m's record when it is the record's only one
+// and still waits in the batch being accumulated: a QoS 1 message whose
+// PUBACK overtook its record then costs the store nothing, neither the Put
+// nor a Delete. It reports whether it did.
+func (e *Engine) unput(m *Out) bool {
+	if m.stored || m.puts != 1 || m.putGen != e.curGen {
+		return false
+	}
+	op := &e.cur.ops[m.putAt]
+	if op.Kind != store.OpPut || op.Record.Dir != store.Outbound || op.Record.Seq != m.seq {
+		return false
+	}
+	if cap(op.Record.Packet) <= 4096 && len(e.recBufs) < 4096 {
+		e.recBufs = append(e.recBufs, op.Record.Packet[:0])
+	}
+	*op = store.Op{}
+	e.cur.dead++
+	m.puts = 0
+	return true
 }
 
 // wireSize returns the size of m's PUBLISH on the wire without an alias.

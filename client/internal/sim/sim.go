@@ -120,6 +120,13 @@ type world struct {
 	// applied.
 	durable    map[string]map[uint64]store.Record // by Key.Server
 	committing bool
+	slowStore  bool // a seed whose store commits seldom: the process runs ahead of it
+	qos1Mostly bool // a seed publishing mostly at QoS 1, which does not wait for the store
+	// taken: the engine handed over the batch being applied (Commit), so
+	// that what the process does meanwhile accumulates in the next one,
+	// as with the client's committer and a slow store; inflight is it.
+	taken      bool
+	inflight   []store.Op
 	storeFails bool // the store fails writes for a while
 
 	// The process.
@@ -189,6 +196,13 @@ func newWorld(opts Options) *world {
 	if r.IntN(3) == 0 {
 		w.bcfg.MaximumPacketSize = 200
 	}
+	w.slowStore = r.IntN(3) == 0
+	if w.qos1Mostly = r.IntN(3) == 0; w.qos1Mostly && r.IntN(2) == 0 {
+		// Room in the server's window: a QoS 1 PUBLISH leaves as it is
+		// published, and its PUBACK may overtake its record.
+		w.bcfg.ReceiveMaximum = 100
+		w.cfg.MaxPacketID = 200
+	}
 	w.bcfg.Quirks.IgnoreClientReceiveMaximum = r.IntN(3) == 0
 	w.bcfg.Quirks.PublishAfterPubrel = r.IntN(3) == 0
 	servers := 1
@@ -253,7 +267,7 @@ func (w *world) boot() {
 	w.eng.Load(keyOf(w.srv), recs, nil)
 	w.tickets = nil
 	w.unacked = nil
-	w.committing = false
+	w.committing, w.taken, w.inflight = false, false, nil
 	w.logf("boot: %d records", len(recs))
 }
 
@@ -279,6 +293,9 @@ func (w *world) chaosStep() error {
 	case n < 20:
 		return w.inject()
 	case n < 35:
+		if w.slowStore && w.rnd.IntN(8) != 0 {
+			break
+		}
 		return w.commitStep()
 	case n < 45:
 		return w.hand()
@@ -409,6 +426,9 @@ func (w *world) publish() error {
 	w.nextOut++
 	payload := "o" + strconv.Itoa(w.nextOut)
 	qos := byte(1 + w.rnd.IntN(2))
+	if w.qos1Mostly && w.rnd.IntN(10) != 0 {
+		qos = 1
+	}
 	if w.rnd.IntN(10) == 0 {
 		qos = 0
 	}
@@ -450,6 +470,17 @@ func (w *world) inject() error {
 	return nil
 }
 
+// takeBatch returns the batch to apply now, taking it from the engine
+// unless it was taken already.
+func (w *world) takeBatch() []store.Op {
+	ops := w.inflight
+	if !w.taken {
+		ops = w.eng.Commit()
+	}
+	w.taken, w.inflight = false, nil
+	return ops
+}
+
 // commitStep starts or ends a store batch.
 func (w *world) commitStep() error {
 	if !w.committing {
@@ -457,9 +488,12 @@ func (w *world) commitStep() error {
 			return nil
 		}
 		w.committing = true
+		if w.rnd.IntN(2) == 0 {
+			w.inflight, w.taken = w.eng.Commit(), true
+		}
 		return nil
 	}
-	ops := w.eng.Commit()
+	ops := w.takeBatch()
 	if w.storeFails && w.rnd.IntN(2) == 0 {
 		w.committing = false
 		w.stats.CommitFailures++
@@ -905,7 +939,7 @@ func (w *world) closeLink() {
 func (w *world) crash() error {
 	w.stats.Crashes++
 	if w.committing && w.rnd.IntN(2) == 0 {
-		w.apply(w.eng.Commit())
+		w.apply(w.takeBatch())
 		w.logf("crash, with the batch in progress applied")
 	} else {
 		w.logf("crash")
