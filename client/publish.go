@@ -66,10 +66,12 @@ func (c *Client) PublishAsync(m *Message) *Token {
 }
 
 // PublishStored publishes m as PublishAsync does and waits, within ctx,
-// until the message is durable in the store: from then on the library
-// delivers it whatever happens to the process, so an application may mark
-// its own copy (an outbox row) as handed over. It returns the Token, which
-// completes when the exchange does. A QoS 0 message is never stored:
+// until the message is durable in the store, or acknowledged by the server
+// (a QoS 1 PUBACK may come before the record is durable, see Publish), and
+// returns nil; or returns the publish's error if it failed first. From
+// then on the library delivers it whatever happens to the process, so an
+// application may mark its own copy (an outbox row) as handed over. It
+// returns the Token, which completes when the exchange does. A QoS 0 message is never stored:
 // PublishStored then waits for it to be queued on the connection. When ctx
 // ends first, the message may still be stored and sent; the returned Token
 // tells.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -678,6 +679,89 @@ func TestStoreFailure(t *testing.T) {
 	col.quiet(t, 1, 200*time.Millisecond)
 	if string(ms[0].Payload) != "kept" {
 		t.Errorf("got %q", ms[0].Payload)
+	}
+}
+
+// gatedStore holds every Apply while held is set, until release.
+type gatedStore struct {
+	*memory.Store
+	held    atomic.Bool
+	gate    chan struct{}
+	once    sync.Once
+	waiting atomic.Int32 // Applies being held
+}
+
+func (s *gatedStore) release() { s.once.Do(func() { close(s.gate) }) }
+
+func (s *gatedStore) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
+	if s.held.Load() {
+		s.waiting.Add(1)
+		select {
+		case <-s.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return s.Store.Apply(ctx, k, ops...)
+}
+
+// TestQoS1DoesNotWaitForStore: a QoS 1 publish completes while the store
+// holds every write (its PUBLISH leaves alongside its record: the server
+// keeps nothing of a QoS 1 exchange, MQTT-4.3.2-5), PublishStored returns
+// on the PUBACK, and the message arrives once. A QoS 2 publish waits for
+// its records (MQTT-4.3.3-10 on the server's side). Once the store
+// moves again, nothing of the QoS 1 message is left in it.
+func TestQoS1DoesNotWaitForStore(t *testing.T) {
+	b := broker(t)
+	col := subscriber(t, b.URL(), "gated")
+	st := &gatedStore{Store: memory.New(), gate: make(chan struct{})}
+	id := uniqueID(t)
+	c := start(t, Config{Servers: []string{b.URL()}, ClientID: id, Store: st, SessionExpiry: time.Hour, Logger: testLogger(t)})
+	t.Cleanup(st.release) // before the client's Close, which waits for the store
+	// A first message, with the store free, makes sure the connection's
+	// meta record (its bound on what was sent) is durable.
+	if err := c.Publish(ctxT(t, 10*time.Second), &Message{Topic: "gated", QoS: 1, Payload: []byte("zero")}); err != nil {
+		t.Fatal(err)
+	}
+	st.held.Store(true)
+	if _, err := c.PublishStored(ctxT(t, 10*time.Second), &Message{Topic: "gated", QoS: 1, Payload: []byte("one")}); err != nil {
+		t.Fatalf("QoS 1 PublishStored while the store holds its writes: %v", err)
+	}
+	if err := c.Publish(ctxT(t, 10*time.Second), &Message{Topic: "gated", QoS: 1, Payload: []byte("two")}); err != nil {
+		t.Fatalf("QoS 1 Publish while the store holds its writes: %v", err)
+	}
+	if st.waiting.Load() == 0 {
+		t.Fatal("no Apply was held: the test did not hold the store")
+	}
+	tok := c.PublishAsync(&Message{Topic: "gated", QoS: 2, Payload: []byte("three")})
+	col.waitFor(t, 3, 5*time.Second)
+	select {
+	case <-tok.Done():
+		t.Fatalf("QoS 2 publish completed while the store held its record: %v", tok.Err())
+	case <-time.After(100 * time.Millisecond):
+	}
+	st.release()
+	if err := tok.Wait(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatalf("QoS 2 publish once the store moves: %v", err)
+	}
+	ms := col.waitFor(t, 4, 5*time.Second)
+	col.quiet(t, 4, 200*time.Millisecond)
+	for i, want := range []string{"zero", "one", "two", "three"} {
+		if string(ms[i].Payload) != want {
+			t.Errorf("message %d: %q, want %q", i, ms[i].Payload, want)
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := st.Load(ctxT(t, time.Second), store.Key{Server: b.URL(), ClientID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Dir == store.Outbound {
+			t.Errorf("record left after every exchange ended: seq %d id %d", r.Seq, r.ID)
+		}
 	}
 }
 

@@ -95,9 +95,9 @@ func (t *Token) Stored() <-chan struct{} {
 }
 
 // WaitStored waits, within ctx, until the message is durable in the store
-// and returns nil; or returns the publish's error if it failed before
-// that (for QoS 0: its outcome once queued on the connection), or ctx's
-// error.
+// or its exchange has completed successfully, and returns nil; or returns
+// the publish's error if it failed before that (for QoS 0: its outcome
+// once queued on the connection), or ctx's error.
 func (t *Token) WaitStored(ctx context.Context) error {
 	select {
 	case <-t.Stored():
