@@ -20,10 +20,10 @@
 // that depends on the store — a QoS 2 PUBLISH on its record (a QoS 1
 // PUBLISH only on a meta record whose Sent covers it: see mayLeave), a
 // PUBREL on the PUBLISH→PUBREL replacement, a PUBREC on the inbound
-// record, a PUBCOMP on that record's deletion — waits until every operation queued before it is
-// durable (Engine.Commit, Engine.Committed), and so does every effect
-// queued after one that waits: nothing ever overtakes the store write it
-// depends on, nor a packet queued before it.
+// record, a PUBCOMP on that record's deletion — waits until every
+// operation queued before it is durable (Engine.Commit, Engine.Committed),
+// and so does every effect queued after one that waits: nothing ever
+// overtakes the store write it depends on, nor a packet queued before it.
 package engine
 
 import (
