@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -252,6 +253,36 @@ func TestPubUnreachableBroker(t *testing.T) {
 	_, errs, code = tether(t, ctx, "", "sessions", "list", "--store", "redis://:r3dispw@"+addr)
 	if code == 0 || strings.Contains(errs, "r3dispw") {
 		t.Errorf("sessions list on an unreachable Redis: exit %d\n%s", code, errs)
+	}
+}
+
+// TestPubLinesUnreachableBroker: `pub -l` whose connection fails gives up
+// with the connect error even while standard input stays open with nothing
+// to read (a terminal, a pipe nobody writes): the read in progress does
+// not hold it up.
+func TestPubLinesUnreachableBroker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx := testCtx(t, 30*time.Second)
+	stdin, w := io.Pipe()
+	t.Cleanup(func() { w.Close() }) // ends the reader left in its read
+	go func() { _, _ = io.WriteString(w, "first line\n") }()
+	var out, errs syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"pub", "-L", "mqtt://" + addr, "-t", "x", "-l", "--timeout", "2"}, stdin, &out, &errs)
+	}()
+	select {
+	case err := <-done:
+		if code := exitCode(err); code != exitConnect {
+			t.Fatalf("exit %d (%v), want %d\n%s", code, err, exitConnect, errs.String())
+		}
+	case <-ctx.Done():
+		t.Fatalf("pub -l still running with standard input open and no broker\n%s", errs.String())
 	}
 }
 

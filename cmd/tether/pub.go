@@ -271,25 +271,23 @@ func (p *publisher) send(ctx context.Context) error {
 	case o.flush:
 		return nil
 	case o.stdinLines:
-		r := bufio.NewReaderSize(o.stdin, 64<<10)
+		lines := readLines(ctx, o.stdin)
 		for {
-			line, err := r.ReadBytes('\n')
-			if len(line) > 0 {
-				if line[len(line)-1] == '\n' {
-					line = line[:len(line)-1]
-				}
-				if err := p.track(ctx, p.sess.c.PublishAsync(p.message(line))); err != nil {
-					return err
-				}
-			}
-			if errors.Is(err, io.EOF) {
+			var l line
+			var ok bool
+			select {
+			case l, ok = <-lines:
+			case <-ctx.Done():
 				return nil
 			}
-			if err != nil {
-				return fmt.Errorf("read standard input: %w", err)
-			}
-			if ctx.Err() != nil {
+			switch {
+			case !ok:
 				return nil
+			case l.err != nil:
+				return fmt.Errorf("read standard input: %w", l.err)
+			}
+			if err := p.track(ctx, p.sess.c.PublishAsync(p.message(l.b))); err != nil {
+				return err
 			}
 		}
 	}
@@ -324,6 +322,50 @@ func (p *publisher) send(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// line is one line of input without its newline, or the error that ended
+// the input.
+type line struct {
+	b   []byte
+	err error
+}
+
+// readLines reads r's lines in a goroutine of its own and hands them over
+// until r ends (EOF ends the channel, another error comes as a line) or ctx
+// is done: a read that blocks (a terminal, a pipe nobody writes) then no
+// longer holds up the publisher, which stops at once; the reader ends with
+// its read.
+func readLines(ctx context.Context, r io.Reader) <-chan line {
+	ch := make(chan line)
+	go func() {
+		defer close(ch)
+		br := bufio.NewReaderSize(r, 64<<10)
+		for {
+			b, err := br.ReadBytes('\n')
+			if len(b) > 0 {
+				if b[len(b)-1] == '\n' {
+					b = b[:len(b)-1]
+				}
+				select {
+				case ch <- line{b: b}:
+				case <-ctx.Done():
+					return
+				}
+			}
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if err != nil {
+				select {
+				case ch <- line{err: err}:
+				case <-ctx.Done():
+				}
+				return
+			}
+		}
+	}()
+	return ch
 }
 
 // waitDelivered waits until every message of this run is acknowledged
