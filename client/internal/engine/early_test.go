@@ -28,8 +28,7 @@ func (r *rig) failCommit(err error) {
 // Put is taken back from the batch: nothing is written for it.
 func TestQoS1LeavesBeforeItsRecord(t *testing.T) {
 	r := newRig(t, Config{})
-	puts := map[uint64]int{}
-	r.puts = puts
+	puts := r.countPuts()
 	r.connect(windowOf(10))
 	r.commit() // a meta record whose Sent covers what follows
 
@@ -63,12 +62,7 @@ func TestQoS1LeavesBeforeItsRecord(t *testing.T) {
 	id := r.take()[0].(*packets.Publish).PacketID
 	ops := r.e.Commit()
 	r.receive(ack(packets.PUBACK, id))
-	for _, op := range ops {
-		if op.Kind == store.OpPut {
-			r.st[op.Record.Seq] = op.Record
-			puts[op.Record.Seq]++
-		}
-	}
+	r.apply(ops)
 	r.e.Committed()
 	r.effects()
 	r.commit()

@@ -605,10 +605,17 @@ func (e *Engine) run(a *action) {
 // a store never retains the caller's slices once Apply has returned.
 func (e *Engine) recycle(ops []store.Op) {
 	for i := range ops {
-		r := &ops[i].Record
-		if ops[i].Kind == store.OpPut && r.Dir == store.Outbound && cap(r.Packet) <= 4096 && len(e.recBufs) < 4096 {
-			e.recBufs = append(e.recBufs, r.Packet[:0])
+		if r := &ops[i].Record; ops[i].Kind == store.OpPut && r.Dir == store.Outbound {
+			e.keepBuf(r.Packet)
 		}
+	}
+}
+
+// keepBuf keeps the buffer of an outbound record no store holds, unless
+// it is large or enough are kept.
+func (e *Engine) keepBuf(b []byte) {
+	if cap(b) <= 4096 && len(e.recBufs) < 4096 {
+		e.recBufs = append(e.recBufs, b[:0])
 	}
 }
 

@@ -126,21 +126,33 @@ func (r *rig) coveredBySent(p *packets.Publish) {
 func (r *rig) commit() {
 	r.t.Helper()
 	for r.e.NeedsCommit() {
-		for _, op := range r.e.Commit() {
-			if op.Kind == store.OpPut {
-				rec := op.Record
-				rec.Packet = append([]byte(nil), rec.Packet...)
-				r.st[rec.Seq] = rec
-				if r.puts != nil && rec.Dir == store.Outbound {
-					r.puts[rec.Seq]++
-				}
-			} else {
-				delete(r.st, op.Record.Seq)
-			}
-		}
+		r.apply(r.e.Commit())
 		r.e.Committed()
 		r.effects()
 	}
+}
+
+// apply makes ops durable, as a store applying a batch does.
+func (r *rig) apply(ops []store.Op) {
+	for _, op := range ops {
+		if op.Kind == store.OpPut {
+			rec := op.Record
+			rec.Packet = append([]byte(nil), rec.Packet...)
+			r.st[rec.Seq] = rec
+			if r.puts != nil && rec.Dir == store.Outbound {
+				r.puts[rec.Seq]++
+			}
+		} else {
+			delete(r.st, op.Record.Seq)
+		}
+	}
+}
+
+// countPuts makes commit count the Puts of each outbound record from now
+// on, and returns the counts.
+func (r *rig) countPuts() map[uint64]int {
+	r.puts = map[uint64]int{}
+	return r.puts
 }
 
 // connect brings a connection up with a CONNACK carrying ca's fields.

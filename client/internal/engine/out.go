@@ -249,7 +249,7 @@ func (e *Engine) send(cn *connState) {
 		if e.quota <= 0 {
 			return
 		}
-		ready := e.coverSent(m.seq) && e.mayLeave(m)
+		covered := e.coverSent(m.seq)
 		if m.id == 0 {
 			id, ok := e.ids.alloc()
 			if !ok {
@@ -261,12 +261,11 @@ func (e *Engine) send(cn *connState) {
 				e.popWaiting()
 				continue
 			}
-			ready = ready && e.mayLeave(m)
 		}
 		e.quota--
 		e.peak = max(e.peak, int(e.lim.ReceiveMax)-e.quota)
 		m.onWire = true
-		e.emitOut(action{kind: actPublish, conn: cn, m: m}, ready)
+		e.emitOut(action{kind: actPublish, conn: cn, m: m}, covered && e.mayLeave(m))
 		e.popWaiting()
 	}
 }
@@ -398,9 +397,7 @@ func (e *Engine) unput(m *Out) bool {
 	if op.Kind != store.OpPut || op.Record.Dir != store.Outbound || op.Record.Seq != m.seq {
 		return false
 	}
-	if cap(op.Record.Packet) <= 4096 && len(e.recBufs) < 4096 {
-		e.recBufs = append(e.recBufs, op.Record.Packet[:0])
-	}
+	e.keepBuf(op.Record.Packet)
 	*op = store.Op{}
 	e.cur.dead++
 	m.puts = 0

@@ -40,8 +40,7 @@ func (r *rig) restart(cfg Config) {
 // message one Put for the PUBLISH and one for the PUBREL.
 func TestQueuedMessageWrittenOnce(t *testing.T) {
 	r := newRig(t, Config{})
-	puts := map[uint64]int{}
-	r.puts = puts
+	puts := r.countPuts()
 	r.connect(windowOf(1))
 	r.commit()
 	r.publish(1, 1, "a", []byte("1"))

@@ -244,19 +244,20 @@ func optionsByte(o packets.SubscribeOptions) byte {
 // DecodeMeta decodes a meta record.
 func DecodeMeta(b []byte) (Meta, error) {
 	var m Meta
-	if len(b) < 13 || (b[0] != metaVersion && b[0] != metaVersionV1) {
+	if len(b) < metaSentAt || (b[0] != metaVersion && b[0] != metaVersionV1) {
 		return m, ErrBadMeta
 	}
 	m.Expiry = binary.BigEndian.Uint32(b[1:])
 	m.LastConnected = time.UnixMilli(int64(binary.BigEndian.Uint64(b[5:])))
 	if b[0] == metaVersion {
-		if len(b) < metaSentAt+8 {
+		sent, ok := sentOf(b)
+		if !ok {
 			return m, ErrBadMeta
 		}
-		m.Sent = binary.BigEndian.Uint64(b[metaSentAt:])
+		m.Sent = sent
 		b = b[metaSentAt+8:]
 	} else {
-		b = b[13:]
+		b = b[metaSentAt:] // version 1 had no Sent
 	}
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > uint64(len(b)) {
