@@ -65,6 +65,7 @@ type Client struct {
 	idFreed         chan struct{}       // closed when a packet identifier is freed
 	queueRoom       chan struct{}       // closed when a queued message leaves; nil when nobody waits
 	corruptReported *store.CorruptError // handed to Config.OnCorrupt already
+	scanDone        chan struct{}       // closed when the paged load of the session has read its last page
 }
 
 // Defaults of the resource bounds in Config; README's "Resource limits and
@@ -130,6 +131,7 @@ func New(cfg Config) (*Client, error) {
 		MaxQueued:            c.cfg.MaxQueued,
 		MaxQueuedBytes:       c.cfg.MaxQueuedBytes,
 		MaxPacketID:          maxPacketID,
+		LoadWindow:           c.cfg.LoadWindow,
 		Log:                  engineLog{c.log, c.flood},
 	})
 	c.deliv = newDelivery(c)
@@ -465,6 +467,15 @@ func (c *Client) shutdown() {
 	if c.closed {
 		c.mu.Unlock()
 		return
+	}
+	if c.eng.Discarding() {
+		// Inbound records of a discarded session are still being
+		// reached by the scan; left in the store, the next process would
+		// take a new message under one of their identifiers for a
+		// repeat. Let the scan end, for a while.
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ConnectTimeout)
+		_ = c.waitScanned(ctx)
+		cancel()
 	}
 	c.closed = true
 	c.waitIdle()

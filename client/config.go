@@ -206,6 +206,15 @@ type Config struct {
 	MaxQueuedBytes    int
 	FailWhenQueueFull bool
 
+	// LoadWindow bounds the stored messages a client resuming a session
+	// holds in memory, with a store that reads sessions in pages
+	// (store.Scanner: every store of this module): it connects once the
+	// first pages are read and keeps at most LoadWindow queued messages
+	// (or 8 MiB of them) loaded ahead of those sent, reading the rest from
+	// the store as the queue drains. Zero means 1,024. A store without a
+	// Scanner is loaded whole.
+	LoadWindow int
+
 	// MaxWriteBuffer bounds the bytes waiting to be written to the network.
 	// A QoS 0 publish that finds it full fails with ErrBufferFull
 	// (Publish waits for room, within its context); QoS 0 messages queued

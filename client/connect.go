@@ -81,7 +81,7 @@ func (c *Client) prepareSession(ctx context.Context, k store.Key) (lost []*Messa
 			return nil, false, err
 		}
 	case !loaded:
-		if err := c.loadSession(ctx, k); err != nil {
+		if err := c.loadSession(ctx, k, true); err != nil {
 			return nil, false, err
 		}
 	}
@@ -113,9 +113,22 @@ func lostMessages(lost []engine.Lost) []*Message {
 // commit pipeline idle.
 func (c *Client) failover(ctx context.Context, k store.Key) error {
 	oldKey := c.key
+	// Every message moves: the stored session read to its end, and the
+	// messages left in the store loaded, and what that queued durable
+	// under the old key.
+	if err := c.waitScanned(ctx); err != nil {
+		return err
+	}
+	if err := c.loadTail(ctx); err != nil {
+		return err
+	}
+	c.waitIdle()
+	if c.eng.Failing() {
+		return errors.New("client: store writes are failing: not connecting until they succeed")
+	}
 	mv := c.eng.Detach()
 	c.flush()
-	if err := c.loadSession(ctx, k); err != nil {
+	if err := c.loadSession(ctx, k, false); err != nil {
 		c.eng.Reattach(mv)
 		return err
 	}

@@ -60,6 +60,8 @@ func (c *Client) flush() {
 			}
 		case engine.StoreAt:
 			c.storeAt(f.Key, f.Ops)
+		case engine.ReadTail:
+			c.readTail(f.Num, f.Limit)
 		}
 	}
 	if c.eng.NeedsCommit() {
@@ -166,7 +168,7 @@ func (c *Client) loadFirst() error {
 	}
 	ctx, cancel := context.WithTimeout(c.storeCtx, c.cfg.ConnectTimeout)
 	defer cancel()
-	return c.loadSession(ctx, c.key)
+	return c.loadSession(ctx, c.key, true)
 }
 
 // maxPacketID is the highest packet identifier the client uses. Tests lower

@@ -13,8 +13,12 @@ import (
 func (c *Client) handlePacket(cn *conn, p packets.Packet) error {
 	switch p := p.(type) {
 	case *packets.Publish:
+		c.holdInbound(cn)
 		return c.handlePublish(cn, p)
 	case *packets.Ack:
+		if p.Kind == packets.PUBREL {
+			c.holdInbound(cn)
+		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.conn == cn {

@@ -5,22 +5,201 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/tethermq/tether/store"
 )
 
-// loadSession rebuilds the session in memory from the store for key k.
+// loadSession rebuilds the session in memory from the store for key k,
+// in pages when paged is set, or whole (a failover, whose moved messages
+// must not be dropped by a load that fails half way).
 // The commit pipeline is idle and mu held: this runs once per connection,
 // not on the hot path. See engine.Engine.Load for what a corrupt record
 // becomes.
-func (c *Client) loadSession(ctx context.Context, k store.Key) error {
-	recs, err := c.st.Load(ctx, k)
-	var corrupt *store.CorruptError
-	if err != nil && !errors.As(err, &corrupt) {
-		return fmt.Errorf("client: load session %s: %w", k, err)
+//
+// A store that reads in pages (store.Scanner) is read until the engine can
+// connect: the meta record and the records holding packet identifiers,
+// which come first. A goroutine reads the rest while the client connects
+// and sends (scanRest); the messages beyond Config.LoadWindow stay in the
+// store until the queue reaches them (readTail).
+func (c *Client) loadSession(ctx context.Context, k store.Key, paged bool) error {
+	sc, ok := c.st.(store.Scanner)
+	if !ok || !paged {
+		recs, err := c.st.Load(ctx, k)
+		var corrupt *store.CorruptError
+		if err != nil && !errors.As(err, &corrupt) {
+			return fmt.Errorf("client: load session %s: %w", k, err)
+		}
+		c.eng.Load(k, recs, corrupt)
+		c.key = k
+		c.flush()
+		return nil
 	}
-	c.eng.Load(k, recs, corrupt)
+	c.eng.LoadStart(k, false)
 	c.key = k
+	for {
+		from, scanning := c.eng.Scanning()
+		if !scanning || c.eng.CanConnect() {
+			break
+		}
+		recs, next, err := sc.Scan(ctx, k, from, 0)
+		var corrupt *store.CorruptError
+		if err != nil && !errors.As(err, &corrupt) {
+			c.eng.Unload() // the next load starts over
+			c.flush()
+			return fmt.Errorf("client: load session %s: %w", k, err)
+		}
+		c.eng.Page(recs, corrupt, next)
+	}
+	c.flush()
+	if from, scanning := c.eng.Scanning(); scanning {
+		done := make(chan struct{})
+		c.scanDone = done
+		c.wg.Add(1)
+		go c.scanRest(sc, k, from, done)
+	}
+	return nil
+}
+
+// scanRest reads the pages of the session after those loadSession read,
+// while the client connects and sends: the engine learns the inbound
+// records, the last Seq and the corrupt records only from the whole
+// session, so inbound PUBLISH and PUBREL packets (waitScanned) and new
+// publishes wait until done is closed. A failed read is retried with
+// backoff.
+func (c *Client) scanRest(sc store.Scanner, k store.Key, from uint64, done chan struct{}) {
+	defer c.wg.Done()
+	defer func() {
+		c.mu.Lock()
+		if c.scanDone == done {
+			c.scanDone = nil
+		}
+		close(done)
+		c.mu.Unlock()
+		c.reportCorrupt()
+	}()
+	delay := 50 * time.Millisecond
+	for {
+		recs, next, err := sc.Scan(c.storeCtx, k, from, 0)
+		var corrupt *store.CorruptError
+		if err != nil && !errors.As(err, &corrupt) {
+			c.log.Warn("reading the session failed; retrying", "key", k.String(), "err", err)
+			select {
+			case <-time.After(delay):
+				delay = min(2*delay, 2*time.Second)
+				continue
+			case <-c.commitStop:
+				return
+			}
+		}
+		c.mu.Lock()
+		at, scanning := c.eng.Scanning()
+		if c.closed || c.key != k || !scanning || at != from {
+			c.mu.Unlock()
+			return
+		}
+		c.eng.Page(recs, corrupt, next)
+		c.flush()
+		c.mu.Unlock()
+		if next == 0 {
+			return
+		}
+		from, delay = next, 50*time.Millisecond
+	}
+}
+
+// waitScanned waits, mu held, until the session's paged load has read its
+// last page, or ctx is done.
+func (c *Client) waitScanned(ctx context.Context) error {
+	for c.scanDone != nil {
+		done := c.scanDone
+		c.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			c.mu.Lock()
+			return fmt.Errorf("client: waiting for the stored session to be read: %w", ctx.Err())
+		}
+		c.mu.Lock()
+		if c.closed {
+			return ErrClosed
+		}
+	}
+	return nil
+}
+
+// holdInbound makes the reader of cn wait, before it hands over a PUBLISH
+// or PUBREL, until the session's paged load has read every inbound record:
+// a redelivered QoS 2 message must be known as recorded. Keep alive does
+// not count the wait. Called without mu.
+func (c *Client) holdInbound(cn *conn) {
+	c.mu.Lock()
+	done := c.scanDone
+	c.mu.Unlock()
+	if done == nil {
+		return
+	}
+	cn.paused.Store(true)
+	defer cn.paused.Store(false)
+	select {
+	case <-done:
+	case <-cn.done:
+	}
+}
+
+// readTail reads the page of the tail the engine asked for (ReadTail)
+// and hands it over; after a failed read it waits before the engine may
+// ask again. mu held when called: it returns at once.
+func (c *Client) readTail(from uint64, limit int) {
+	sc, ok := c.st.(store.Scanner)
+	if !ok {
+		return // no tail without a Scanner
+	}
+	k := c.key
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		recs, next, err := sc.Scan(c.storeCtx, k, from, limit)
+		var corrupt *store.CorruptError
+		failed := err != nil && !errors.As(err, &corrupt)
+		if failed {
+			c.log.Warn("reading stored messages failed; retrying", "key", k.String(), "err", err)
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-c.commitStop:
+				return
+			}
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.closed || c.key != k {
+			return
+		}
+		if failed {
+			c.eng.TailFailed()
+		} else {
+			c.eng.Tail(from, recs, next)
+		}
+		c.flush()
+	}()
+}
+
+// loadTail reads every message the paged load left in the store into
+// memory, before a failover moves them. mu held; the scan has ended.
+func (c *Client) loadTail(ctx context.Context) error {
+	sc, ok := c.st.(store.Scanner)
+	for ok {
+		from, more := c.eng.TailFrom()
+		if !more {
+			break
+		}
+		recs, next, err := sc.Scan(ctx, c.key, from, 0)
+		var corrupt *store.CorruptError
+		if err != nil && !errors.As(err, &corrupt) {
+			return fmt.Errorf("client: read stored messages of %s: %w", c.key, err)
+		}
+		c.eng.Tail(from, recs, next)
+	}
 	c.flush()
 	return nil
 }

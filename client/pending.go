@@ -1,8 +1,11 @@
 package client
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tethermq/tether/client/internal/engine"
@@ -67,12 +70,33 @@ func (c *Client) Pending(ctx context.Context) ([]Pending, error) {
 	}
 	if _, ok := c.eng.Loaded(); !ok {
 		c.waitIdle()
-		if err := c.loadSession(ctx, c.key); err != nil {
+		if err := c.loadSession(ctx, c.key, true); err != nil {
 			return nil, err
 		}
 	}
+	if err := c.waitScanned(ctx); err != nil {
+		return nil, err
+	}
+	list := c.eng.Outbound()
+	if from, ok := c.eng.TailFrom(); ok {
+		// The messages still in the store, behind those in memory.
+		sc := c.st.(store.Scanner) // a tail comes only from a Scanner
+		for {
+			recs, next, err := sc.Scan(ctx, c.key, from, 0)
+			var corrupt *store.CorruptError
+			if err != nil && !errors.As(err, &corrupt) {
+				return nil, fmt.Errorf("client: read stored messages of %s: %w", c.key, err)
+			}
+			list = append(list, c.eng.TailOutbound(recs)...)
+			if next == 0 {
+				break
+			}
+			from = next
+		}
+		slices.SortFunc(list, func(a, b engine.OutInfo) int { return cmp.Compare(a.Seq, b.Seq) })
+	}
 	var out []Pending
-	for _, m := range c.eng.Outbound() {
+	for _, m := range list {
 		p := Pending{Seq: m.Seq, PacketID: m.ID, QoS: m.QoS, Ref: m.Ref, State: PendingSent}
 		switch {
 		case m.Pubrel:

@@ -103,6 +103,21 @@ func (c *Client) publish(ctx context.Context, m *Message) *Token {
 		t.complete(err)
 		return t
 	}
+	if p.QoS > 0 {
+		// Sequence numbers continue those of the stored session: it is
+		// read to its last record before one is assigned, or a new
+		// process would overwrite records.
+		if _, ok := c.eng.Loaded(); !ok {
+			if err := c.loadFirst(); err != nil {
+				t.complete(err)
+				return t
+			}
+		}
+		if err := c.waitScanned(ctx); err != nil {
+			t.complete(err)
+			return t
+		}
+	}
 	if err := c.waitQueueRoom(ctx, p); err != nil {
 		t.complete(err)
 		return t
@@ -113,14 +128,6 @@ func (c *Client) publish(ctx context.Context, m *Message) *Token {
 		}
 		c.flush()
 		return t
-	}
-	if _, ok := c.eng.Loaded(); !ok {
-		// Sequence numbers continue those of the stored session: load it
-		// before assigning one, or a new process would overwrite records.
-		if err := c.loadFirst(); err != nil {
-			t.complete(err)
-			return t
-		}
 	}
 	c.eng.Publish(&a.om, p, m.Ref, t)
 	c.flush()

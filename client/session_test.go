@@ -964,3 +964,86 @@ func TestInboundBacklogAfterReconnect(t *testing.T) {
 	default:
 	}
 }
+
+// TestBacklogPaged: a Client resuming a stored backlog larger than
+// Config.LoadWindow connects after the first pages of the session, holds
+// no more than the window (and what is in flight) in memory, and sends
+// every stored message once, in order, with messages published after the
+// resume behind the backlog (MQTT-4.6.0-1). Pending lists the whole
+// session, the messages still in the store included.
+func TestBacklogPaged(t *testing.T) {
+	b := broker(t, testenv.WithMaxInflight(10))
+	col := subscriber(t, b.URL(), "paged")
+	st := memory.New()
+	id := uniqueID(t)
+	const n, window, later = 3000, 50, 20
+	a, err := New(Config{Servers: []string{b.URL()}, ClientID: id, Store: st, SessionExpiry: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		a.PublishAsync(&Message{Topic: "paged", QoS: byte(1 + i%2), Payload: []byte(strconv.Itoa(i)), Ref: strconv.Itoa(i)})
+	}
+	a.Close()
+
+	cfg := Config{Servers: []string{b.URL()}, ClientID: id, Store: st, SessionExpiry: time.Hour, LoadWindow: window}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := p.Pending(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != n {
+		t.Fatalf("Pending lists %d messages, want %d", len(list), n)
+	}
+	for i, m := range list {
+		if m.Ref != strconv.Itoa(i) || m.State != PendingQueued || m.Message == nil || string(m.Message.Payload) != m.Ref {
+			t.Fatalf("Pending[%d] = ref %q state %v", i, m.Ref, m.State)
+		}
+	}
+	p.mu.Lock()
+	held := p.eng.Held()
+	p.mu.Unlock()
+	if held > window {
+		t.Fatalf("holds %d messages after Pending, LoadWindow %d", held, window)
+	}
+	p.Close()
+
+	c := start(t, cfg)
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c.mu.Lock()
+			h := c.eng.Held()
+			c.mu.Unlock()
+			if int64(h) > peak.Load() {
+				peak.Store(int64(h))
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	for i := n; i < n+later; i++ {
+		c.PublishAsync(&Message{Topic: "paged", QoS: byte(1 + i%2), Payload: []byte(strconv.Itoa(i))})
+	}
+	checkOrder(t, col.waitFor(t, n+later, 60*time.Second), n+later)
+	close(stop)
+	wg.Wait()
+	// The window, the server's Receive Maximum in flight, and the
+	// messages published after the resume.
+	if max := int64(window + 10 + later); peak.Load() > max {
+		t.Errorf("held up to %d messages in memory, want at most %d", peak.Load(), max)
+	}
+	eventually(t, 10*time.Second, "records deleted", func() bool {
+		return countDir(records(t, st, b.URL(), id), store.Outbound) == 0
+	})
+}

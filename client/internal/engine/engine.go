@@ -96,7 +96,13 @@ type Config struct {
 	// MaxPacketID is the highest packet identifier used; 0 means 65,535.
 	// Tests lower it to exhaust identifiers with a few messages.
 	MaxPacketID uint16
-	Log         Logger
+	// LoadWindow is how many messages without a packet identifier a paged
+	// load keeps in memory ahead of those sent (LoadStart), and
+	// LoadWindowBytes what they may count against MaxQueuedBytes; the
+	// rest wait in the store. 0 means 1,024 and 8 MiB.
+	LoadWindow      int
+	LoadWindowBytes int
+	Log             Logger
 }
 
 // EffectKind says what the driver must do for an Effect.
@@ -125,6 +131,10 @@ const (
 	// Fail ends connection Conn with Err (a protocol violation or a store
 	// failure), with a DISCONNECT when Err is a *ProtocolError.
 	Fail
+	// ReadTail asks for the next page of the messages left in the store
+	// by a paged load: a Scan of the session from Num, of at most Limit
+	// records, handed to Tail with Num.
+	ReadTail
 	// StoreAt applies Ops to the session of Key, another server's than
 	// the one loaded: the record of a message acknowledged after a
 	// failover, which belongs to the session it came from. A failure is
@@ -136,7 +146,8 @@ const (
 type Effect struct {
 	Kind   EffectKind
 	Conn   uint64 // connection generation, for Write, Publish0 and Fail
-	Num    uint64 // a Write's number among its connection's numbered writes
+	Num    uint64 // a Write's number among its connection's numbered writes; ReadTail's Seq
+	Limit  int    // ReadTail: records wanted
 	Packet packets.Packet
 	In     *Inbound
 	Ticket any
@@ -304,6 +315,8 @@ type Engine struct {
 	tickets0    []any
 	queuedBytes int
 
+	scan scanState // a paged load, and the tail it leaves (scan.go)
+
 	corrupt      *store.CorruptError
 	corruptIDs   []uint16
 	abandonedIDs []uint16 // identifiers of dropped QoS 2 messages the server may hold
@@ -338,8 +351,15 @@ func New(cfg Config) *Engine {
 	if cfg.Log == nil {
 		cfg.Log = nopLog{}
 	}
+	if cfg.LoadWindow <= 0 {
+		cfg.LoadWindow = 1024
+	}
+	if cfg.LoadWindowBytes <= 0 {
+		cfg.LoadWindowBytes = 8 << 20
+	}
 	e := &Engine{cfg: cfg, log: cfg.Log, nextSeq: 1, lim: DefaultLimits()}
 	e.ids.max = cfg.MaxPacketID
+	e.scan.idsKnown = true // nothing is stored until a session is loaded
 	e.byID = make(map[uint16]*Out)
 	e.inQoS2 = make(map[uint16]uint64)
 	e.in2 = make(map[uint16]*Inbound)

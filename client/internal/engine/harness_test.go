@@ -28,6 +28,7 @@ type rig struct {
 	elsewhere []Effect      // StoreAt effects
 	stored    map[int]bool
 	puts      map[uint64]int // if set, commit counts the Puts of each outbound record
+	tailReqs  []Effect       // ReadTail effects not yet served
 	now       time.Time
 }
 
@@ -86,6 +87,8 @@ func (r *rig) effects() {
 			r.stored[f.Ticket.(int)] = true
 		case StoreAt:
 			r.elsewhere = append(r.elsewhere, f)
+		case ReadTail:
+			r.tailReqs = append(r.tailReqs, f)
 		}
 	}
 }

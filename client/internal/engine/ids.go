@@ -47,7 +47,13 @@ func (s *idSet) reset() { *s = idSet{next: s.next, max: s.max} }
 
 // AllocID reserves a packet identifier for a SUBSCRIBE or UNSUBSCRIBE, or
 // reports false when every identifier is in use (wait for IDFreed).
-func (e *Engine) AllocID() (uint16, bool) { return e.ids.alloc() }
+// A paged load still reading the stored identifiers gives none yet.
+func (e *Engine) AllocID() (uint16, bool) {
+	if !e.scan.idsKnown {
+		return 0, false
+	}
+	return e.ids.alloc()
+}
 
 // ReleaseID frees an identifier AllocID returned.
 func (e *Engine) ReleaseID(id uint16) { e.freeID(id) }

@@ -39,12 +39,14 @@ type Out struct {
 // Publish adds the QoS 1 or 2 message p (validated by the driver) to the
 // session, as m, completing ticket when its exchange ends. It is stored
 // before it is sent (QoS 2) or while it is (QoS 1, see mayLeave), and sent
-// in order. The engine keeps p until then.
+// in order, behind any messages a paged load left in the store. The engine
+// keeps p until then. Not while a paged load scans (Scanning): the
+// session's last Seq is not known yet.
 func (e *Engine) Publish(m *Out, p *packets.Publish, ref string, ticket any) {
 	*m = Out{seq: e.nextSeq, qos: p.QoS, pub: p, ticket: ticket, ref: ref}
 	e.nextSeq++
 	e.track(m)
-	if cn := e.conn; cn != nil {
+	if cn := e.conn; cn != nil && e.scan.tailFrom == 0 {
 		e.waiting = append(e.waiting, m)
 		e.pump()
 	}
@@ -87,6 +89,9 @@ func (e *Engine) sentAhead() uint64 {
 // never given ahead, for SUBSCRIBE and UNSUBSCRIBE and for the message due
 // first.
 func (e *Engine) giveAhead() {
+	if !e.scan.idsKnown {
+		return
+	}
 	e.giveAt = max(e.giveAt, e.waitHead)
 	for ; e.giveAt < len(e.waiting); e.giveAt++ {
 		m := e.waiting[e.giveAt]
@@ -225,6 +230,7 @@ func (e *Engine) pump() {
 	}
 	e.send(e.conn)
 	e.giveAhead()
+	e.wantTail()
 }
 
 func (e *Engine) send(cn *connState) {
@@ -251,6 +257,9 @@ func (e *Engine) send(cn *connState) {
 		}
 		covered := e.coverSent(m.seq)
 		if m.id == 0 {
+			if !e.scan.idsKnown {
+				return // a stored record not read yet may hold the one alloc would give
+			}
 			id, ok := e.ids.alloc()
 			if !ok {
 				return // MQTT-2.2.1-3: wait for a free identifier, never reuse one
@@ -573,12 +582,15 @@ func (e *Engine) QueueFull(p *packets.Publish) bool {
 	if p.QoS == 0 && e.conn != nil {
 		return false
 	}
-	n := e.msgs.live + len(e.queued0)
-	return n > 0 && (n >= e.cfg.MaxQueued || e.queuedBytes+PubCost(p) > e.cfg.MaxQueuedBytes)
+	n, bytes := e.Queued()
+	return n > 0 && (n >= e.cfg.MaxQueued || bytes+PubCost(p) > e.cfg.MaxQueuedBytes)
 }
 
-// Queued returns the messages and bytes the outbound queue holds.
-func (e *Engine) Queued() (n, bytes int) { return e.msgs.live + len(e.queued0), e.queuedBytes }
+// Queued returns the messages and bytes the outbound queue holds, those
+// still in the store (the tail of a paged load) included.
+func (e *Engine) Queued() (n, bytes int) {
+	return e.msgs.live + len(e.queued0) + e.scan.tailN, e.queuedBytes + e.scan.tailBytes
+}
 
 // PeakInflight returns the most QoS>0 PUBLISHes seen in flight at once.
 func (e *Engine) PeakInflight() int { return e.peak }

@@ -59,3 +59,38 @@ func (l *outList) all() []*Out {
 	}
 	return ms
 }
+
+// addRun adds the messages of run, in Seq order and none of them in the
+// list: a page of the tail, which goes before the messages published
+// while it was in the store.
+func (l *outList) addRun(run []*Out) {
+	if len(run) == 0 {
+		return
+	}
+	for _, m := range run {
+		m.tracked = true
+	}
+	l.live += len(run)
+	i, _ := slices.BinarySearchFunc(l.ms, run[0].seq, bySeq)
+	if i == len(l.ms) {
+		l.ms = append(l.ms, run...)
+		return
+	}
+	rest := slices.Clone(l.ms[i:])
+	l.ms = l.ms[:i]
+	for len(run) > 0 && len(rest) > 0 {
+		if run[0].seq < rest[0].seq {
+			l.ms, run = append(l.ms, run[0]), run[1:]
+		} else {
+			l.ms, rest = append(l.ms, rest[0]), rest[1:]
+		}
+	}
+	l.ms = append(append(l.ms, run...), rest...)
+}
+
+// from returns the list from the first message with a Seq at or above
+// seq, finished ones included.
+func (l *outList) from(seq uint64) []*Out {
+	i, _ := slices.BinarySearchFunc(l.ms, seq, bySeq)
+	return l.ms[i:]
+}

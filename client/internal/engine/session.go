@@ -1,10 +1,7 @@
 package engine
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/tethermq/tether/packets"
@@ -101,10 +98,10 @@ type Lost struct {
 // Loaded reports whether a session has been loaded, and for which key.
 func (e *Engine) Loaded() (store.Key, bool) { return e.key, e.loaded }
 
-// Load rebuilds the session from the records a store returned for k (and
-// the corruption it reported, if any). Publishes still pending are
-// attached to their records again; those whose record is gone fail with
-// ErrSessionLost.
+// Load rebuilds the session from every record a store returned for k (and
+// the corruption it reported, if any), at once: LoadStart and one Page
+// holding the whole session. Publishes still pending are attached to their
+// records again; those whose record is gone fail with ErrSessionLost.
 //
 // Records that cannot be used — reported corrupt by the store, or readable
 // but not a valid record of this client — are left out, kept in the store,
@@ -112,87 +109,8 @@ func (e *Engine) Loaded() (store.Key, bool) { return e.key, e.loaded }
 // reserved while the record exists: the server may still hold that
 // identifier's exchange.
 func (e *Engine) Load(k store.Key, recs []store.Record, corrupt *store.CorruptError) {
-	bad := &store.CorruptError{Key: k}
-	var causes []error // errors.Is finds each, the store's own included
-	if corrupt != nil {
-		bad.Seqs = append(bad.Seqs, corrupt.Seqs...)
-		if corrupt.Err != nil {
-			causes = append(causes, corrupt.Err)
-		} else {
-			causes = append(causes, errors.New("integrity check failed"))
-		}
-	}
-	var old map[uint64]*Out // pending publishes, to attach to their records again
-	if e.msgs.live > 0 {
-		old = make(map[uint64]*Out, e.msgs.live)
-		for _, m := range e.msgs.all() {
-			old[m.seq] = m
-		}
-	}
-	if k != e.key {
-		e.leave(k)
-	}
-	e.key = k
-	for _, m := range e.msgs.ms {
-		m.tracked = false
-	}
-	e.msgs = outList{ms: make([]*Out, 0, len(recs))}
-	e.queuedBytes = 0
-	e.byID = make(map[uint16]*Out)
-	e.inQoS2 = make(map[uint16]uint64)
-	e.ids.reset()
-	e.corruptIDs = nil
-	e.abandonedIDs = nil // they belonged to the session loaded before
-	e.haveMeta = false
-	e.meta = Meta{}
-	e.metaSeen = slices.Contains(bad.Seqs, store.MetaSeq) || (len(recs) > 0 && recs[0].Seq == store.MetaSeq)
-	var top uint64
-	for _, s := range bad.Seqs {
-		if s < MaxSeq {
-			top = max(top, s) // never overwrite a record the store could not read
-		}
-	}
-	for _, r := range recs {
-		if r.Seq < MaxSeq {
-			top = max(top, r.Seq)
-		}
-		if err := e.loadRecord(r, old); err != nil {
-			bad.Seqs = append(bad.Seqs, r.Seq)
-			causes = append(causes, fmt.Errorf("seq %d: %w", r.Seq, err))
-			if r.ID != 0 && r.Dir == store.Outbound {
-				e.ids.set(r.ID)
-				e.corruptIDs = append(e.corruptIDs, r.ID)
-			}
-		}
-	}
-	// A pending publish whose record is gone can only belong to a message
-	// the store lost; it must not wait forever.
-	for _, o := range old {
-		if !o.done {
-			o.done = true
-			e.complete(o, ErrSessionLost)
-		}
-	}
-	e.nextSeq = max(e.nextSeq, top+1)
-	// What the store says was sent is covered. With a meta record that
-	// has no Sent (corrupt, or from before Sent) every record may have
-	// been sent, and the next meta record written says so before anything
-	// is; without one, nothing was.
-	e.sentQueued, e.sentDurable = e.meta.Sent, e.meta.Sent
-	if e.metaSeen && e.meta.Sent == 0 {
-		e.meta.Sent = top
-	}
-	e.resetWaiting()
-	e.loaded = true
-	e.corrupt = nil
-	if len(bad.Seqs) > 0 {
-		slices.Sort(bad.Seqs)
-		bad.Seqs = slices.Compact(bad.Seqs)
-		bad.Err = errors.Join(causes...)
-		e.corrupt = bad
-		e.log.Log(slog.LevelError, "corrupt session records left out (see Config.OnCorrupt and Client.DiscardCorrupt)",
-			"key", k.String(), "seqs", bad.Seqs, "err", bad.Err)
-	}
+	e.LoadStart(k, true)
+	e.Page(recs, corrupt, 0)
 }
 
 // leave hands the inbound QoS 2 messages still with the application to the
@@ -220,46 +138,6 @@ func (e *Engine) leave(k store.Key) {
 	}
 	clear(e.away[n:])
 	e.away = e.away[:n]
-}
-
-// loadRecord adds one stored record to the session, or says why it cannot.
-func (e *Engine) loadRecord(r store.Record, old map[uint64]*Out) error {
-	pr, err := ParseRecord(r)
-	if err != nil {
-		return err
-	}
-	switch r.Dir {
-	case store.Meta:
-		e.meta, e.haveMeta = pr.Meta, true
-		return nil
-	case store.Inbound:
-		e.inQoS2[r.ID] = r.Seq
-		return nil
-	}
-	sent := pr.Pubrel || MaybeSent(e.meta, e.metaSeen, r)
-	m := &Out{seq: r.Seq, id: r.ID, stored: true, bare: r.ID == 0, sent: sent, ref: pr.Ref, qos: 2, pubrel: pr.Pubrel}
-	if pr.Pub != nil {
-		// Keep the record's bytes, not the decoded packet (a third of the
-		// memory): decoded again when the window reaches it.
-		m.qos = pr.Pub.QoS
-		m.raw = pr.Packet
-	}
-	if m.id != 0 && e.ids.has(m.id) {
-		return fmt.Errorf("packet identifier %d held by two records", m.id)
-	}
-	if o := old[r.Seq]; o != nil && !o.done {
-		m.ticket, o.ticket = o.ticket, nil
-		if m.pub == nil && m.raw == nil {
-			m.pub = o.pub // a PUBREL: keep the message for Pending
-		}
-		o.done = true
-	}
-	e.track(m)
-	if m.id != 0 {
-		e.byID[m.id] = m
-		e.ids.set(m.id)
-	}
-	return nil
 }
 
 // Corrupt returns the records the last load left out, or nil.
@@ -326,8 +204,12 @@ func (e *Engine) Connected(link Link, ca *packets.Connack, clean bool, now time.
 	// The meta record is written anyway: let its Sent cover what this
 	// connection sends first, so that no PUBLISH waits for a meta record
 	// of its own.
-	first := e.nextSeq
+	upTo := e.released() // the messages from there wait behind the tail
+	first := e.frontier()
 	for _, m := range resend {
+		if m.seq >= upTo {
+			break
+		}
 		if !m.sent && !m.pubrel {
 			first = m.seq
 			break
@@ -342,6 +224,9 @@ func (e *Engine) Connected(link Link, ca *packets.Connack, clean bool, now time.
 	e.resetWaiting()
 	for _, m := range resend {
 		m.onWire = false
+		if m.seq >= upTo {
+			continue
+		}
 		if m.sent {
 			r.Resent++
 		}
@@ -448,7 +333,8 @@ func (e *Engine) discard() []Lost {
 		e.addOp(store.Delete(seq))
 		delete(e.inQoS2, id)
 	}
-	clear(e.in2) // their acks find themselves orphaned and record nothing
+	e.scan.drop = e.scan.on // and those the scan has not reached yet
+	clear(e.in2)            // their acks find themselves orphaned and record nothing
 	return lost
 }
 

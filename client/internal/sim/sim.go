@@ -128,6 +128,11 @@ type world struct {
 	taken      bool
 	inflight   []store.Op
 	storeFails bool // the store fails writes for a while
+	// paged: the process loads its session in pages (store.Scanner) and
+	// keeps at most LoadWindow queued messages in memory; tailReq is the
+	// ReadTail the engine asked for, not yet served.
+	paged   bool
+	tailReq *engine.Effect
 
 	// The process.
 	life     int
@@ -197,6 +202,9 @@ func newWorld(opts Options) *world {
 		w.bcfg.MaximumPacketSize = 200
 	}
 	w.slowStore = r.IntN(3) == 0
+	if w.paged = r.IntN(3) != 0; w.paged {
+		w.cfg.LoadWindow = 1 + r.IntN(6)
+	}
 	if w.qos1Mostly = r.IntN(3) == 0; w.qos1Mostly && r.IntN(2) == 0 {
 		// Room in the server's window: a QoS 1 PUBLISH leaves as it is
 		// published, and its PUBACK may overtake its record.
@@ -259,16 +267,97 @@ func (w *world) fail(format string, args ...any) error {
 	return f
 }
 
-// boot starts a process: a new engine that loads the durable session.
+// boot starts a process: a new engine that loads the durable session,
+// whole or (paged) in pages until it can connect, the rest as scanStep
+// comes.
 func (w *world) boot() {
 	w.life++
 	w.eng = engine.New(w.cfg)
 	recs := w.records(w.srv)
-	w.eng.Load(keyOf(w.srv), recs, nil)
 	w.tickets = nil
 	w.unacked = nil
 	w.committing, w.taken, w.inflight = false, false, nil
-	w.logf("boot: %d records", len(recs))
+	w.tailReq = nil
+	if !w.paged {
+		w.eng.Load(keyOf(w.srv), recs, nil)
+		w.logf("boot: %d records", len(recs))
+		return
+	}
+	w.eng.LoadStart(keyOf(w.srv), false)
+	for !w.eng.CanConnect() {
+		w.page()
+	}
+	w.logf("boot: %d records, paged", len(recs))
+}
+
+// scan reads records of the durable session of the loaded key, as
+// store.Scanner does: at most limit, with Seq from from on, and where the
+// next page starts (0 at the end).
+func (w *world) scan(from uint64, limit int) ([]store.Record, uint64) {
+	k, _ := w.eng.Loaded()
+	db := w.durable[k.Server]
+	var seqs []uint64
+	for seq := range db {
+		if seq >= from {
+			seqs = append(seqs, seq)
+		}
+	}
+	slices.Sort(seqs)
+	var next uint64
+	if len(seqs) > limit {
+		next, seqs = seqs[limit], seqs[:limit]
+	}
+	recs := make([]store.Record, len(seqs))
+	for i, seq := range seqs {
+		r := db[seq]
+		r.Packet = slices.Clone(r.Packet)
+		recs[i] = r
+	}
+	return recs, next
+}
+
+// page hands the engine the next page of its paged load.
+func (w *world) page() {
+	from, _ := w.eng.Scanning()
+	recs, next := w.scan(from, 1+w.rnd.IntN(4))
+	w.eng.Page(recs, nil, next)
+	w.logf("page from %d: %d records, next %d", from, len(recs), next)
+}
+
+// scanStep reads a page of the session's scan, or of the tail the engine
+// asked for.
+func (w *world) scanStep() error {
+	if _, ok := w.eng.Scanning(); ok {
+		w.page()
+		return w.effects()
+	}
+	if f := w.tailReq; f != nil {
+		w.tailReq = nil
+		recs, next := w.scan(f.Num, f.Limit)
+		w.eng.Tail(f.Num, recs, next)
+		w.logf("tail from %d: %d records, next %d", f.Num, len(recs), next)
+		return w.effects()
+	}
+	return nil
+}
+
+// loadAll ends the scan and reads the whole tail, as the client does
+// before a failover.
+func (w *world) loadAll() error {
+	for {
+		if _, ok := w.eng.Scanning(); ok {
+			w.page()
+		} else if from, ok := w.eng.TailFrom(); ok {
+			recs, next := w.scan(from, 1+w.rnd.IntN(4))
+			w.eng.Tail(from, recs, next)
+		} else {
+			w.tailReq = nil
+			return w.effects()
+		}
+		if err := w.effects(); err != nil {
+			return err
+		}
+	}
 }
 
 func (w *world) run() error {
@@ -341,6 +430,8 @@ func (w *world) chaosStep() error {
 		if w.faults && w.rnd.IntN(2) == 0 {
 			return w.badAlias()
 		}
+	case n < 99:
+		return w.scanStep()
 	default:
 		return w.connectStep()
 	}
@@ -376,6 +467,8 @@ func (w *world) drain() error {
 		}
 		var err error
 		switch {
+		case w.rnd.IntN(4) == 0:
+			err = w.scanStep()
 		case w.link == nil:
 			if err = w.connectStep(); err == nil && w.link == nil {
 				err = w.commitStep()
@@ -417,12 +510,17 @@ func (w *world) openTickets() int {
 
 // quiet reports whether nothing is left to do.
 func (w *world) quiet() bool {
-	return w.link != nil && !w.link.closed && !w.committing && !w.eng.NeedsCommit() && len(w.wbuf) == 0 &&
+	_, scanning := w.eng.Scanning()
+	_, tail := w.eng.TailFrom()
+	return !scanning && !tail && w.link != nil && !w.link.closed && !w.committing && !w.eng.NeedsCommit() && len(w.wbuf) == 0 &&
 		len(w.toBroker) == 0 && len(w.toClient) == 0 && len(w.unacked) == 0 && w.broker.Unacked() == 0 &&
 		w.openTickets() == 0
 }
 
 func (w *world) publish() error {
+	if _, ok := w.eng.Scanning(); ok {
+		return nil // the client's Publish waits for the scan's end
+	}
 	w.nextOut++
 	payload := "o" + strconv.Itoa(w.nextOut)
 	qos := byte(1 + w.rnd.IntN(2))
@@ -506,7 +604,9 @@ func (w *world) commitStep() error {
 	w.logf("commit %d ops", len(ops))
 	w.eng.Committed()
 	err := w.effects()
-	if !w.eng.NeedsCommit() {
+	if _, scanning := w.eng.Scanning(); !w.eng.NeedsCommit() && !scanning {
+		// The scan deletes the discarded session's inbound records it
+		// has not reached yet as it reaches them.
 		w.discardPending = false
 		clear(w.discarded)
 	}
@@ -611,6 +711,13 @@ func (w *world) toClientStep() error {
 		return nil
 	}
 	b := w.toClient[0]
+	if _, ok := w.eng.Scanning(); ok {
+		// The driver holds inbound PUBLISH and PUBREL packets, and what
+		// follows them, until the scan has read every inbound record.
+		if t := packets.Type(b[0] >> 4); t == packets.PUBLISH || t == packets.PUBREL {
+			return nil
+		}
+	}
 	w.toClient = w.toClient[1:]
 	p, err := packets.Decode(b, 0)
 	if err != nil {
@@ -739,6 +846,12 @@ func (w *world) effects() (err error) {
 		case engine.Stored:
 			t := f.Ticket.(*ticket)
 			t.stored = true
+		case engine.ReadTail:
+			if w.tailReq != nil {
+				return w.fail("ReadTail from %d while one from %d is out", f.Num, w.tailReq.Num)
+			}
+			f := f
+			w.tailReq = &f
 		case engine.Fail:
 			failed = f.Err
 		case engine.StoreAt:
@@ -954,6 +1067,14 @@ func (w *world) crash() error {
 // finish, pending publishes fail with errClosed while their messages stay
 // stored, and a new process takes over the store.
 func (w *world) close() error {
+	for w.eng.Discarding() {
+		// The discarded session's inbound records the scan has not
+		// reached yet are deleted as it reaches them: Close lets it end.
+		w.page()
+		if err := w.effects(); err != nil {
+			return err
+		}
+	}
 	for w.committing || w.eng.NeedsCommit() {
 		if w.storeFails {
 			return nil // Close waits for a store that is down no longer than its timeout; try later
@@ -1021,6 +1142,18 @@ func (w *world) badAlias() error {
 func (w *world) failover() error {
 	if len(w.brokers) < 2 || w.link != nil || w.committing || w.eng.NeedsCommit() {
 		return nil
+	}
+	if err := w.loadAll(); err != nil {
+		return err
+	}
+	for w.eng.NeedsCommit() { // what the scan queued belongs to this session
+		if w.storeFails {
+			return nil
+		}
+		w.committing = true
+		if err := w.commitStep(); err != nil {
+			return err
+		}
 	}
 	from, to := w.srv, 1-w.srv
 	for _, m := range w.eng.Outbound() {
