@@ -256,62 +256,79 @@ func BenchmarkResume100k(b *testing.B) {
 	}
 }
 
-// BenchmarkResume1M is BenchmarkResume100k with 1,000,000 messages, bolt
-// only; it runs with TETHER_BENCH_HUGE=1.
+// BenchmarkResume1M is BenchmarkResume100k with 1,000,000 messages; it
+// runs with TETHER_BENCH_HUGE=1.
 func BenchmarkResume1M(b *testing.B) {
 	if os.Getenv("TETHER_BENCH_HUGE") != "1" {
 		b.Skip("set TETHER_BENCH_HUGE=1 to store and resume 1,000,000 messages")
 	}
-	b.Run("bolt", func(b *testing.B) { benchResume(b, "bolt", 1_000_000) })
+	for _, kind := range []string{"bolt", "sqlite", "redis"} {
+		b.Run(kind, func(b *testing.B) { benchResume(b, kind, 1_000_000) })
+	}
 }
 
-// BenchmarkHeapPerStoredMessage: the heap a client holds per message of a
-// stored backlog once it has loaded the session (Client.Pending loads it
-// without connecting), the store's own memory excluded (bolt: a memory
-// map; sqlite: its page cache, outside the Go heap).
+// BenchmarkHeapPerStoredMessage: the heap a client holds for a stored
+// backlog once it has loaded the session (Client.Pending loads it without
+// connecting), the store's own memory excluded (bolt: a memory map;
+// sqlite: its page cache, outside the Go heap). With the default
+// LoadWindow ("window") it holds the window whatever the backlog:
+// held-heap-MB. With a window as large as the backlog ("whole") every
+// message is held: heap-B/msg is what one costs.
 func BenchmarkHeapPerStoredMessage(b *testing.B) {
 	const n = 100_000
 	for _, kind := range []string{"bolt", "sqlite"} {
-		b.Run(kind, func(b *testing.B) {
-			e := newBenchEnv(b, *resumeWindow, false)
-			for i := 0; i < b.N; i++ {
-				b.StopTimer()
-				id := fmt.Sprintf("heap-%s-%d", kind, i)
-				st, err := OpenStore(kind, e.dir, "", id)
-				if err != nil {
-					b.Fatal(err)
-				}
-				e.fillBacklog(b, st, id, "heap/"+id, n)
-				st.Close()
-				if st, err = OpenStore(kind, e.dir, "", id); err != nil {
-					b.Fatal(err)
-				}
-				var before, after runtime.MemStats
-				runtime.GC()
-				runtime.ReadMemStats(&before)
-				b.StartTimer()
-				c, err := client.New(e.backlogConfig(id, st, n))
-				if err != nil {
-					b.Fatal(err)
-				}
-				p, err := c.Pending(context.Background())
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.StopTimer()
-				if len(p) != n {
-					b.Fatalf("Pending lists %d messages, want %d", len(p), n)
-				}
-				p = nil
-				runtime.GC()
-				runtime.ReadMemStats(&after)
-				runtime.KeepAlive(c)
-				per := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / n
-				b.ReportMetric(per, "heap-B/msg")
-				b.ReportMetric(per-float64(*resumePayload), "heap-B/msg-beyond-payload")
-				c.Close()
-				st.Close()
-			}
-		})
+		for _, mode := range []string{"window", "whole"} {
+			b.Run(kind+"/"+mode, func(b *testing.B) { benchHeap(b, kind, mode == "whole", n) })
+		}
+	}
+}
+
+func benchHeap(b *testing.B, kind string, whole bool, n int) {
+	e := newBenchEnv(b, *resumeWindow, false)
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		id := fmt.Sprintf("heap-%s-%v-%d", kind, whole, i)
+		st, err := OpenStore(kind, e.dir, "", id)
+		if err != nil {
+			b.Fatal(err)
+		}
+		e.fillBacklog(b, st, id, "heap/"+id, n)
+		st.Close()
+		if st, err = OpenStore(kind, e.dir, "", id); err != nil {
+			b.Fatal(err)
+		}
+		cfg := e.backlogConfig(id, st, n)
+		if whole {
+			cfg.LoadWindow = n
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		b.StartTimer()
+		c, err := client.New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p, err := c.Pending(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if len(p) != n {
+			b.Fatalf("Pending lists %d messages, want %d", len(p), n)
+		}
+		p = nil
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		runtime.KeepAlive(c)
+		held := float64(int64(after.HeapAlloc) - int64(before.HeapAlloc))
+		if whole {
+			b.ReportMetric(held/float64(n), "heap-B/msg")
+			b.ReportMetric(held/float64(n)-float64(*resumePayload), "heap-B/msg-beyond-payload")
+		} else {
+			b.ReportMetric(held/(1<<20), "held-heap-MB")
+		}
+		c.Close()
+		st.Close()
 	}
 }
