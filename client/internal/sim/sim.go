@@ -204,6 +204,9 @@ func newWorld(opts Options) *world {
 	w.slowStore = r.IntN(3) == 0
 	if w.paged = r.IntN(3) != 0; w.paged {
 		w.cfg.LoadWindow = 1 + r.IntN(6)
+		if r.IntN(2) == 0 {
+			w.cfg.LoadWindowBytes = 150 + r.IntN(400) // a message or a few
+		}
 	}
 	if w.qos1Mostly = r.IntN(3) == 0; w.qos1Mostly && r.IntN(2) == 0 {
 		// Room in the server's window: a QoS 1 PUBLISH leaves as it is
