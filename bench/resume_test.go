@@ -26,6 +26,7 @@ import (
 var (
 	resumeWindow  = flag.Int("resume.window", 20, "the broker's max_inflight_messages during the resume benchmarks")
 	resumePayload = flag.Int("resume.payload", 64, "payload bytes of the backlog's messages")
+	resumeLoad    = flag.Int("resume.loadwindow", 0, "the resuming client's Config.LoadWindow (0: its default)")
 )
 
 // benchEnv is the broker and Redis of one benchmark.
@@ -59,7 +60,7 @@ func newBenchEnv(b *testing.B, window int, redis bool) *benchEnv {
 func (e *benchEnv) backlogConfig(id string, st store.SessionStore, n int) client.Config {
 	return client.Config{
 		Servers: []string{"mqtt://" + e.mosq.Addr}, ClientID: id, Store: st, SessionExpiry: time.Hour,
-		MaxQueued: n + 1, MaxQueuedBytes: 1 << 34, KeepAlive: time.Minute,
+		MaxQueued: n + 1, MaxQueuedBytes: 1 << 34, KeepAlive: time.Minute, LoadWindow: *resumeLoad,
 	}
 }
 
