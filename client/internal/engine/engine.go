@@ -3,9 +3,10 @@
 // and 2 flows, flow control both ways, topic aliases, resend order,
 // Session Present, local session expiry, failover between servers and the
 // crash window. Inputs go in (an application call, a packet read, a store
-// batch that became durable or failed, a connection that came up or went
-// down, the time); effects come out, in the order they must happen: store
-// operations, packets to write, messages to deliver, publishes to complete.
+// batch that became durable or failed, a page of the stored session, a
+// connection that came up or went down, the time); effects come out, in
+// the order they must happen: store operations, packets to write,
+// messages to deliver, publishes to complete.
 //
 // The engine starts no goroutine, takes no lock, reads no clock, sets no
 // timer and does no I/O (a test over its source checks it). Its caller, the

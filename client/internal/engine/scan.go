@@ -16,11 +16,12 @@ import (
 //
 //   - LoadStart begins; Page takes each page the driver reads.
 //   - CanConnect says when the pages so far hold what a CONNECT needs: the
-//     meta record, and every outbound record holding a packet identifier.
-//     Those come first: identifiers are given in Seq order (giveAhead), so
-//     the stored outbound records holding one are a prefix of the
-//     outbound records, and the first one without tells that the rest
-//     hold none. The resend can start from there.
+//     meta record, and every outbound record that may have been sent.
+//     Those come first: they lie within the meta record's Sent, and
+//     identifiers are given in Seq order (giveAhead), so the stored
+//     outbound records holding one are a prefix of the outbound records:
+//     the first one without tells that the rest hold none, and so that
+//     new identifiers may be given. The resend can start from there.
 //   - The scan goes on while connected, to learn what only the whole
 //     session tells: the inbound QoS 2 records (the driver holds inbound
 //     PUBLISH and PUBREL packets until the scan ends, or a redelivery
@@ -42,6 +43,7 @@ type scanState struct {
 	idsKnown bool   // every stored outbound identifier is known
 	drop     bool   // the session was discarded meanwhile: inbound records found later go
 	top      uint64 // the highest Seq seen
+	sent     uint64 // the loaded meta record's Sent: Connected raises the session's
 	bad      []uint64
 	causes   []error
 	old      map[uint64]*Out // publishes pending at LoadStart, to attach to their records
@@ -103,8 +105,8 @@ func (e *Engine) Unload() {
 // Page adds one page of the session LoadStart began: records in ascending
 // Seq order, following those of the pages before, the corruption the
 // store reported for them, and next, where the following page starts (0:
-// this was the last). A corrupt record found later than the first page is
-// reported (Corrupt) once the scan ends.
+// this was the last). The corrupt records are reported (Corrupt) once the
+// scan ends.
 func (e *Engine) Page(recs []store.Record, corrupt *store.CorruptError, next uint64) {
 	s := &e.scan
 	if !s.on {
@@ -162,7 +164,7 @@ func (e *Engine) pageRecord(r store.Record) error {
 	switch r.Dir {
 	case store.Meta:
 		e.meta, e.haveMeta = pr.Meta, true
-		e.sentQueued, e.sentDurable = e.meta.Sent, e.meta.Sent
+		e.sentQueued, e.sentDurable, s.sent = e.meta.Sent, e.meta.Sent, e.meta.Sent
 		return nil
 	case store.Inbound:
 		if s.drop {
@@ -186,7 +188,7 @@ func (e *Engine) pageRecord(r store.Record) error {
 		s.tailBytes += 128 + len(pr.Packet) + len(pr.Ref)
 		return nil
 	}
-	sent := pr.Pubrel || MaybeSent(e.meta, e.metaSeen, r)
+	sent := pr.Pubrel || MaybeSent(Meta{Sent: s.sent}, e.metaSeen, r)
 	m := &Out{seq: r.Seq, id: r.ID, stored: true, bare: r.ID == 0, sent: sent, ref: pr.Ref, qos: 2, pubrel: pr.Pubrel}
 	if pr.Pub != nil {
 		// Keep the record's bytes, not the decoded packet (a third of the
@@ -260,13 +262,24 @@ func (e *Engine) Scanning() (from uint64, ok bool) { return e.scan.pos, e.scan.o
 
 // CanConnect reports whether the pages so far hold all a CONNECT needs:
 // the meta record (whether the session is still held, and what was sent)
-// and every outbound record holding a packet identifier (what a lost
-// session loses; which identifiers are free). A meta record without Sent
-// (corrupt, or of an older version) takes the whole scan: every record
-// holding an identifier up to the last may have been sent.
+// and every outbound record that may have been sent (what a lost session
+// loses, and what is resent with DUP 1): those within the meta record's
+// Sent, or, before the first record without an identifier, every record
+// holding one. Records holding an identifier beyond Sent were given it
+// ahead and never sent; they load as the scan reaches them and go out
+// under it, while new identifiers wait until every stored one is known
+// (idsKnown). A meta record without Sent (corrupt, or of an older version)
+// takes the whole scan: every record holding an identifier up to the last
+// may have been sent.
 func (e *Engine) CanConnect() bool {
 	s := &e.scan
-	return !s.on || (s.pages > 0 && s.idsKnown && !(e.metaSeen && e.meta.Sent == 0))
+	switch {
+	case !s.on:
+		return true
+	case s.pages == 0 || (e.metaSeen && e.meta.Sent == 0):
+		return false
+	}
+	return s.idsKnown || (e.haveMeta && s.pos > s.sent)
 }
 
 // released is the Seq from which messages wait behind the tail: they are

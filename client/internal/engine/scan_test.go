@@ -203,3 +203,75 @@ func TestPagedLoadDiscard(t *testing.T) {
 		t.Fatalf("Queued = %d, want the 19 queued messages", n)
 	}
 }
+
+// TestPagedLoadConnectsWithinSent: a process that stopped while connected
+// with a deep queue left identifiers given ahead to queued messages far
+// beyond what it sent. The next one connects once the scan has passed the
+// meta record's Sent: the messages beyond it were never sent (DUP 0) and
+// go out under the identifiers they hold as the scan reaches them, and no
+// new identifier is given until the scan has met the first record without
+// one (MQTT-2.2.1-3: an identifier a stored record holds is not reused).
+func TestPagedLoadConnectsWithinSent(t *testing.T) {
+	const sent, given, backlog = 5, 200, 300
+	r := newRig(t, Config{})
+	meta := Meta{Expiry: 3600, LastConnected: r.now, Sent: sent}
+	r.st[store.MetaSeq] = store.Record{Seq: store.MetaSeq, Dir: store.Meta, Packet: meta.Encode()}
+	for seq := uint64(1); seq <= backlog; seq++ {
+		id := uint16(0)
+		if seq <= given {
+			id = uint16(seq)
+		}
+		r.st[seq] = storedPublish(t, seq, id, "m"+strconv.FormatUint(seq, 10))
+	}
+	r.e = New(Config{LoadWindow: 10})
+	r.e.LoadStart(store.Key{Server: "mqtt://sim:1883", ClientID: "c"}, false)
+	r.page(7)
+	if !r.e.CanConnect() {
+		t.Fatal("cannot connect after the page holding every record within Sent")
+	}
+	r.link = &link{}
+	ca := windowOf(20)
+	ca.SessionPresent = true
+	if _, err := r.e.Connected(r.link, &ca, false, r.now); err != nil {
+		t.Fatal(err)
+	}
+	r.effects()
+	var order []string
+	for {
+		r.commit()
+		w := r.take()
+		pos, scanning := r.e.Scanning()
+		for _, p := range w {
+			pub := p.(*packets.Publish)
+			seq, _ := strconv.Atoi(string(pub.Payload[1:]))
+			switch {
+			case seq <= given && pub.PacketID != uint16(seq):
+				t.Fatalf("message %d sent under identifier %d, its record holds %d", seq, pub.PacketID, seq)
+			case seq > given && scanning && pos <= given:
+				t.Fatalf("message %d given a new identifier %d before the scan read every record holding one", seq, pub.PacketID)
+			case seq > given && r.e.byID[pub.PacketID].seq != uint64(seq):
+				t.Fatalf("message %d sent under identifier %d, held by message %d", seq, pub.PacketID, r.e.byID[pub.PacketID].seq)
+			case pub.Dup != (seq <= sent):
+				t.Fatalf("message %d sent with DUP %v, Sent %d", seq, pub.Dup, sent)
+			}
+			order = append(order, string(pub.Payload))
+			r.receive(ack(packets.PUBACK, pub.PacketID))
+		}
+		if scanning {
+			r.page(7)
+		} else if r.serveTail(); len(w) == 0 && len(r.wire) == 0 {
+			r.commit()
+			if len(r.wire) == 0 {
+				break
+			}
+		}
+	}
+	if len(order) != backlog {
+		t.Fatalf("sent %d messages, want %d", len(order), backlog)
+	}
+	for i, p := range order {
+		if p != "m"+strconv.Itoa(i+1) {
+			t.Fatalf("message %d sent as %s: out of order", i+1, p)
+		}
+	}
+}
