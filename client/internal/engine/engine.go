@@ -97,6 +97,10 @@ type Config struct {
 	// MaxPacketID is the highest packet identifier used; 0 means 65,535.
 	// Tests lower it to exhaust identifiers with a few messages.
 	MaxPacketID uint16
+	// SentAhead fixes how far Meta.Sent runs ahead of the messages sent;
+	// 0 means the adaptive default (sentAhead). The simulation lowers it,
+	// so that identifiers given ahead lie beyond Sent.
+	SentAhead uint64
 	// LoadWindow is how many messages without a packet identifier a paged
 	// load keeps in memory ahead of those sent (LoadStart), and
 	// LoadWindowBytes what they may count against MaxQueuedBytes; the

@@ -66,6 +66,9 @@ func (e *Engine) Publish(m *Out, p *packets.Publish, ref string, ticket any) {
 // the meta record large. After a crash, at most that many messages that
 // never left are taken for maybe sent.
 func (e *Engine) sentAhead() uint64 {
+	if e.cfg.SentAhead > 0 {
+		return e.cfg.SentAhead
+	}
 	if e.metaSize > 1024 {
 		return 1024
 	}

@@ -202,6 +202,10 @@ func newWorld(opts Options) *world {
 		w.bcfg.MaximumPacketSize = 200
 	}
 	w.slowStore = r.IntN(3) == 0
+	if r.IntN(2) == 0 {
+		// Meta.Sent close behind: identifiers given ahead lie beyond it.
+		w.cfg.SentAhead = uint64(1 + r.IntN(4))
+	}
 	if w.paged = r.IntN(3) != 0; w.paged {
 		w.cfg.LoadWindow = 1 + r.IntN(6)
 		if r.IntN(2) == 0 {
