@@ -2,11 +2,14 @@ package client
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tethermq/tether/client/internal/engine"
+	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
 	"github.com/tethermq/tether/store/memory"
@@ -121,5 +124,53 @@ func TestScanHoldsRedelivery(t *testing.T) {
 	c.mu.Unlock()
 	if recorded {
 		t.Error("identifier 5 still recorded after PUBCOMP")
+	}
+}
+
+// flakyScanner is a memory store whose Scan fails, for pages after the
+// first, until fails reaches zero: a store that drops out while the
+// client reads a long session.
+type flakyScanner struct {
+	*memory.Store
+	fails *atomic.Int32
+}
+
+func (f flakyScanner) Scan(ctx context.Context, k store.Key, from uint64, limit int) ([]store.Record, uint64, error) {
+	if from > 0 && f.fails.Add(-1) >= 0 {
+		return nil, 0, fmt.Errorf("flaky: %w", store.ErrUnavailable)
+	}
+	return f.Store.Scan(ctx, k, from, limit)
+}
+
+// TestScanRetries: reading a stored session fails now and then after the
+// client has connected; the client retries, sends every stored message
+// once and in order, and a publish made meanwhile waits for the scan and
+// goes after them.
+func TestScanRetries(t *testing.T) {
+	b := broker(t, testenv.WithMaxInflight(10))
+	col := subscriber(t, b.URL(), "flaky")
+	fails := new(atomic.Int32)
+	st := flakyScanner{Store: memory.New(), fails: fails}
+	id := uniqueID(t)
+	const n = 2500 // three pages of the memory store's Scan
+	a, err := New(Config{Servers: []string{b.URL()}, ClientID: id, Store: st, SessionExpiry: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		a.PublishAsync(&Message{Topic: "flaky", QoS: byte(1 + i%2), Payload: []byte(strconv.Itoa(i))})
+	}
+	a.Close()
+
+	fails.Store(4)
+	c := start(t, Config{Servers: []string{b.URL()}, ClientID: id, Store: st, SessionExpiry: time.Hour, LoadWindow: 100})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Publish(ctx, &Message{Topic: "flaky", QoS: 1, Payload: []byte(strconv.Itoa(n))}); err != nil {
+		t.Fatalf("publish after the resume: %v", err)
+	}
+	checkOrder(t, col.waitFor(t, n+1, 30*time.Second), n+1)
+	if left := fails.Load(); left > 0 {
+		t.Fatalf("the store failed %d times of 4", 4-left)
 	}
 }
