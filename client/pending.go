@@ -62,6 +62,9 @@ type Pending struct {
 // application resuming after a crash can tell which of its messages (by
 // Message.Ref) still need nothing from it — and which it must publish
 // again. A message completes, and leaves the list, at PUBACK or PUBCOMP.
+// The messages a resume keeps in the store rather than in memory
+// (Config.LoadWindow) are read from the store for the list, and Pending
+// waits for the session to be read to its end.
 func (c *Client) Pending(ctx context.Context) ([]Pending, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
