@@ -52,7 +52,7 @@ func (c *Client) loadSession(ctx context.Context, k store.Key, paged bool) error
 		c.eng.Page(recs, corrupt, next)
 	}
 	c.flush()
-	if from, scanning := c.eng.Scanning(); scanning {
+	if from, scanning := c.eng.Scanning(); scanning && !c.closed {
 		done := make(chan struct{})
 		c.scanDone = done
 		c.wg.Add(1)
@@ -64,8 +64,8 @@ func (c *Client) loadSession(ctx context.Context, k store.Key, paged bool) error
 // scanRest reads the pages of the session after those loadSession read,
 // while the client connects and sends: the engine learns the inbound
 // records, the last Seq and the corrupt records only from the whole
-// session, so inbound PUBLISH and PUBREL packets (waitScanned) and new
-// publishes wait until done is closed. A failed read is retried with
+// session, so inbound PUBLISH and PUBREL packets (holdInbound) and new
+// publishes (waitScanned) wait until done is closed. A failed read is retried with
 // backoff.
 func (c *Client) scanRest(sc store.Scanner, k store.Key, from uint64, done chan struct{}) {
 	defer c.wg.Done()
@@ -152,8 +152,8 @@ func (c *Client) holdInbound(cn *conn) {
 // ask again. mu held when called: it returns at once.
 func (c *Client) readTail(from uint64, limit int) {
 	sc, ok := c.st.(store.Scanner)
-	if !ok {
-		return // no tail without a Scanner
+	if !ok || c.closed {
+		return // no tail without a Scanner; none to read once closed
 	}
 	k := c.key
 	c.wg.Add(1)

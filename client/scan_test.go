@@ -133,24 +133,32 @@ func TestScanHoldsRedelivery(t *testing.T) {
 type flakyScanner struct {
 	*memory.Store
 	fails *atomic.Int32
+	first bool // the first page fails too
 }
 
 func (f flakyScanner) Scan(ctx context.Context, k store.Key, from uint64, limit int) ([]store.Record, uint64, error) {
-	if from > 0 && f.fails.Add(-1) >= 0 {
+	if (from > 0 || f.first) && f.fails.Add(-1) >= 0 {
 		return nil, 0, fmt.Errorf("flaky: %w", store.ErrUnavailable)
 	}
 	return f.Store.Scan(ctx, k, from, limit)
 }
 
-// TestScanRetries: reading a stored session fails now and then after the
-// client has connected; the client retries, sends every stored message
-// once and in order, and a publish made meanwhile waits for the scan and
-// goes after them.
+// TestScanRetries: reading a stored session fails now and then, after the
+// client has connected or before (the connection attempt then fails and
+// the next one reads the session again); the client retries, sends every
+// stored message once and in order, and a publish made meanwhile waits for
+// the scan and goes after them.
 func TestScanRetries(t *testing.T) {
+	for _, first := range []bool{false, true} {
+		t.Run(fmt.Sprintf("first=%v", first), func(t *testing.T) { testScanRetries(t, first) })
+	}
+}
+
+func testScanRetries(t *testing.T, first bool) {
 	b := broker(t, testenv.WithMaxInflight(10))
 	col := subscriber(t, b.URL(), "flaky")
 	fails := new(atomic.Int32)
-	st := flakyScanner{Store: memory.New(), fails: fails}
+	st := flakyScanner{Store: memory.New(), fails: fails, first: first}
 	id := uniqueID(t)
 	const n = 2500 // three pages of the memory store's Scan
 	a, err := New(Config{Servers: []string{b.URL()}, ClientID: id, Store: st, SessionExpiry: time.Hour})
