@@ -33,6 +33,13 @@ import (
 //     low, in order, and the driver hands each page to Tail. Messages
 //     published meanwhile wait behind the tail, in order, without
 //     identifiers, so the prefix rule holds for the next process too.
+//
+// The driver reads a page without holding the engine and hands it over
+// later; nothing is lost by the delay, since no one writes the records a
+// page covers in between: the engine writes only records it has loaded
+// (below the scan's position, outside the tail), the meta record (the
+// first page's) and new records (above the session's last Seq, after the
+// scan's end). A page read for a position the engine has left is ignored.
 
 // scanState is a paged load in progress, and the tail it leaves.
 type scanState struct {
