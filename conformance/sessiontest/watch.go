@@ -11,8 +11,9 @@ import (
 // can wait for the client's writes as events, rather than polling. It
 // follows the inbound records of the session: the ones present when the
 // client starts, every one the client puts, every one it deletes. It keeps
-// the optional interfaces of the handle that the client looks for
-// (store.Owner, store.Lister).
+// the optional interfaces of the handle that the client looks for here
+// (store.Owner, and store.Scanner, through which it reads a session in
+// pages; reading changes no record).
 type watched struct {
 	store.SessionStore
 	mu      sync.Mutex           // guards the fields below
@@ -27,15 +28,15 @@ type watchedOwner struct {
 	store.Owner
 }
 
-type watchedLister struct {
+type watchedScanner struct {
 	*watched
-	store.Lister
+	store.Scanner
 }
 
-type watchedOwnerLister struct {
+type watchedOwnerScanner struct {
 	*watched
 	store.Owner
-	store.Lister
+	store.Scanner
 }
 
 // watch wraps st for the client id on url, keeping its optional
@@ -64,14 +65,14 @@ func watchStore(st store.SessionStore, recs []store.Record, onWrite func(live, p
 		}
 	}
 	ow, isOwner := st.(store.Owner)
-	li, isLister := st.(store.Lister)
+	sc, isScanner := st.(store.Scanner)
 	switch {
-	case isOwner && isLister:
-		return &watchedOwnerLister{w, ow, li}, w
+	case isOwner && isScanner:
+		return &watchedOwnerScanner{w, ow, sc}, w
 	case isOwner:
 		return &watchedOwner{w, ow}, w
-	case isLister:
-		return &watchedLister{w, li}, w
+	case isScanner:
+		return &watchedScanner{w, sc}, w
 	}
 	return w, w
 }
