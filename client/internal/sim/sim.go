@@ -133,6 +133,7 @@ type world struct {
 	// ReadTail the engine asked for, not yet served.
 	paged   bool
 	tailReq *engine.Effect
+	read    *pageRead // a page read from the store, not yet handed to the engine
 
 	// The process.
 	life     int
@@ -274,6 +275,16 @@ func (w *world) fail(format string, args ...any) error {
 	return f
 }
 
+// pageRead is a page the driver has read from the store and hands to the
+// engine at a later step, as the client's goroutines do: meanwhile the
+// engine and the store move on.
+type pageRead struct {
+	tail bool // a page of the tail (Tail), not of the scan (Page)
+	from uint64
+	recs []store.Record
+	next uint64
+}
+
 // boot starts a process: a new engine that loads the durable session,
 // whole or (paged) in pages until it can connect, the rest as scanStep
 // comes.
@@ -284,7 +295,7 @@ func (w *world) boot() {
 	w.tickets = nil
 	w.unacked = nil
 	w.committing, w.taken, w.inflight = false, false, nil
-	w.tailReq = nil
+	w.tailReq, w.read = nil, nil
 	if !w.paged {
 		w.eng.Load(keyOf(w.srv), recs, nil)
 		w.logf("boot: %d records", len(recs))
@@ -331,19 +342,32 @@ func (w *world) page() {
 	w.logf("page from %d: %d records, next %d", from, len(recs), next)
 }
 
-// scanStep reads a page of the session's scan, or of the tail the engine
-// asked for.
+// scanStep hands the engine the page read at an earlier step, or reads
+// the next page of the session's scan, or of the tail the engine asked
+// for. A scan page read for a position the scan has left (a synchronous
+// page came between, as Close and a failover read) is dropped, as the
+// client's scanRest drops it.
 func (w *world) scanStep() error {
-	if _, ok := w.eng.Scanning(); ok {
-		w.page()
+	if rd := w.read; rd != nil {
+		w.read = nil
+		if rd.tail {
+			w.eng.Tail(rd.from, rd.recs, rd.next)
+			w.logf("tail from %d: %d records, next %d", rd.from, len(rd.recs), rd.next)
+		} else if at, ok := w.eng.Scanning(); ok && at == rd.from {
+			w.eng.Page(rd.recs, nil, rd.next)
+			w.logf("page from %d: %d records, next %d", rd.from, len(rd.recs), rd.next)
+		}
 		return w.effects()
+	}
+	if from, ok := w.eng.Scanning(); ok {
+		recs, next := w.scan(from, 1+w.rnd.IntN(4))
+		w.read = &pageRead{from: from, recs: recs, next: next}
+		return nil
 	}
 	if f := w.tailReq; f != nil {
 		w.tailReq = nil
 		recs, next := w.scan(f.Num, f.Limit)
-		w.eng.Tail(f.Num, recs, next)
-		w.logf("tail from %d: %d records, next %d", f.Num, len(recs), next)
-		return w.effects()
+		w.read = &pageRead{tail: true, from: f.Num, recs: recs, next: next}
 	}
 	return nil
 }
@@ -519,7 +543,7 @@ func (w *world) openTickets() int {
 func (w *world) quiet() bool {
 	_, scanning := w.eng.Scanning()
 	_, tail := w.eng.TailFrom()
-	return !scanning && !tail && w.link != nil && !w.link.closed && !w.committing && !w.eng.NeedsCommit() && len(w.wbuf) == 0 &&
+	return !scanning && !tail && w.read == nil && w.link != nil && !w.link.closed && !w.committing && !w.eng.NeedsCommit() && len(w.wbuf) == 0 &&
 		len(w.toBroker) == 0 && len(w.toClient) == 0 && len(w.unacked) == 0 && w.broker.Unacked() == 0 &&
 		w.openTickets() == 0
 }
