@@ -247,7 +247,8 @@ type Config struct {
 	// expired locally. It lists the outbound messages that were in flight
 	// and may not have been delivered. When RepublishLost is set they are
 	// published again as new messages (republished is true); otherwise their
-	// Publish calls fail with ErrSessionLost.
+	// Publish calls fail with ErrSessionLost, possibly before the call: it
+	// comes once the new connection is set up.
 	OnSessionLost func(lost []*Message, republished bool)
 
 	// OnCorrupt is called when loading the session found records that

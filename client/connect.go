@@ -65,6 +65,10 @@ func (c *Client) connectOnce(stop chan struct{}, sv server) (*conn, error) {
 	return cn, nil
 }
 
+// errStoreFailing stops a connection attempt while the store's writes fail:
+// what the session must write before a CONNECT is not durable.
+var errStoreFailing = errors.New("client: store writes are failing: not connecting until they succeed")
+
 // prepareSession loads the session for k (when it is not the one in
 // memory, or after a store error), drops it when it expired locally, and
 // decides Clean Start: 1 when no session state is held.
@@ -73,7 +77,7 @@ func (c *Client) prepareSession(ctx context.Context, k store.Key) (lost []*Messa
 	defer c.mu.Unlock()
 	c.waitIdle()
 	if c.eng.Failing() {
-		return nil, false, errors.New("client: store writes are failing: not connecting until they succeed")
+		return nil, false, errStoreFailing
 	}
 	switch loadedKey, loaded := c.eng.Loaded(); {
 	case loaded && k != loadedKey:
@@ -124,7 +128,7 @@ func (c *Client) failover(ctx context.Context, k store.Key) error {
 	}
 	c.waitIdle()
 	if c.eng.Failing() {
-		return errors.New("client: store writes are failing: not connecting until they succeed")
+		return errStoreFailing
 	}
 	mv := c.eng.Detach()
 	c.flush()

@@ -61,7 +61,7 @@ func (c *Client) flush() {
 		case engine.StoreAt:
 			c.storeAt(f.Key, f.Ops)
 		case engine.ReadTail:
-			c.readTail(f.Num, f.Limit)
+			c.fetchTail(f.Num, f.Limit)
 		}
 	}
 	if c.eng.NeedsCommit() {

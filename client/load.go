@@ -18,10 +18,11 @@ import (
 // becomes.
 //
 // A store that reads in pages (store.Scanner) is read until the engine can
-// connect: the meta record and the records holding packet identifiers,
-// which come first. A goroutine reads the rest while the client connects
-// and sends (scanRest); the messages beyond Config.LoadWindow stay in the
-// store until the queue reaches them (readTail).
+// connect: the meta record and every record that may have been sent,
+// which come first (engine.Engine.CanConnect). A goroutine reads the rest
+// while the client connects and sends (scanRest); the messages beyond
+// Config.LoadWindow stay in the store until the queue reaches them
+// (fetchTail).
 func (c *Client) loadSession(ctx context.Context, k store.Key, paged bool) error {
 	sc, ok := c.st.(store.Scanner)
 	if !ok || !paged {
@@ -42,9 +43,8 @@ func (c *Client) loadSession(ctx context.Context, k store.Key, paged bool) error
 		if !scanning || c.eng.CanConnect() {
 			break
 		}
-		recs, next, err := sc.Scan(ctx, k, from, 0)
-		var corrupt *store.CorruptError
-		if err != nil && !errors.As(err, &corrupt) {
+		recs, next, corrupt, err := scanPage(ctx, sc, k, from, 0)
+		if err != nil {
 			c.eng.Unload() // the next load starts over
 			c.flush()
 			return fmt.Errorf("client: load session %s: %w", k, err)
@@ -80,9 +80,8 @@ func (c *Client) scanRest(sc store.Scanner, k store.Key, from uint64, done chan 
 	}()
 	delay := 50 * time.Millisecond
 	for {
-		recs, next, err := sc.Scan(c.storeCtx, k, from, 0)
-		var corrupt *store.CorruptError
-		if err != nil && !errors.As(err, &corrupt) {
+		recs, next, corrupt, err := scanPage(c.storeCtx, sc, k, from, 0)
+		if err != nil {
 			c.log.Warn("reading the session failed; retrying", "key", k.String(), "err", err)
 			select {
 			case <-time.After(delay):
@@ -112,17 +111,10 @@ func (c *Client) scanRest(sc store.Scanner, k store.Key, from uint64, done chan 
 // last page, or ctx is done.
 func (c *Client) waitScanned(ctx context.Context) error {
 	for c.scanDone != nil {
-		done := c.scanDone
-		c.mu.Unlock()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			c.mu.Lock()
-			return fmt.Errorf("client: waiting for the stored session to be read: %w", ctx.Err())
-		}
-		c.mu.Lock()
-		if c.closed {
-			return ErrClosed
+		if err := c.await(ctx, c.scanDone); errors.Is(err, ErrClosed) {
+			return err
+		} else if err != nil {
+			return fmt.Errorf("client: waiting for the stored session to be read: %w", err)
 		}
 	}
 	return nil
@@ -147,10 +139,10 @@ func (c *Client) holdInbound(cn *conn) {
 	}
 }
 
-// readTail reads the page of the tail the engine asked for (ReadTail)
+// fetchTail reads the page of the tail the engine asked for (ReadTail)
 // and hands it over; after a failed read it waits before the engine may
 // ask again. mu held when called: it returns at once.
-func (c *Client) readTail(from uint64, limit int) {
+func (c *Client) fetchTail(from uint64, limit int) {
 	sc, ok := c.st.(store.Scanner)
 	if !ok || c.closed {
 		return // no tail without a Scanner; none to read once closed
@@ -159,9 +151,8 @@ func (c *Client) readTail(from uint64, limit int) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		recs, next, err := sc.Scan(c.storeCtx, k, from, limit)
-		var corrupt *store.CorruptError
-		failed := err != nil && !errors.As(err, &corrupt)
+		recs, next, _, err := scanPage(c.storeCtx, sc, k, from, limit)
+		failed := err != nil
 		if failed {
 			c.log.Warn("reading stored messages failed; retrying", "key", k.String(), "err", err)
 			select {
@@ -187,21 +178,42 @@ func (c *Client) readTail(from uint64, limit int) {
 // loadTail reads every message the paged load left in the store into
 // memory, before a failover moves them. mu held; the scan has ended.
 func (c *Client) loadTail(ctx context.Context) error {
-	sc, ok := c.st.(store.Scanner)
-	for ok {
-		from, more := c.eng.TailFrom()
-		if !more {
-			break
-		}
-		recs, next, err := sc.Scan(ctx, c.key, from, 0)
-		var corrupt *store.CorruptError
-		if err != nil && !errors.As(err, &corrupt) {
+	err := c.readTail(ctx, func(from uint64, recs []store.Record, next uint64) bool {
+		c.eng.Tail(from, recs, next)
+		_, more := c.eng.TailFrom()
+		return more
+	})
+	c.flush()
+	return err
+}
+
+// readTail reads the session from the start of the tail, page after page,
+// handing each to page with where it was read from, until the session
+// ends or page wants no more. Records the store reports corrupt are left
+// out: the scan reported them. mu held.
+func (c *Client) readTail(ctx context.Context, page func(from uint64, recs []store.Record, next uint64) bool) error {
+	from, ok := c.eng.TailFrom()
+	sc, isScanner := c.st.(store.Scanner)
+	for ok && isScanner { // a tail comes only from a Scanner
+		recs, next, _, err := scanPage(ctx, sc, c.key, from, 0)
+		if err != nil {
 			return fmt.Errorf("client: read stored messages of %s: %w", c.key, err)
 		}
-		c.eng.Tail(from, recs, next)
+		ok = page(from, recs, next) && next != 0
+		from = next
 	}
-	c.flush()
 	return nil
+}
+
+// scanPage reads one page of session k (store.Scanner.Scan). A
+// *store.CorruptError comes back as corrupt, beside the page it spoiled;
+// err is an error that left no page.
+func scanPage(ctx context.Context, sc store.Scanner, k store.Key, from uint64, limit int) (recs []store.Record, next uint64, corrupt *store.CorruptError, err error) {
+	recs, next, err = sc.Scan(ctx, k, from, limit)
+	if err != nil && !errors.As(err, &corrupt) {
+		return nil, 0, nil, err
+	}
+	return recs, next, corrupt, nil
 }
 
 // reportCorrupt hands a corruption found by the last load to

@@ -196,6 +196,16 @@ func TestPublishesOnDyingConnectionNotLost(t *testing.T) {
 					t.Fatalf("message %s: %v", m, err)
 				}
 			}
+			// OnSessionLost runs once the new connection is set up, which
+			// may be after the lost publishes have failed.
+			mu.Lock()
+			carried := len(first)
+			mu.Unlock()
+			eventually(t, 5*time.Second, "OnSessionLost called", func() bool {
+				lostMu.Lock()
+				defer lostMu.Unlock()
+				return len(reported) >= carried
+			})
 			mu.Lock()
 			defer mu.Unlock()
 			lostMu.Lock()

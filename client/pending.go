@@ -3,7 +3,6 @@ package client
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -81,20 +80,14 @@ func (c *Client) Pending(ctx context.Context) ([]Pending, error) {
 		return nil, err
 	}
 	list := c.eng.Outbound()
-	if from, ok := c.eng.TailFrom(); ok {
+	if _, ok := c.eng.TailFrom(); ok {
 		// The messages still in the store, behind those in memory.
-		sc := c.st.(store.Scanner) // a tail comes only from a Scanner
-		for {
-			recs, next, err := sc.Scan(ctx, c.key, from, 0)
-			var corrupt *store.CorruptError
-			if err != nil && !errors.As(err, &corrupt) {
-				return nil, fmt.Errorf("client: read stored messages of %s: %w", c.key, err)
-			}
+		err := c.readTail(ctx, func(_ uint64, recs []store.Record, _ uint64) bool {
 			list = append(list, c.eng.TailOutbound(recs)...)
-			if next == 0 {
-				break
-			}
-			from = next
+			return true
+		})
+		if err != nil {
+			return nil, err
 		}
 		slices.SortFunc(list, func(a, b engine.OutInfo) int { return cmp.Compare(a.Seq, b.Seq) })
 	}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/tethermq/tether/packets"
@@ -38,20 +39,30 @@ func (c *Client) waitQueueRoom(ctx context.Context, p *packets.Publish) error {
 		if c.queueRoom == nil {
 			c.queueRoom = make(chan struct{})
 		}
-		room := c.queueRoom
-		c.mu.Unlock()
-		select {
-		case <-room:
-		case <-ctx.Done():
-			c.mu.Lock()
-			return fmt.Errorf("%w: waiting for room: %w", ErrQueueFull, ctx.Err())
-		}
-		c.mu.Lock()
-		if c.closed {
-			return ErrClosed
+		if err := c.await(ctx, c.queueRoom); errors.Is(err, ErrClosed) {
+			return err
+		} else if err != nil {
+			return fmt.Errorf("%w: waiting for room: %w", ErrQueueFull, err)
 		}
 		if c.fatal != nil {
 			return c.fatal
 		}
 	}
+}
+
+// await releases mu until ch is closed or ctx is done, and returns ctx's
+// error, or ErrClosed when the client was closed meanwhile. mu held.
+func (c *Client) await(ctx context.Context, ch <-chan struct{}) error {
+	c.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		c.mu.Lock()
+		return ctx.Err()
+	}
+	c.mu.Lock()
+	if c.closed {
+		return ErrClosed
+	}
+	return nil
 }

@@ -528,10 +528,14 @@ func ContentCost(topic string, payload []byte, pr *packets.Properties) int {
 
 func msgCost(m *Out) int {
 	if m.raw != nil {
-		return 128 + len(m.raw) + len(m.ref)
+		return rawCost(m.raw, m.ref)
 	}
 	return PubCost(m.pub) + len(m.ref)
 }
+
+// rawCost is what a message kept as its stored PUBLISH, raw, counts
+// against MaxQueuedBytes, loaded or still in the store.
+func rawCost(raw []byte, ref string) int { return 128 + len(raw) + len(ref) }
 
 // pubOf returns m's PUBLISH, decoding a loaded one on first use: a
 // session resumed with a large backlog holds its records' bytes, not

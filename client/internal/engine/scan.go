@@ -192,7 +192,7 @@ func (e *Engine) pageRecord(r store.Record) error {
 			s.tailFrom = r.Seq
 		}
 		s.tailN++
-		s.tailBytes += 128 + len(pr.Packet) + len(pr.Ref)
+		s.tailBytes += rawCost(pr.Packet, pr.Ref)
 		return nil
 	}
 	sent := pr.Pubrel || MaybeSent(Meta{Sent: s.sent}, e.metaSeen, r)

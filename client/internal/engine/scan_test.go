@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"fmt"
 	"slices"
 	"strconv"
 	"testing"
@@ -50,6 +49,34 @@ func (r *rig) page(limit int) {
 	r.effects()
 }
 
+// backlog stores a session of n QoS 1 messages, m1 to mn, under a meta
+// record with Sent; those up to given hold their Seq as packet identifier.
+func (r *rig) backlog(sent, given, n uint64) {
+	meta := Meta{Expiry: 3600, LastConnected: r.now, Sent: sent}
+	r.st[store.MetaSeq] = store.Record{Seq: store.MetaSeq, Dir: store.Meta, Packet: meta.Encode()}
+	for seq := uint64(1); seq <= n; seq++ {
+		id := uint16(0)
+		if seq <= given {
+			id = uint16(seq)
+		}
+		r.st[seq] = storedPublish(r.t, seq, id, "m"+strconv.FormatUint(seq, 10))
+	}
+}
+
+// resume starts a process with cfg on the rig's store: it begins a paged
+// load and takes the first page, of limit records.
+func (r *rig) resume(cfg Config, limit int) {
+	r.e = New(cfg)
+	r.e.LoadStart(store.Key{Server: "mqtt://sim:1883", ClientID: "c"}, false)
+	r.page(limit)
+}
+
+// scanning reports whether the paged load has pages to come.
+func (r *rig) scanning() bool {
+	_, ok := r.e.Scanning()
+	return ok
+}
+
 // serveTail answers the ReadTail effects the engine asked for.
 func (r *rig) serveTail() {
 	for len(r.tailReqs) > 0 {
@@ -71,31 +98,17 @@ func (r *rig) serveTail() {
 func TestPagedLoad(t *testing.T) {
 	const window, backlog = 10, 300
 	r := newRig(t, Config{})
-	meta := Meta{Expiry: 3600, LastConnected: r.now, Sent: 3}
-	r.st[store.MetaSeq] = store.Record{Seq: store.MetaSeq, Dir: store.Meta, Packet: meta.Encode()}
-	for seq := uint64(1); seq <= backlog; seq++ {
-		id := uint16(0)
-		if seq <= 3 {
-			id = uint16(seq) // in flight when the last process stopped
-		}
-		r.st[seq] = storedPublish(t, seq, id, "m"+strconv.FormatUint(seq, 10))
-	}
+	r.backlog(3, 3, backlog)          // 3 in flight when the last process stopped
 	r.st[150] = InboundRecord(150, 7) // an inbound QoS 2 message awaiting PUBREL
 	delete(r.st, 151)
 
-	r.e = New(Config{LoadWindow: window})
-	r.e.LoadStart(store.Key{Server: "mqtt://sim:1883", ClientID: "c"}, false)
-	r.page(7)
+	r.resume(Config{LoadWindow: window}, 7)
 	if !r.e.CanConnect() {
 		t.Fatal("cannot connect after the page holding the meta record, the identifiers and the first queued message")
 	}
-	r.link = &link{}
 	ca := windowOf(5)
 	ca.SessionPresent = true
-	if _, err := r.e.Connected(r.link, &ca, false, r.now); err != nil {
-		t.Fatal(err)
-	}
-	r.effects()
+	r.connect(ca)
 	r.commit()
 	w := r.take()
 	if got := kinds(w); !slices.Equal(got, []string{"PUBLISH(dup)", "PUBLISH(dup)", "PUBLISH(dup)", "PUBLISH", "PUBLISH"}) {
@@ -104,10 +117,7 @@ func TestPagedLoad(t *testing.T) {
 	if r.e.Recorded(7) {
 		t.Fatal("inbound record known before the scan reached it")
 	}
-	for {
-		if _, ok := r.e.Scanning(); !ok {
-			break
-		}
+	for r.scanning() {
 		r.page(7)
 		if r.e.msgs.live > window+3 {
 			t.Fatalf("holds %d messages while scanning, LoadWindow %d", r.e.msgs.live, window)
@@ -166,33 +176,23 @@ func TestPagedLoad(t *testing.T) {
 // never sent.
 func TestPagedLoadDiscard(t *testing.T) {
 	r := newRig(t, Config{})
-	meta := Meta{Expiry: 3600, LastConnected: r.now, Sent: 1}
-	r.st[store.MetaSeq] = store.Record{Seq: store.MetaSeq, Dir: store.Meta, Packet: meta.Encode()}
-	r.st[1] = storedPublish(t, 1, 1, "sent")
-	for seq := uint64(2); seq <= 20; seq++ {
-		r.st[seq] = storedPublish(t, seq, 0, fmt.Sprint("q", seq))
-	}
+	r.backlog(1, 1, 20) // m1 sent, the rest queued
 	r.st[21] = InboundRecord(21, 9)
-	r.e = New(Config{LoadWindow: 4})
-	r.e.LoadStart(store.Key{Server: "mqtt://sim:1883", ClientID: "c"}, false)
-	r.page(3)
+	r.resume(Config{LoadWindow: 4}, 3)
 	r.link = &link{}
 	ca := windowOf(5) // Session Present 0
 	res, err := r.e.Connected(r.link, &ca, false, r.now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Lost) != 1 || string(res.Lost[0].Pub.Payload) != "sent" {
+	if len(res.Lost) != 1 || string(res.Lost[0].Pub.Payload) != "m1" {
 		t.Fatalf("lost %v, want the one message sent", res.Lost)
 	}
 	r.effects()
 	if !r.e.Discarding() {
 		t.Fatal("Discarding false with the scan still to reach the inbound record")
 	}
-	for {
-		if _, ok := r.e.Scanning(); !ok {
-			break
-		}
+	for r.scanning() {
 		r.page(3)
 	}
 	r.commit()
@@ -214,28 +214,14 @@ func TestPagedLoadDiscard(t *testing.T) {
 func TestPagedLoadConnectsWithinSent(t *testing.T) {
 	const sent, given, backlog = 5, 200, 300
 	r := newRig(t, Config{})
-	meta := Meta{Expiry: 3600, LastConnected: r.now, Sent: sent}
-	r.st[store.MetaSeq] = store.Record{Seq: store.MetaSeq, Dir: store.Meta, Packet: meta.Encode()}
-	for seq := uint64(1); seq <= backlog; seq++ {
-		id := uint16(0)
-		if seq <= given {
-			id = uint16(seq)
-		}
-		r.st[seq] = storedPublish(t, seq, id, "m"+strconv.FormatUint(seq, 10))
-	}
-	r.e = New(Config{LoadWindow: 10})
-	r.e.LoadStart(store.Key{Server: "mqtt://sim:1883", ClientID: "c"}, false)
-	r.page(7)
+	r.backlog(sent, given, backlog)
+	r.resume(Config{LoadWindow: 10}, 7)
 	if !r.e.CanConnect() {
 		t.Fatal("cannot connect after the page holding every record within Sent")
 	}
-	r.link = &link{}
 	ca := windowOf(20)
 	ca.SessionPresent = true
-	if _, err := r.e.Connected(r.link, &ca, false, r.now); err != nil {
-		t.Fatal(err)
-	}
-	r.effects()
+	r.connect(ca)
 	var order []string
 	for {
 		r.commit()
