@@ -86,7 +86,7 @@ func (c *Client) PublishStored(ctx context.Context, m *Message) (*Token, error) 
 type publishAlloc struct {
 	tok Token
 	pub packets.Publish
-	om  engine.Out
+	om  engine.Msg
 }
 
 // publish is PublishAsync, waiting within ctx for room in a full queue.

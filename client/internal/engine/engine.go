@@ -310,6 +310,7 @@ type Engine struct {
 	lim      Limits
 	conn     *connState // nil when disconnected
 	gen      uint64     // generation of the last connection
+	wrote    uint64     // numbered writes of the connections that ended
 	handling int        // delivered messages not yet done with (the crash window)
 	// waitingOut counts PUBLISH and PUBREL actions waiting for a batch:
 	// while there are any, a PUBLISH that needs nothing from the store
@@ -512,8 +513,8 @@ func (e *Engine) Committed() {
 	e.recycle(b.ops)
 	for _, m := range b.msgs {
 		m.stored = true
-		if m.ticket != nil {
-			e.effect(Effect{Kind: Stored, Ticket: m.ticket})
+		if t := m.ticket(); t != nil {
+			e.effect(Effect{Kind: Stored, Ticket: t})
 		}
 	}
 	e.committing = false

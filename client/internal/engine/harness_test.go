@@ -183,7 +183,7 @@ func (r *rig) cut(handed uint64) {
 // publish publishes a QoS 1 or 2 message as ticket id.
 func (r *rig) publish(id int, qos byte, topic string, payload []byte) {
 	p := &packets.Publish{Topic: topic, QoS: qos, Payload: payload}
-	r.e.Publish(new(Out), p, "", id)
+	r.e.Publish(new(Msg), p, "", id)
 	r.effects()
 }
 

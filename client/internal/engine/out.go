@@ -9,31 +9,68 @@ import (
 )
 
 // Out is one outbound QoS 1 or 2 message of the session: queued, in
-// flight, or waiting for PUBCOMP. The driver may allocate it with the
-// publish's other parts; the engine owns it from Publish on.
+// flight, or waiting for PUBCOMP. A session resumed with a backlog holds
+// one per message of its window, so it is kept to 80 bytes: what the
+// application gave with a message lives beside it (app).
 type Out struct {
-	seq      uint64
-	id       uint16 // packet identifier, 0 while never assigned
-	qos      byte   // 1 or 2
-	pubrel   bool   // PUBREC received: the stored record is the PUBREL
-	stored   bool   // its record is durable
-	bare     bool   // a record of it without its packet identifier may be durable
-	sent     bool   // went on the wire before: resend with DUP=1
-	onWire   bool   // counted in flight on the current connection
-	done     bool   // finished or dropped; skip in queues
-	puts     uint16 // Puts of its record in batches not yet applied (the first: !stored)
-	size     uint32 // wire size with a packet identifier and no alias; 0 until needed
-	putGen   uint32 // the batch (Engine.curGen) of its last Put
-	putAt    int32  // and the Put's place in it
-	wconn    *connState
-	wnum     uint64           // the numbered write of wconn it went out in
-	sentPrev bool             // sent, as it was before that write
-	tracked  bool             // in the session's outList
-	cost     int              // what it counts against MaxQueuedBytes, fixed when tracked
-	raw      []byte           // a loaded PUBLISH not decoded yet (pub nil): its stored packet
-	pub      *packets.Publish // full topic, never an alias; nil for loaded PUBRELs
-	ref      string
-	ticket   any
+	seq    uint64
+	wnum   uint64           // the write it last went out in (Engine.writes numbering)
+	raw    []byte           // a loaded PUBLISH not decoded yet (pub nil): its stored packet
+	pub    *packets.Publish // full topic, never an alias; nil for loaded PUBRELs
+	app    *app             // nil for a loaded message without a reference
+	cost   uint32           // what it counts against MaxQueuedBytes, fixed when tracked
+	putGen uint32           // the batch (Engine.curGen) of its last Put
+	putAt  uint16           // and the Put's place in it, noPutAt when past 65,534
+	id     uint16           // packet identifier, 0 while never assigned
+	puts   uint16           // Puts of its record in batches not yet applied (the first: !stored)
+	qos    byte             // 1 or 2
+	pubrel bool             // PUBREC received: the stored record is the PUBREL
+	stored bool             // its record is durable
+	bare   bool             // a record of it without its packet identifier may be durable
+	sent   bool             // went on the wire before: resend with DUP=1
+	onWire bool             // counted in flight on the current connection
+	done   bool             // finished or dropped; skip in queues
+	// sentPrev is sent as it was before the write wnum.
+	sentPrev bool
+	tracked  bool // in the session's outList
+}
+
+// noPutAt marks a Put too far into its batch to be taken back.
+const noPutAt = 1<<16 - 1
+
+// app is what the application gave with a message.
+type app struct {
+	ref    string
+	ticket any // completed when the exchange ends; nil once it is
+}
+
+// Msg is the room a publish takes in the session, for the driver to
+// allocate with the publish's other parts.
+type Msg struct {
+	Out
+	app app
+}
+
+// refApp is what a loaded message with reference ref holds beside it.
+func refApp(ref string) *app {
+	if ref == "" {
+		return nil
+	}
+	return &app{ref: ref}
+}
+
+func (m *Out) ref() string {
+	if m.app == nil {
+		return ""
+	}
+	return m.app.ref
+}
+
+func (m *Out) ticket() any {
+	if m.app == nil {
+		return nil
+	}
+	return m.app.ticket
 }
 
 // Publish adds the QoS 1 or 2 message p (validated by the driver) to the
@@ -42,8 +79,10 @@ type Out struct {
 // in order, behind any messages a paged load left in the store. The engine
 // keeps p until then. Not while a paged load scans (Scanning): the
 // session's last Seq is not known yet.
-func (e *Engine) Publish(m *Out, p *packets.Publish, ref string, ticket any) {
-	*m = Out{seq: e.nextSeq, qos: p.QoS, pub: p, ticket: ticket, ref: ref}
+func (e *Engine) Publish(pm *Msg, p *packets.Publish, ref string, ticket any) {
+	pm.app = app{ref: ref, ticket: ticket}
+	pm.Out = Out{seq: e.nextSeq, qos: p.QoS, pub: p, app: &pm.app}
+	m := &pm.Out
 	e.nextSeq++
 	e.track(m)
 	if cn := e.conn; cn != nil && e.scan.tailFrom == 0 {
@@ -194,7 +233,7 @@ func (e *Engine) writePublish(cn *connState, m *Out) {
 	e.alias(cn, w)
 	cn.writes++
 	m.sentPrev, m.sent = m.sent, true
-	m.wconn, m.wnum = cn, cn.writes
+	m.wnum = cn.base + cn.writes
 	e.effect(Effect{Kind: Write, Conn: cn.gen, Num: cn.writes, Packet: w})
 }
 
@@ -336,7 +375,7 @@ func (e *Engine) putRecord(m *Out) bool {
 	}
 	b, err := packets.Append(e.recBuf(), p)
 	*p = packets.Publish{} // keep no reference to the message's payload
-	b = AppendRef(b, m.ref)
+	b = AppendRef(b, m.ref())
 	if err != nil {
 		// Validated at Publish, so this is a bug; fail the message, never
 		// panic and never send it without its record.
@@ -352,7 +391,7 @@ func (e *Engine) putRecord(m *Out) bool {
 		return false
 	}
 	e.addOp(store.Put(store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: b}))
-	m.putGen, m.putAt = e.curGen, int32(len(e.cur.ops)-1)
+	m.putGen, m.putAt = e.curGen, uint16(min(len(e.cur.ops)-1, noPutAt))
 	m.bare = m.bare || m.id == 0
 	if !m.stored && m.puts == 0 {
 		e.cur.msgs = append(e.cur.msgs, m) // its first Put
@@ -362,9 +401,9 @@ func (e *Engine) putRecord(m *Out) bool {
 }
 
 func (e *Engine) complete(m *Out, err error) {
-	if m.ticket != nil {
-		e.effect(Effect{Kind: Complete, Ticket: m.ticket, Err: err})
-		m.ticket = nil
+	if t := m.ticket(); t != nil {
+		e.effect(Effect{Kind: Complete, Ticket: t, Err: err})
+		m.app.ticket = nil
 	}
 }
 
@@ -402,7 +441,7 @@ func (e *Engine) retire(m *Out, err error) {
 // PUBACK overtook its record then costs the store nothing, neither the Put
 // nor a Delete. It reports whether it did.
 func (e *Engine) unput(m *Out) bool {
-	if m.stored || m.puts != 1 || m.putGen != e.curGen {
+	if m.stored || m.puts != 1 || m.putGen != e.curGen || m.putAt == noPutAt {
 		return false
 	}
 	op := &e.cur.ops[m.putAt]
@@ -417,19 +456,22 @@ func (e *Engine) unput(m *Out) bool {
 }
 
 // wireSize returns the size of m's PUBLISH on the wire without an alias.
+// It is not kept: only a server with a Maximum Packet Size asks, once a
+// send.
 func (e *Engine) wireSize(m *Out) uint32 {
-	if m.size == 0 && e.pubOf(m) != nil {
-		p := &e.recPub
-		*p = *m.pub
-		p.PacketID = 1
-		n, err := packets.Size(p)
-		*p = packets.Publish{}
-		if err != nil {
-			n = 1<<32 - 1 // unencodable: larger than any limit
-		}
-		m.size = uint32(min(n, 1<<32-1))
+	pub := e.pubOf(m)
+	if pub == nil {
+		return 0
 	}
-	return m.size
+	p := &e.recPub
+	*p = *pub
+	p.PacketID = 1
+	n, err := packets.Size(p)
+	*p = packets.Publish{}
+	if err != nil {
+		return 1<<32 - 1 // unencodable: larger than any limit
+	}
+	return uint32(min(n, 1<<32-1))
 }
 
 // dropTooLarge fails a message that this server's Maximum Packet Size will
@@ -439,9 +481,10 @@ func (e *Engine) wireSize(m *Out) uint32 {
 // identifier out of use for the rest of the session: the server may still
 // hold that identifier's exchange (MQTT-4.3.3-10).
 func (e *Engine) dropTooLarge(m *Out, limit uint32) {
-	err := fmt.Errorf("%w: %d bytes, server maximum %d", ErrPacketTooLarge, e.wireSize(m), limit)
+	size := e.wireSize(m)
+	err := fmt.Errorf("%w: %d bytes, server maximum %d", ErrPacketTooLarge, size, limit)
 	e.log.Log(slog.LevelWarn, "message too large for the server: failed and removed from the session",
-		"seq", m.seq, "topic", e.pubOf(m).Topic, "bytes", e.wireSize(m), "server_maximum", limit)
+		"seq", m.seq, "topic", e.pubOf(m).Topic, "bytes", size, "server_maximum", limit)
 	if m.sent && m.qos == 2 && m.id != 0 {
 		delete(e.byID, m.id)
 		e.abandonedIDs = append(e.abandonedIDs, m.id)
@@ -495,7 +538,7 @@ func (e *Engine) outboundAck(cn *connState, a *packets.Ack) {
 func (e *Engine) pubrelRecord(buf []byte, m *Out) store.Record {
 	e.recAck = packets.Ack{Kind: packets.PUBREL, PacketID: m.id}
 	b, _ := packets.Append(buf, &e.recAck) // an Ack always encodes
-	return store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: AppendRef(b, m.ref)}
+	return store.Record{Seq: m.seq, Dir: store.Outbound, ID: m.id, Packet: AppendRef(b, m.ref())}
 }
 
 func ackErr(a *packets.Ack) error {
@@ -528,9 +571,9 @@ func ContentCost(topic string, payload []byte, pr *packets.Properties) int {
 
 func msgCost(m *Out) int {
 	if m.raw != nil {
-		return rawCost(m.raw, m.ref)
+		return rawCost(m.raw, m.ref())
 	}
-	return PubCost(m.pub) + len(m.ref)
+	return PubCost(m.pub) + len(m.ref())
 }
 
 // rawCost is what a message kept as its stored PUBLISH, raw, counts
@@ -565,9 +608,9 @@ func decodeStored(b []byte) *packets.Publish {
 
 // track adds m to the session's outbound messages.
 func (e *Engine) track(m *Out) {
-	m.cost = msgCost(m)
+	m.cost = uint32(msgCost(m))
 	e.msgs.add(m)
-	e.queuedBytes += m.cost
+	e.queuedBytes += int(m.cost)
 }
 
 // untrack removes m from the session's outbound messages and wakes
@@ -577,7 +620,7 @@ func (e *Engine) untrack(m *Out) {
 		return
 	}
 	e.msgs.remove(m)
-	e.queuedBytes -= m.cost
+	e.queuedBytes -= int(m.cost)
 	e.effect(Effect{Kind: QueueRoom})
 }
 

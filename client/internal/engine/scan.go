@@ -196,7 +196,7 @@ func (e *Engine) pageRecord(r store.Record) error {
 		return nil
 	}
 	sent := pr.Pubrel || MaybeSent(Meta{Sent: s.sent}, e.metaSeen, r)
-	m := &Out{seq: r.Seq, id: r.ID, stored: true, bare: r.ID == 0, sent: sent, ref: pr.Ref, qos: 2, pubrel: pr.Pubrel}
+	m := &Out{seq: r.Seq, id: r.ID, stored: true, bare: r.ID == 0, sent: sent, app: refApp(pr.Ref), qos: 2, pubrel: pr.Pubrel}
 	if pr.Pub != nil {
 		// Keep the record's bytes, not the decoded packet (a third of the
 		// memory): decoded again when the window reaches it.
@@ -204,7 +204,9 @@ func (e *Engine) pageRecord(r store.Record) error {
 		m.raw = pr.Packet
 	}
 	if o := s.old[r.Seq]; o != nil && !o.done {
-		m.ticket, o.ticket = o.ticket, nil
+		if o.app != nil {
+			m.app, o.app = o.app, nil // its ticket, with the same reference
+		}
 		if m.pub == nil && m.raw == nil {
 			m.pub = o.pub // a PUBREL: keep the message for Pending
 		}
@@ -346,11 +348,11 @@ func (e *Engine) Tail(from uint64, recs []store.Record, next uint64) {
 		if !ok {
 			continue
 		}
-		m := &Out{seq: r.Seq, stored: true, bare: true, qos: pr.Pub.QoS, raw: pr.Packet, ref: pr.Ref}
-		m.cost = msgCost(m)
-		e.queuedBytes += m.cost
+		m := &Out{seq: r.Seq, stored: true, bare: true, qos: pr.Pub.QoS, raw: pr.Packet, app: refApp(pr.Ref)}
+		m.cost = uint32(msgCost(m))
+		e.queuedBytes += int(m.cost)
 		s.tailN--
-		s.tailBytes -= m.cost
+		s.tailBytes -= int(m.cost)
 		run = append(run, m)
 	}
 	e.msgs.addRun(run)

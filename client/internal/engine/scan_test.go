@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"unsafe"
 
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
@@ -259,5 +260,14 @@ func TestPagedLoadConnectsWithinSent(t *testing.T) {
 		if p != "m"+strconv.Itoa(i+1) {
 			t.Fatalf("message %d sent as %s: out of order", i+1, p)
 		}
+	}
+}
+
+// TestOutSize guards what a resumed session holds for each message of its
+// window (README, Resource limits): the engine's part is one Out, in the
+// 80-byte size class (smaller on a 32-bit platform).
+func TestOutSize(t *testing.T) {
+	if n := unsafe.Sizeof(Out{}); n > 80 {
+		t.Fatalf("Out is %d bytes, want at most 80", n)
 	}
 }

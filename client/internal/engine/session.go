@@ -67,6 +67,7 @@ type connState struct {
 	gen      uint64
 	link     Link
 	writes   uint64            // numbered writes emitted (see ConnDown)
+	base     uint64            // writes of the connections before it: Out.wnum counts on
 	maxOut   uint32            // the server's Maximum Packet Size, 0 for none
 	aliasMax uint16            // the server's Topic Alias Maximum
 	aliasOut map[string]uint16 // outbound topic → alias, this connection only (MQTT-3.3.2-7)
@@ -196,7 +197,7 @@ func (e *Engine) Connected(link Link, ca *packets.Connack, clean bool, now time.
 	e.lim = LimitsOf(ca, e.cfg.SessionExpiry)
 	e.quota = int(e.lim.ReceiveMax)
 	e.gen++
-	cn := &connState{gen: e.gen, link: link, maxOut: e.lim.MaxPacket, aliasMax: e.lim.AliasMax,
+	cn := &connState{gen: e.gen, link: link, base: e.wrote, maxOut: e.lim.MaxPacket, aliasMax: e.lim.AliasMax,
 		aliasOut: make(map[string]uint16), aliasIn: make([]string, int(e.cfg.TopicAliasMaximum)+1),
 		inState: make([]uint8, 65536)}
 	e.meta.Expiry = e.lim.SessionExpiry
@@ -267,16 +268,14 @@ func (e *Engine) Disconnected(handed uint64, now time.Time) {
 		return
 	}
 	e.conn = nil
+	e.wrote = cn.base + cn.writes
 	for _, m := range e.msgs.ms {
 		if !m.tracked {
 			continue
 		}
 		m.onWire = false
-		if m.wconn == cn {
-			if m.wnum > handed {
-				m.sent = m.sentPrev
-			}
-			m.wconn = nil
+		if m.wnum > cn.base+handed {
+			m.sent = m.sentPrev // its last write never left, on cn
 		}
 	}
 	e.resetWaiting()
@@ -304,7 +303,7 @@ func (e *Engine) discard() []Lost {
 		}
 		if !m.pubrel {
 			if pub := e.pubOf(m); pub != nil {
-				lost = append(lost, Lost{Ref: m.ref, Pub: pub})
+				lost = append(lost, Lost{Ref: m.ref(), Pub: pub})
 			}
 			if e.cfg.RepublishLost && m.pub != nil {
 				// A new message under the identifier it had, which the
@@ -401,8 +400,8 @@ func (e *Engine) Reattach(mv *Moved) {
 // rather than loses.
 func (e *Engine) Attach(mv *Moved) {
 	for _, m := range mv.msgs {
-		nm := &Out{seq: e.nextSeq, qos: m.qos, pub: m.pub, ticket: m.ticket, ref: m.ref}
-		m.ticket = nil
+		nm := &Out{seq: e.nextSeq, qos: m.qos, pub: m.pub, app: m.app}
+		m.app = nil
 		e.nextSeq++
 		e.track(nm)
 		e.putRecord(nm)
@@ -507,7 +506,7 @@ func (e *Engine) Outbound() []OutInfo {
 		if pub == nil && m.raw != nil {
 			pub = decodeStored(m.raw) // not kept: a listing does not grow the session
 		}
-		out = append(out, OutInfo{Seq: m.seq, ID: m.id, QoS: m.qos, Ref: m.ref, Sent: m.sent, Pubrel: m.pubrel, Pub: pub})
+		out = append(out, OutInfo{Seq: m.seq, ID: m.id, QoS: m.qos, Ref: m.ref(), Sent: m.sent, Pubrel: m.pubrel, Pub: pub})
 	}
 	return out
 }

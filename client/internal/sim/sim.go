@@ -577,7 +577,7 @@ func (w *world) publish() error {
 		return w.effects()
 	}
 	w.outs[payload] = &outRec{qos: qos, big: len(body) > 200}
-	w.eng.Publish(new(engine.Out), p, "", t)
+	w.eng.Publish(new(engine.Msg), p, "", t)
 	w.logf("publish %s QoS %d (%d bytes)", payload, qos, len(body))
 	return w.effects()
 }
