@@ -28,26 +28,15 @@ var scannerChecks = []check{
 	{name: "ContextCancelled", fn: checkScanContextCancelled},
 }
 
-// notedScanner notes progress whenever a Scan returns.
-type notedScanner struct {
-	sc store.Scanner
-	p  *progress
-}
-
-func (n notedScanner) Scan(ctx context.Context, k store.Key, from uint64, limit int) ([]store.Record, uint64, error) {
-	defer n.p.note()
-	return n.sc.Scan(ctx, k, from, limit)
-}
-
-// scannerOf returns the Scanner of handle s, or skips the check when the
-// store has none.
+// scannerOf returns the Scanner of handle s (whose Scan notes progress,
+// see withProgress), or skips the check when the store has none.
 func (e *env) scannerOf(s store.SessionStore) store.Scanner {
 	e.t.Helper()
-	sc, ok := unwrap(s).(store.Scanner)
+	sc, ok := s.(store.Scanner)
 	if !ok {
 		e.t.Skip("the store does not implement store.Scanner")
 	}
-	return notedScanner{sc: sc, p: e.prog}
+	return sc
 }
 
 // scanned is a whole scan of a session: every page put together.

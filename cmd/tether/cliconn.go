@@ -275,7 +275,7 @@ func (o *connOpts) open(cmd string, stderr io.Writer, mod func(*client.Config)) 
 	cfg := client.Config{
 		Servers:               servers,
 		ClientID:              o.clientID(cmd),
-		Store:                 st,
+		Store:                 st.handle(),
 		Username:              o.username,
 		TLSCAFile:             o.caFile,
 		TLSCertFile:           o.certFile,
@@ -430,52 +430,187 @@ func (l *statusLog) WithGroup(string) slog.Handler      { return l }
 // countingStore passes a store through and keeps count of the outbound
 // records it holds for each session, so that a command knows when
 // everything it stored (in this run or an earlier one) has been
-// delivered, and how many of its messages are durable.
+// delivered, and how many of its messages are durable. The client gets
+// handle(), which adds store.Scanner when the inner store has it.
 type countingStore struct {
 	store.SessionStore
 	mu     sync.Mutex
-	out    map[store.Key]map[uint64]bool
-	stored int // outbound PUBLISH records written in this run
+	out    map[store.Key]map[uint64]uint64 // outbound Seqs held, each with the tick it was counted at
+	stored int                             // outbound PUBLISH records written in this run
+	paged  map[store.Key]uint64            // sessions read in part by Scan: the Seq reached
+
+	// A read (Load, a page of Scan) may overlap writes that it may or may
+	// not see. Every count takes the next tick. While reads are out, wrote
+	// keeps the tick of the last write to each Seq, and cleared that of
+	// the last Clear, so that a read leaves alone what was written after
+	// it began: that write has counted it already.
+	tick    uint64
+	reads   int
+	wrote   map[store.Key]map[uint64]uint64
+	cleared map[store.Key]uint64
 }
 
 func newCountingStore(st store.SessionStore) *countingStore {
-	return &countingStore{SessionStore: st, out: make(map[store.Key]map[uint64]bool)}
+	return &countingStore{
+		SessionStore: st,
+		out:          make(map[store.Key]map[uint64]uint64),
+		paged:        make(map[store.Key]uint64),
+		wrote:        make(map[store.Key]map[uint64]uint64),
+		cleared:      make(map[store.Key]uint64),
+	}
+}
+
+// handle returns the store to give the client: c, with store.Scanner when
+// the inner store implements it, so that the client reads a long session
+// in pages. The other optional interfaces stay hidden.
+func (c *countingStore) handle() store.SessionStore {
+	if sc, ok := c.SessionStore.(store.Scanner); ok {
+		return &countingScanner{countingStore: c, sc: sc}
+	}
+	return c
+}
+
+// countingScanner is a countingStore over a store.Scanner.
+type countingScanner struct {
+	*countingStore
+	sc store.Scanner
+}
+
+// Scan reads a page and counts it as Load counts a whole session.
+func (c *countingScanner) Scan(ctx context.Context, k store.Key, from uint64, limit int) ([]store.Record, uint64, error) {
+	t := c.readStart()
+	recs, next, err := c.sc.Scan(ctx, k, from, limit)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.counted(k, t, from, next, recs, err) {
+		return recs, next, err
+	}
+	// A page that goes on from the start of the session, or from where
+	// its read has reached, takes the read further; the last one ends it.
+	if at, ok := c.paged[k]; from == 0 || (ok && from <= at) {
+		if next == 0 {
+			delete(c.paged, k)
+		} else {
+			c.paged[k] = max(at, next)
+		}
+	}
+	return recs, next, err
 }
 
 func (c *countingStore) Load(ctx context.Context, k store.Key) ([]store.Record, error) {
+	t := c.readStart()
 	recs, err := c.SessionStore.Load(ctx, k)
 	c.mu.Lock()
-	m := make(map[uint64]bool)
-	for _, r := range recs {
-		if r.Dir == store.Outbound {
-			m[r.Seq] = true
-		}
+	defer c.mu.Unlock()
+	if c.counted(k, t, 0, 0, recs, err) {
+		delete(c.paged, k)
 	}
-	c.out[k] = m
-	c.mu.Unlock()
 	return recs, err
 }
 
+// readStart notes a read that begins, and returns its tick.
+func (c *countingStore) readStart() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reads++
+	return c.tick
+}
+
+// counted ends a read of session k that began at tick t and found recs,
+// which are every record with from <= Seq < next (next 0: to the end)
+// but for corrupt ones: the outbound Seqs of that range held become those
+// of recs. It reports false when the read changed nothing: it failed, or
+// a Clear came after it began. mu held.
+func (c *countingStore) counted(k store.Key, t, from, next uint64, recs []store.Record, err error) bool {
+	defer func() {
+		c.reads--
+		if c.reads == 0 {
+			clear(c.wrote)
+			clear(c.cleared)
+		}
+	}()
+	var corrupt *store.CorruptError
+	if (err != nil && !errors.As(err, &corrupt)) || c.cleared[k] > t {
+		return false
+	}
+	c.tick++
+	m := c.session(k)
+	w := c.wrote[k] // nil (every tick 0) when no write overlapped
+	found := make(map[uint64]bool, len(recs))
+	for _, r := range recs {
+		if r.Dir == store.Outbound {
+			found[r.Seq] = true
+		}
+	}
+	gone := func(q uint64) {
+		if !found[q] && w[q] <= t {
+			delete(m, q)
+		}
+	}
+	// Look for Seqs gone from the range through the range or through m,
+	// whichever is shorter.
+	if next != 0 && next-from <= uint64(len(m)) {
+		for q := from; q < next; q++ {
+			if _, ok := m[q]; ok {
+				gone(q)
+			}
+		}
+	} else {
+		for q := range m {
+			if q >= from && (next == 0 || q < next) {
+				gone(q)
+			}
+		}
+	}
+	for q := range found {
+		if _, ok := m[q]; !ok && w[q] <= t {
+			m[q] = c.tick
+		}
+	}
+	return true
+}
+
+// session returns the outbound Seqs held for k. mu held.
+func (c *countingStore) session(k store.Key) map[uint64]uint64 {
+	m := c.out[k]
+	if m == nil {
+		m = make(map[uint64]uint64)
+		c.out[k] = m
+	}
+	return m
+}
+
 func (c *countingStore) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
+	c.mu.Lock()
+	since := c.tick
+	c.mu.Unlock()
 	if err := c.SessionStore.Apply(ctx, k, ops...); err != nil {
 		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m := c.out[k]
-	if m == nil {
-		m = make(map[uint64]bool)
-		c.out[k] = m
-	}
+	c.tick++
+	m := c.session(k)
 	for _, op := range ops {
+		q := op.Record.Seq
+		if c.reads > 0 {
+			if c.wrote[k] == nil {
+				c.wrote[k] = make(map[uint64]uint64)
+			}
+			c.wrote[k][q] = c.tick
+		}
 		switch {
 		case op.Kind == store.OpDelete:
-			delete(m, op.Record.Seq)
+			delete(m, q)
 		case op.Record.Dir == store.Outbound:
-			if !m[op.Record.Seq] && len(op.Record.Packet) > 0 && packets.Type(op.Record.Packet[0]>>4) == packets.PUBLISH {
+			// A Seq that a read counted since this Apply began may be
+			// this very record: it is new all the same.
+			at, held := m[q]
+			isNew := !held || (at > since && at < c.tick)
+			if isNew && len(op.Record.Packet) > 0 && packets.Type(op.Record.Packet[0]>>4) == packets.PUBLISH {
 				c.stored++
 			}
-			m[op.Record.Seq] = true
+			m[q] = c.tick
 		}
 	}
 	return nil
@@ -486,8 +621,13 @@ func (c *countingStore) Clear(ctx context.Context, k store.Key) error {
 		return err
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tick++
 	delete(c.out, k)
-	c.mu.Unlock()
+	delete(c.paged, k)
+	if c.reads > 0 {
+		c.cleared[k] = c.tick
+	}
 	return nil
 }
 
@@ -500,6 +640,14 @@ func (c *countingStore) outbound() (held, stored int) {
 		held += len(m)
 	}
 	return held, c.stored
+}
+
+// reading reports whether a session is being read in pages: until its
+// last page, held leaves out the records past those read.
+func (c *countingStore) reading() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.paged) > 0
 }
 
 // Exit codes, for scripts.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -193,9 +194,14 @@ func (p *publisher) offline(err error) error {
 	// Close writes out what is pending in the store before it returns.
 	p.sess.c.Close()
 	held, _ := p.sess.st.outbound()
-	if p.o.conn.durable() && held > 0 {
-		p.sess.status.printf("%d message(s) kept in %s for client %s: run tether pub --flush (or publish again) with the same --store to deliver them",
-			held, p.o.conn.red.redact(p.o.conn.storeSpec), p.sess.id)
+	partial := p.sess.st.reading() // the session was not read to its end
+	n := strconv.Itoa(held)
+	if partial {
+		n = "at least " + n
+	}
+	if p.o.conn.durable() && (held > 0 || partial) {
+		p.sess.status.printf("%s message(s) kept in %s for client %s: run tether pub --flush (or publish again) with the same --store to deliver them",
+			n, p.o.conn.red.redact(p.o.conn.storeSpec), p.sess.id)
 	}
 	return err
 }
@@ -389,7 +395,9 @@ func (p *publisher) waitDelivered(ctx context.Context) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if held, _ := p.sess.st.outbound(); held == 0 {
+		// A session read in pages is counted page by page: wait for
+		// its last page too.
+		if held, _ := p.sess.st.outbound(); held == 0 && !p.sess.st.reading() {
 			return nil
 		}
 		select {

@@ -114,6 +114,10 @@ func Check(name string, heavy bool) (ctx context.Context, c *Clock, stop func())
 // Note records progress now.
 func (c *Clock) Note() { c.last.Store(time.Now().UnixNano()) }
 
+// Last returns when progress was last noted: the zero Unix time on a
+// zero Clock that was never noted.
+func (c *Clock) Last() time.Time { return time.Unix(0, c.last.Load()) }
+
 // silence returns how long nothing has moved.
 func (c *Clock) silence() time.Duration {
 	return time.Since(time.Unix(0, c.last.Load()))
