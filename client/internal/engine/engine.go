@@ -310,7 +310,7 @@ type Engine struct {
 	lim      Limits
 	conn     *connState // nil when disconnected
 	gen      uint64     // generation of the last connection
-	wrote    uint64     // numbered writes of the connections that ended
+	wrote    uint64     // numbered writes of every connection (numbered)
 	handling int        // delivered messages not yet done with (the crash window)
 	// waitingOut counts PUBLISH and PUBREL actions waiting for a batch:
 	// while there are any, a PUBLISH that needs nothing from the store
@@ -604,8 +604,7 @@ func (e *Engine) run(a *action) {
 			if !e.live(a.conn) {
 				return // that connection is gone; the next one resends
 			}
-			a.conn.writes++
-			a.eff.Conn, a.eff.Num = a.conn.gen, a.conn.writes
+			a.eff.Conn, a.eff.Num = a.conn.gen, e.numbered(a.conn)
 		}
 		e.effect(a.eff)
 	case actPublish:
@@ -618,8 +617,7 @@ func (e *Engine) run(a *action) {
 		}
 		ack := e.acks.next()
 		*ack = packets.Ack{Kind: a.pkt, PacketID: a.id, ReasonCode: a.code}
-		a.conn.writes++
-		e.effect(Effect{Kind: Write, Conn: a.conn.gen, Num: a.conn.writes, Packet: ack})
+		e.effect(Effect{Kind: Write, Conn: a.conn.gen, Num: e.numbered(a.conn), Packet: ack})
 	case actFreeID:
 		e.freeID(a.id)
 	case actInDone:

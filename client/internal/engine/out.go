@@ -14,7 +14,7 @@ import (
 // application gave with a message lives beside it (app).
 type Out struct {
 	seq    uint64
-	wnum   uint64           // the write it last went out in (Engine.writes numbering)
+	wnum   uint64           // the write it last went out in, numbered across connections (Engine.wrote)
 	raw    []byte           // a loaded PUBLISH not decoded yet (pub nil): its stored packet
 	pub    *packets.Publish // full topic, never an alias; nil for loaded PUBRELs
 	app    *app             // nil for a loaded message without a reference
@@ -231,10 +231,10 @@ func (e *Engine) writePublish(cn *connState, m *Out) {
 	w.PacketID = m.id
 	w.Dup = m.sent
 	e.alias(cn, w)
-	cn.writes++
+	num := e.numbered(cn)
 	m.sentPrev, m.sent = m.sent, true
-	m.wnum = cn.base + cn.writes
-	e.effect(Effect{Kind: Write, Conn: cn.gen, Num: cn.writes, Packet: w})
+	m.wnum = e.wrote
+	e.effect(Effect{Kind: Write, Conn: cn.gen, Num: num, Packet: w})
 }
 
 // alias replaces p's topic by an alias when outbound aliases are on and

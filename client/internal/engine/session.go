@@ -67,7 +67,7 @@ type connState struct {
 	gen      uint64
 	link     Link
 	writes   uint64            // numbered writes emitted (see ConnDown)
-	base     uint64            // writes of the connections before it: Out.wnum counts on
+	base     uint64            // Engine.wrote when it began: its writes are numbered on from there
 	maxOut   uint32            // the server's Maximum Packet Size, 0 for none
 	aliasMax uint16            // the server's Topic Alias Maximum
 	aliasOut map[string]uint16 // outbound topic → alias, this connection only (MQTT-3.3.2-7)
@@ -79,6 +79,14 @@ type connState struct {
 	held          []*Inbound // messages waiting for the crash window
 	heldBytes     int
 	overrunLogged bool
+}
+
+// numbered counts a numbered write on cn, live, and returns its number
+// among cn's writes (Effect.Num); Engine.wrote numbers it among all.
+func (e *Engine) numbered(cn *connState) uint64 {
+	cn.writes++
+	e.wrote++
+	return cn.writes
 }
 
 // tooLarge reports whether p exceeds the server's Maximum Packet Size.
@@ -268,7 +276,6 @@ func (e *Engine) Disconnected(handed uint64, now time.Time) {
 		return
 	}
 	e.conn = nil
-	e.wrote = cn.base + cn.writes
 	for _, m := range e.msgs.ms {
 		if !m.tracked {
 			continue
