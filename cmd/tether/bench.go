@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,10 +27,12 @@ rate (msg/s), the latency of one publish from PublishAsync to its
 acknowledgement (p50 and p99; for QoS 0, until written), and the
 allocations of the process per message (runtime.MemStats before and after).
 Each publisher is a client of its own with --window publishes outstanding;
-all publishers of a case share one store. bolt and sqlite without a path
-use a file in a temporary directory, removed afterwards. The figures are
-those of this machine and broker: use them to size a deployment, not as
-absolute claims.`
+all publishers of a case share one store. The connection options
+(broker, credentials, TLS) are those of tether pub and tether sub, and
+apply to every publisher. bolt and sqlite without a path use a file in a
+temporary directory, removed afterwards. The figures are those of this
+machine and broker: use them to size a deployment, not as absolute
+claims.`
 
 // benchOpts is the command line of tether bench.
 type benchOpts struct {
@@ -73,16 +74,7 @@ type benchResult struct {
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := benchOpts{publishers: "1", qos: "1", stores: "memory", sizes: "64", count: 10000, window: 20, topic: "tether/bench", interval: time.Second}
-	o.conn.red = &redactor{}
-	s := &optionSet{name: "tether bench"}
-	s.str("h", "host", "HOST", "broker host, or HOST:PORT (default localhost)", &o.conn.host)
-	s.str("p", "port", "PORT", "broker port (default 1883)", &o.conn.port)
-	s.str("L", "url,broker", "URL", "broker URL: mqtt://, mqtts://, ws:// or wss://", &o.conn.urls)
-	s.str("u", "username", "USER", "username", &o.conn.username)
-	s.add("P", "pw,password", "PASS", "password", func(v string) error {
-		o.conn.password, o.conn.passwordSet = v, true
-		return nil
-	})
+	s := o.conn.commandOptions("tether bench", false, "")
 	s.str("", "publishers", "LIST", "publisher counts, comma-separated (default 1)", &o.publishers)
 	s.str("q", "qos", "LIST", "QoS levels, comma-separated (default 1)", &o.qos)
 	s.str("", "store", "LIST", "stores, comma-separated: memory, bolt, sqlite, bolt:PATH, sqlite:PATH, redis://HOST:PORT (default memory)", &o.stores)
@@ -93,24 +85,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s.str("", "dir", "DIR", "directory for bolt and sqlite files without a path (default: a temporary one)", &o.dir)
 	s.dur("", "progress", "SECS", "interval of the progress lines on standard error (default 1s)", &o.interval)
 	s.flag("", "quiet", "no progress lines", &o.quiet)
-	s.dur("", "timeout", "SECS", "give up when a connection is not made in this time (default 30s)", &o.conn.timeout)
-	o.conn.timeout = 30 * time.Second
-	pos, err := s.parse(args)
-	if errors.Is(err, errHelp) {
-		s.printHelp(stdout, benchSynopsis)
-		return nil
-	}
-	if err != nil {
+	pos, ok, err := o.conn.parseArgs(s, args, stdout, benchSynopsis)
+	if !ok {
 		return err
 	}
 	if len(pos) > 0 {
 		return usageErrorf("tether bench: unexpected argument %q", pos[0])
 	}
-	servers, err := o.conn.servers()
+	cases, err := o.cases()
 	if err != nil {
 		return err
 	}
-	cases, err := o.cases()
+	// Every client of every case connects as this Config says (servers,
+	// credentials, TLS); a bad TLS file fails here, as in pub and sub.
+	base, err := o.conn.config()
 	if err != nil {
 		return err
 	}
@@ -127,7 +115,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if !o.quiet {
 			fmt.Fprintf(stderr, "case %d/%d: %v\n", i+1, len(cases), c)
 		}
-		r := o.runCase(ctx, servers, c, i, stderr)
+		r := o.runCase(ctx, base, c, i, stderr)
 		results = append(results, r)
 		if r.err != nil || ctx.Err() != nil {
 			break // the next cases would fail the same way
@@ -201,9 +189,10 @@ func (o *benchOpts) openBenchStore(spec string, i int) (store.SessionStore, erro
 	return openStore(spec)
 }
 
-// runCase runs one case: its publishers connect, then publish together;
-// the case's time runs from the first publish to the last completion.
-func (o *benchOpts) runCase(ctx context.Context, servers []string, c benchCase, i int, stderr io.Writer) benchResult {
+// runCase runs one case: its publishers connect, each with base (the
+// connection options' Config) completed, then publish together; the
+// case's time runs from the first publish to the last completion.
+func (o *benchOpts) runCase(ctx context.Context, base client.Config, c benchCase, i int, stderr io.Writer) benchResult {
 	res := benchResult{benchCase: c}
 	st, err := o.openBenchStore(c.store, i)
 	if err != nil {
@@ -222,18 +211,11 @@ func (o *benchOpts) runCase(ctx context.Context, servers []string, c benchCase, 
 		}
 	}()
 	for p := 0; p < c.publishers; p++ {
-		cfg := client.Config{
-			Servers:        servers,
-			ClientID:       fmt.Sprintf("tether-bench-%s-%d-%d", run, i, p),
-			Store:          st,
-			CleanStart:     true,
-			SessionExpiry:  time.Hour,
-			Username:       o.conn.username,
-			ConnectTimeout: min(o.conn.timeout, 10*time.Second),
-		}
-		if o.conn.passwordSet {
-			cfg.Password = []byte(o.conn.password)
-		}
+		cfg := base
+		cfg.ClientID = fmt.Sprintf("tether-bench-%s-%d-%d", run, i, p)
+		cfg.Store = st
+		cfg.CleanStart = true
+		cfg.SessionExpiry = time.Hour
 		cl, err := client.New(cfg)
 		if err != nil {
 			res.err = err

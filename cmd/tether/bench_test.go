@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -142,5 +143,91 @@ func TestBenchUsage(t *testing.T) {
 	_, _, code := tether(t, ctx, "", "bench", "-h", "127.0.0.1:1", "-n", "1", "--timeout", "2s", "--quiet")
 	if code != exitConnect {
 		t.Errorf("no broker: exit %d, want %d", code, exitConnect)
+	}
+}
+
+// TestBenchTLS runs tether bench through Mosquitto's TLS listener with
+// the TLS file options pub and sub take: a CA file alone, then a client
+// certificate for a broker that demands one. The listener speaks only
+// TLS, and the runs that leave an option out fail, so the options are
+// what the bench's clients connected with.
+func TestBenchTLS(t *testing.T) {
+	pki := newCLIPKI(t)
+	ctx := testCtx(t, 2*time.Minute)
+	const n = 50
+	bench := func(t *testing.T, args ...string) (string, string, int) {
+		t.Helper()
+		return tether(t, ctx, "", append([]string{"bench", "-t", "tlsbench", "-q", "1", "-n", strconv.Itoa(n), "-w", "5", "--quiet", "--timeout", "3"}, args...)...)
+	}
+	ran := func(t *testing.T, what string, args ...string) {
+		t.Helper()
+		out, errs, code := bench(t, args...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d\nstdout:\n%s\nstderr:\n%s", what, code, out, errs)
+		}
+		if rows := benchRows(t, out); len(rows) != 1 || rows[0][4] != strconv.Itoa(n) {
+			t.Fatalf("%s: want one row of %d messages:\n%s", what, n, out)
+		}
+	}
+	failed := func(t *testing.T, what, want string, args ...string) {
+		t.Helper()
+		out, errs, code := bench(t, args...)
+		if code != exitConnect || !strings.Contains(errs, want) {
+			t.Fatalf("%s: exit %d, want %d with %q\nstdout:\n%s\nstderr:\n%s", what, code, exitConnect, want, out, errs)
+		}
+	}
+
+	t.Run("CAFile", func(t *testing.T) {
+		b := testenv.Mosquitto(t, testenv.WithTLS(testenv.MosquittoTLS{CAFile: pki.ca, CertFile: pki.serverCert, KeyFile: pki.serverKey}))
+		addr := strings.TrimPrefix(b.TLSURL(), "mqtts://")
+		ran(t, "-h with --cafile", "-h", addr, "--cafile", pki.ca)
+		ran(t, "-L mqtts:// with --cafile", "-L", b.TLSURL(), "--cafile", pki.ca)
+		// Verification is on: without the CA file the server's
+		// certificate is unknown.
+		failed(t, "--tls without --cafile", "certificate", "-h", addr, "--tls")
+		ran(t, "--insecure", "-h", addr, "--insecure")
+	})
+
+	t.Run("ClientCertificate", func(t *testing.T) {
+		b := testenv.Mosquitto(t, testenv.WithTLS(testenv.MosquittoTLS{CAFile: pki.ca, CertFile: pki.serverCert, KeyFile: pki.serverKey, RequireCertificate: true}))
+		addr := strings.TrimPrefix(b.TLSURL(), "mqtts://")
+		ran(t, "--cafile, --cert and --key", "-h", addr, "--cafile", pki.ca, "--cert", pki.clientCert, "--key", pki.clientKey)
+		// Without the client certificate the broker refuses the handshake.
+		failed(t, "--cafile without --cert", "connect", "-h", addr, "--cafile", pki.ca)
+	})
+}
+
+// TestBenchBadTLSOptions: a TLS option tether bench cannot use fails the
+// command before anything connects, with pub's exit code and message.
+func TestBenchBadTLSOptions(t *testing.T) {
+	pki := newCLIPKI(t)
+	ctx := testCtx(t, 30*time.Second)
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	for _, tc := range []struct {
+		name string
+		opts []string
+		code int
+		msg  string
+	}{
+		{"missing CA file", []string{"--cafile", missing}, exitFailed, "tether: client: tls files: CA file: open " + missing},
+		{"CA file without a certificate", []string{"--cafile", pki.clientKey}, exitFailed, "no PEM certificate"},
+		{"missing key file", []string{"--cafile", pki.ca, "--cert", pki.clientCert, "--key", missing}, exitFailed, "client certificate"},
+		{"certificate without key", []string{"--cert", pki.clientCert}, exitUsage, "tether: --cert and --key go together"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Nothing listens on port 1: an option checked only when
+			// connecting would exit 3 (no connection) instead.
+			_, pubErrs, pubCode := tether(t, ctx, "", append([]string{"pub", "-h", "127.0.0.1:1", "-t", "x", "-m", "x", "--timeout", "2"}, tc.opts...)...)
+			if pubCode != tc.code || !strings.Contains(pubErrs, tc.msg) {
+				t.Fatalf("pub: exit %d, want %d with %q:\n%s", pubCode, tc.code, tc.msg, pubErrs)
+			}
+			out, errs, code := tether(t, ctx, "", append([]string{"bench", "-h", "127.0.0.1:1", "-n", "1", "--timeout", "2"}, tc.opts...)...)
+			if code != pubCode || errs != pubErrs {
+				t.Errorf("bench: exit %d, stderr %q; want pub's exit %d, stderr %q", code, errs, pubCode, pubErrs)
+			}
+			if out != "" {
+				t.Errorf("bench ran with a bad TLS option:\n%s", out)
+			}
+		})
 	}
 }

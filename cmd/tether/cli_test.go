@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +144,72 @@ func TestPubSubMosquittoStyle(t *testing.T) {
 	if out, _, code := tether(t, ctx, "", "pub", "--help"); code != 0 || !strings.Contains(out, "--stdin-line") {
 		t.Errorf("pub --help: exit %d\n%s", code, out)
 	}
+}
+
+// TestConnOptionsShared: pub, sub and bench take the same connection
+// options (broker, credentials, TLS, protocol version, --timeout), with
+// the same help, and pub and sub the same session options.
+func TestConnOptionsShared(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	helpLines := func(cmd string) map[string]bool {
+		t.Helper()
+		lines := map[string]bool{}
+		for _, l := range strings.Split(must(t, ctx, cmd, "--help"), "\n") {
+			lines[l] = true
+		}
+		return lines
+	}
+	want := func(register func(*connOpts, *optionSet)) []string {
+		var o connOpts
+		s := &optionSet{name: "want"}
+		register(&o, s)
+		var b strings.Builder
+		s.printHelp(&b, "x")
+		_, opts, _ := strings.Cut(b.String(), "options:\n")
+		return strings.Split(strings.TrimSuffix(opts, "\n"), "\n")
+	}
+	conn := want(func(o *connOpts, s *optionSet) { o.registerConn(s, "") })
+	session := want((*connOpts).registerSession)
+	for _, names := range []string{"-h, --host", "-p, --port", "-L, --url, --broker", "-u, --username", "-P, --pw, --password",
+		"--cafile", "--cert", "--key", "--insecure", "--tls", "--tls-server-name", "-V, --protocol-version", "--timeout"} {
+		if !slices.ContainsFunc(conn, func(l string) bool { return strings.HasPrefix(l, "  "+names+" ") }) {
+			t.Errorf("the connection options lack %s", names)
+		}
+	}
+	pub, sub, bench := helpLines("pub"), helpLines("sub"), helpLines("bench")
+	for _, l := range conn {
+		if strings.HasPrefix(l, "  --timeout ") {
+			// pub's --timeout says more: what becomes of its messages.
+			l = strings.TrimRight(l, " ")
+			if !pub[l+"; with a durable --store the messages stay stored"] {
+				t.Errorf("pub --help lacks %q with its note", l)
+			}
+			if !sub[l] || !bench[l] {
+				t.Errorf("sub or bench --help lacks %q", l)
+			}
+			continue
+		}
+		for cmd, lines := range map[string]map[string]bool{"pub": pub, "sub": sub, "bench": bench} {
+			if !lines[l] {
+				t.Errorf("%s --help lacks %q", cmd, l)
+			}
+		}
+	}
+	for _, l := range session {
+		if !pub[l] || !sub[l] {
+			t.Errorf("pub or sub --help lacks %q", l)
+		}
+	}
+
+	// A command's own option cannot shadow a shared one.
+	defer func() {
+		if recover() == nil {
+			t.Error("an option registered twice did not panic")
+		}
+	}()
+	var o connOpts
+	s := o.commandOptions("tether test", false, "")
+	s.str("", "cafile", "FILE", "shadows the shared --cafile", new(string))
 }
 
 func TestSubJSONWithProperties(t *testing.T) {

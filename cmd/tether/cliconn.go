@@ -28,8 +28,10 @@ import (
 // in the process list.
 const PasswordEnv = "TETHER_PASSWORD"
 
-// connOpts are the options every connecting command shares, named as
-// mosquitto_pub and mosquitto_sub name them.
+// connOpts are the options of a connecting command, named as
+// mosquitto_pub and mosquitto_sub name them: those every connecting
+// command takes (registerConn) and those of a client session of the
+// command's own (registerSession).
 type connOpts struct {
 	host, port, urls       string
 	username, password     string
@@ -52,10 +54,33 @@ type connOpts struct {
 	version                string
 	topicFromURL           string
 	red                    *redactor
+	session                bool // the session options are registered
 }
 
-func (o *connOpts) register(s *optionSet) {
-	o.port, o.keepAlive, o.storeSpec, o.timeout = "", 60, "", 30*time.Second
+// commandOptions returns the option set of the connecting command name
+// ("tether pub") with the options every connecting command shares
+// (registerConn; timeoutNote completes the help of --timeout) and, with
+// session, those of a client session of the command's own
+// (registerSession). The command adds its own options to it, then calls
+// parseArgs. Keeping them here keeps pub, sub and bench from drifting
+// apart.
+func (o *connOpts) commandOptions(name string, session bool, timeoutNote string) *optionSet {
+	o.red = &redactor{}
+	s := &optionSet{name: name}
+	o.registerConn(s, timeoutNote)
+	if session {
+		o.registerSession(s)
+	}
+	o.session = session
+	return s
+}
+
+// registerConn registers the options that say how to reach and
+// authenticate to the broker: host, port or URLs, credentials, TLS, the
+// protocol version and --timeout (its help completed by timeoutNote).
+// config turns them into a client.Config.
+func (o *connOpts) registerConn(s *optionSet, timeoutNote string) {
+	o.port, o.timeout = "", 30*time.Second
 	s.str("h", "host", "HOST", "broker host, or HOST:PORT (default localhost)", &o.host)
 	s.str("p", "port", "PORT", "broker port (default 1883, 8883 with TLS)", &o.port)
 	s.str("L", "url,broker", "URL", "broker URL: mqtt://, mqtts://, ws://, wss:// or HOST:PORT; [user[:pass]@] taken as credentials; comma-separated for failover", &o.urls)
@@ -65,6 +90,21 @@ func (o *connOpts) register(s *optionSet) {
 		return nil
 	})
 	s.str("", "pw-file,password-file", "FILE", "read the password from the first line of FILE", &o.passwordFile)
+	s.str("", "cafile", "FILE", "PEM file of the certificate authorities to trust (turns TLS on)", &o.caFile)
+	s.str("", "cert", "FILE", "PEM client certificate for mutual TLS (with --key)", &o.certFile)
+	s.str("", "key", "FILE", "PEM private key of --cert", &o.key)
+	s.str("", "tls-server-name", "NAME", "name the server's certificate must hold (default: the host)", &o.serverName)
+	s.flag("", "insecure", "do not verify the server's certificate (tests only)", &o.insecure)
+	s.flag("", "tls", "use TLS (mqtts) with the system's authorities", &o.tlsOn)
+	s.str("V", "protocol-version", "VERSION", "MQTT version: only 5 (mqttv5) is spoken", &o.version)
+	s.dur("", "timeout", "SECS", "give up when no connection is made in this time (default 30s)"+timeoutNote, &o.timeout)
+}
+
+// registerSession registers the options of a client session of the
+// command's own: identifier, keep alive, -c, -x, --store, the Will, -d
+// and --quiet. open applies them.
+func (o *connOpts) registerSession(s *optionSet) {
+	o.keepAlive, o.storeSpec = 60, ""
 	s.str("i", "id", "ID", "client identifier (default: unique per run; with a durable --store, stable for that store)", &o.id)
 	s.str("I", "id-prefix", "PREFIX", "client identifier PREFIX followed by a unique suffix", &o.idPrefix)
 	s.int("k", "keepalive", "SECS", "keep alive interval in seconds (0: off)", &o.keepAlive, 0, 65535)
@@ -75,19 +115,35 @@ func (o *connOpts) register(s *optionSet) {
 		return err
 	})
 	s.str("", "store", "SPEC", "session store: memory, bolt:PATH, sqlite:PATH or redis://HOST:PORT; durable ones keep the session across runs and crashes (default: memory; with -c, the user's "+defaultStoreName+")", &o.storeSpec)
-	s.str("", "cafile", "FILE", "PEM file of the certificate authorities to trust (turns TLS on)", &o.caFile)
-	s.str("", "cert", "FILE", "PEM client certificate for mutual TLS (with --key)", &o.certFile)
-	s.str("", "key", "FILE", "PEM private key of --cert", &o.key)
-	s.str("", "tls-server-name", "NAME", "name the server's certificate must hold (default: the host)", &o.serverName)
-	s.flag("", "insecure", "do not verify the server's certificate (tests only)", &o.insecure)
-	s.flag("", "tls", "use TLS (mqtts) with the system's authorities", &o.tlsOn)
-	s.str("V", "protocol-version", "VERSION", "MQTT version: only 5 (mqttv5) is spoken", &o.version)
 	s.flag("d", "debug", "log connections and store writes to standard error", &o.debug)
 	s.flag("", "quiet", "print no status, progress or error lines", &o.quiet)
 	s.str("", "will-topic", "TOPIC", "topic of the Will message", &o.willTopic)
 	s.str("", "will-payload", "MSG", "payload of the Will message", &o.willPayload)
 	s.int("", "will-qos", "QOS", "QoS of the Will message", &o.willQoS, 0, 2)
 	s.flag("", "will-retain", "retain the Will message", &o.willRetain)
+}
+
+// parseArgs parses the command line of a command whose options
+// commandOptions made, and checks the shared options: the protocol
+// version, the broker URLs and, with the session options, the store.
+// What it rejects is a usage error (exit 2). --help prints the help
+// (synopsis, then the options) on stdout and returns ok false and no
+// error, so that the command returns nil (exit 0); ok is false on an
+// error too.
+func (o *connOpts) parseArgs(s *optionSet, args []string, stdout io.Writer, synopsis string) (pos []string, ok bool, err error) {
+	pos, ok, err = s.parseCommand(args, stdout, synopsis)
+	if !ok {
+		return nil, false, err
+	}
+	if _, err := o.servers(); err != nil {
+		return nil, false, err
+	}
+	if o.session {
+		if err := o.settleStore(); err != nil {
+			return nil, false, err
+		}
+	}
+	return pos, true, nil
 }
 
 // servers returns the broker URLs the options name, with any credentials
@@ -251,31 +307,24 @@ type session struct {
 	status *statusLog
 }
 
-// open builds the client the options describe. mod completes the Config.
-func (o *connOpts) open(cmd string, stderr io.Writer, mod func(*client.Config)) (*session, error) {
+// config returns the part of a client.Config that registerConn's
+// options describe: servers, credentials, TLS and the connect timeout.
+// It settles the password (-P, --pw-file or the environment) and reads
+// the TLS files, so that a bad one is reported before anything connects,
+// as every connecting command reports it. Call it once per command.
+func (o *connOpts) config() (client.Config, error) {
 	if err := o.readPassword(); err != nil {
-		return nil, err
-	}
-	if err := o.settleStore(); err != nil {
-		return nil, err
+		return client.Config{}, err
 	}
 	servers, err := o.servers()
 	if err != nil {
-		return nil, err
+		return client.Config{}, err
 	}
 	if (o.certFile == "") != (o.key == "") {
-		return nil, usageErrorf("--cert and --key go together")
+		return client.Config{}, usageErrorf("--cert and --key go together")
 	}
-	raw, err := openStore(o.storeSpec)
-	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", o.red.redact(o.storeSpec), err)
-	}
-	st := newCountingStore(raw)
-	status := &statusLog{w: stderr, quiet: o.quiet, debug: o.debug, red: o.red}
 	cfg := client.Config{
 		Servers:               servers,
-		ClientID:              o.clientID(cmd),
-		Store:                 st.handle(),
 		Username:              o.username,
 		TLSCAFile:             o.caFile,
 		TLSCertFile:           o.certFile,
@@ -283,18 +332,37 @@ func (o *connOpts) open(cmd string, stderr io.Writer, mod func(*client.Config)) 
 		TLSServerName:         o.serverName,
 		TLSInsecureSkipVerify: o.insecure,
 		ConnectTimeout:        min(o.timeout, 10*time.Second),
-		ReconnectBackoff:      client.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second},
-		Logger:                slog.New(status),
-		OnConnectionLost: func(err error) {
-			status.printf("connection lost: %v", err)
-		},
-	}
-	if err := client.CheckTLSFiles(cfg); err != nil {
-		st.Close()
-		return nil, err
 	}
 	if o.passwordSet {
 		cfg.Password = []byte(o.password)
+	}
+	if err := client.CheckTLSFiles(cfg); err != nil {
+		return client.Config{}, err
+	}
+	return cfg, nil
+}
+
+// open builds the client the options describe. mod completes the Config.
+func (o *connOpts) open(cmd string, stderr io.Writer, mod func(*client.Config)) (*session, error) {
+	cfg, err := o.config()
+	if err != nil {
+		return nil, err
+	}
+	if err := o.settleStore(); err != nil {
+		return nil, err
+	}
+	raw, err := openStore(o.storeSpec)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", o.red.redact(o.storeSpec), err)
+	}
+	st := newCountingStore(raw)
+	status := &statusLog{w: stderr, quiet: o.quiet, debug: o.debug, red: o.red}
+	cfg.ClientID = o.clientID(cmd)
+	cfg.Store = st.handle()
+	cfg.ReconnectBackoff = client.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second}
+	cfg.Logger = slog.New(status)
+	cfg.OnConnectionLost = func(err error) {
+		status.printf("connection lost: %v", err)
 	}
 	switch {
 	case o.keepAlive == 0:

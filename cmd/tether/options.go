@@ -36,10 +36,21 @@ type optionSet struct {
 	opts []*option
 }
 
+// add registers an option. A name registered twice is a programming
+// error (the second would never be reached), so add panics: a command's
+// own option must not shadow one it shares with the others.
 func (s *optionSet) add(short, long, arg, help string, set func(string) error) {
 	var longs []string
 	if long != "" {
 		longs = strings.Split(long, ",")
+	}
+	if short != "" && s.lookup(short, false) != nil {
+		panic(fmt.Sprintf("%s: option -%s registered twice", s.name, short))
+	}
+	for _, l := range longs {
+		if s.lookup(l, true) != nil {
+			panic(fmt.Sprintf("%s: option --%s registered twice", s.name, l))
+		}
 	}
 	s.opts = append(s.opts, &option{short: short, long: longs, arg: arg, help: help, set: set})
 }
@@ -162,6 +173,22 @@ func (s *optionSet) parse(args []string) ([]string, error) {
 		}
 	}
 	return pos, nil
+}
+
+// parseCommand parses a command's args as parse does. For --help it
+// prints the help (synopsis, then the options) on stdout and returns ok
+// false and no error, so that the command returns nil and exits 0; ok is
+// false on an error too, which the command returns.
+func (s *optionSet) parseCommand(args []string, stdout io.Writer, synopsis string) (pos []string, ok bool, err error) {
+	pos, err = s.parse(args)
+	if errors.Is(err, errHelp) {
+		s.printHelp(stdout, synopsis)
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return pos, true, nil
 }
 
 // errHelp is returned by parse for --help: the command prints its help

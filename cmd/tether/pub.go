@@ -34,9 +34,7 @@ type pubOpts struct {
 
 func runPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	o := pubOpts{qos: 0, repeat: 1, stdin: stdin}
-	o.conn.red = &redactor{}
-	s := &optionSet{name: "tether pub"}
-	o.conn.register(s)
+	s := o.conn.commandOptions("tether pub", true, "; with a durable --store the messages stay stored")
 	s.str("t", "topic", "TOPIC", "topic to publish to", &o.topic)
 	s.str("m", "message", "MSG", "the message", &o.message)
 	s.str("f", "file", "FILE", "send the contents of FILE as the message", &o.file)
@@ -49,20 +47,9 @@ func runPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	s.dur("", "repeat-delay", "SECS", "wait between repeats", &o.repeatDelay)
 	s.flag("", "flush", "send only what the --store still holds from an earlier run", &o.flush)
 	s.flag("", "progress", "print progress (lines, rate, in flight) to standard error; on by default for -l on a terminal", &o.progress)
-	s.dur("", "timeout", "SECS", "give up when no connection is made in this time (default 30s); with a durable --store the messages stay stored", &o.conn.timeout)
-	pos, err := s.parse(args)
-	if errors.Is(err, errHelp) {
-		s.printHelp(stdout, pubSynopsis)
-		return nil
-	}
-	if err != nil {
-		return err
-	}
 	// mosquitto_pub's -h is the host: help is --help.
-	if _, err := o.conn.servers(); err != nil {
-		return err
-	}
-	if err := o.conn.settleStore(); err != nil {
+	pos, ok, err := o.conn.parseArgs(s, args, stdout, pubSynopsis)
+	if !ok {
 		return err
 	}
 	if o.topic == "" {

@@ -24,12 +24,8 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	s.str("", "store", "SPEC", "the store: bolt:PATH, sqlite:PATH or redis://HOST:PORT", &spec)
 	s.str("", "server", "URL", "the session's server, as listed (needed only when the ClientID has sessions on several)", &server)
 	s.str("i", "id", "ID", "the session's ClientID (show, clear)", &id)
-	pos, err := s.parse(args)
-	if errors.Is(err, errHelp) {
-		s.printHelp(stdout, sessionsSynopsis)
-		return nil
-	}
-	if err != nil {
+	pos, ok, err := s.parseCommand(args, stdout, sessionsSynopsis)
+	if !ok {
 		return err
 	}
 	verb := "list"

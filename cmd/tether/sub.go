@@ -30,9 +30,7 @@ type subOpts struct {
 
 func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := subOpts{}
-	o.conn.red = &redactor{}
-	s := &optionSet{name: "tether sub"}
-	o.conn.register(s)
+	s := o.conn.commandOptions("tether sub", true, "")
 	s.strs("t", "topic", "FILTER", "topic filter to subscribe to (repeatable)", &o.topics)
 	s.strs("T", "filter-out", "FILTER", "do not print messages whose topic matches FILTER (repeatable)", &o.filterOut)
 	s.strs("U", "unsubscribe", "FILTER", "unsubscribe from FILTER (repeatable; with -c or --store, ends a kept subscription)", &o.unsub)
@@ -51,20 +49,9 @@ func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	s.int("", "retain-handling", "N", "0: send retained messages on subscribe, 1: only for a new subscription (default with a durable --store), 2: never", &o.retainHandling, 0, 2)
 	s.flag("", "raw", "print payloads as they are, even on a terminal", &o.raw)
 	s.flag("", "escape", "escape control characters in topics and payloads (default on a terminal)", &o.escape)
-	s.dur("", "timeout", "SECS", "give up when no connection is made in this time (default 30s)", &o.conn.timeout)
 	o.retainHandling = -1
-	pos, err := s.parse(args)
-	if errors.Is(err, errHelp) {
-		s.printHelp(stdout, subSynopsis)
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if _, err := o.conn.servers(); err != nil {
-		return err
-	}
-	if err := o.conn.settleStore(); err != nil {
+	pos, ok, err := o.conn.parseArgs(s, args, stdout, subSynopsis)
+	if !ok {
 		return err
 	}
 	if t := o.conn.topicFromURL; t != "" {
