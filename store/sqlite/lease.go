@@ -57,12 +57,12 @@ func (r leaseRow) String() string {
 	return "held with token " + strconv.FormatUint(r.token, 10)
 }
 
-func readLease(ctx context.Context, conn *sql.Conn, k store.Key) (leaseRow, error) {
+func (s *Store) readLease(ctx context.Context, conn *sql.Conn, k store.Key) (leaseRow, error) {
 	var (
 		r              leaseRow
 		token, expires int64
 	)
-	err := conn.QueryRowContext(ctx, `SELECT holder, token, expires FROM tether_leases
+	err := s.queryRow(ctx, conn, `SELECT holder, token, expires FROM tether_leases
 		WHERE server = CAST(?1 AS BLOB) AND client_id = CAST(?2 AS BLOB)`, k.Server, k.ClientID).Scan(&r.holder, &token, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return leaseRow{}, nil
@@ -81,7 +81,7 @@ func readLease(ctx context.Context, conn *sql.Conn, k store.Key) (leaseRow, erro
 // this handle's own identity that the handle no longer tracks (its
 // acquisition failed after the row was written) counts as free.
 func (s *Store) fence(ctx context.Context, conn *sql.Conn, k store.Key, l *lease) error {
-	r, err := readLease(ctx, conn, k)
+	r, err := s.readLease(ctx, conn, k)
 	if err != nil {
 		return err
 	}
@@ -208,7 +208,7 @@ func (s *Store) tryAcquire(ctx context.Context, k store.Key, ttl time.Duration) 
 	)
 	sent := time.Now()
 	err = s.write(ctx, func(conn *sql.Conn) error {
-		r, err := readLease(ctx, conn, k)
+		r, err := s.readLease(ctx, conn, k)
 		if err != nil {
 			return err
 		}
@@ -381,7 +381,7 @@ func (l *lease) renewed(sent time.Time) {
 // extendIn renews l inside a write transaction on conn whose fence has just
 // found l live and this handle's.
 func (s *Store) extendIn(ctx context.Context, conn *sql.Conn, l *lease, now time.Time) error {
-	_, err := conn.ExecContext(ctx, `UPDATE tether_leases SET expires = ?3
+	_, err := s.exec(ctx, conn, `UPDATE tether_leases SET expires = ?3
 		WHERE server = CAST(?1 AS BLOB) AND client_id = CAST(?2 AS BLOB) AND holder = ?4 AND token = ?5`,
 		l.k.Server, l.k.ClientID, now.Add(l.ttl).UnixMilli(), s.holder, int64(l.token))
 	return err

@@ -184,7 +184,7 @@ func (s *Store) reclaimOnce(ctx context.Context) error {
 // nothing, if no reader or writer is in the way; it waits for none, but
 // then copies what it can, as a passive checkpoint does.
 func (s *Store) truncateWAL(ctx context.Context) (err error) {
-	conn, err := s.writeConn(ctx)
+	conn, err := s.poolConn(ctx)
 	if err != nil {
 		return err
 	}
@@ -245,7 +245,7 @@ func (s *Store) Compact(ctx context.Context) error {
 // truncates the WAL, waiting for readers and writers up to the busy
 // timeout.
 func (s *Store) compact(ctx context.Context) error {
-	conn, err := s.writeConn(ctx)
+	conn, err := s.poolConn(ctx)
 	if err != nil {
 		return err
 	}

@@ -183,8 +183,9 @@ func TestReclaimDrain(t *testing.T) {
 // enough that their deletes start more steps: every Apply must succeed and
 // every session must load exactly what was written. Each writer pauses
 // twice as long as its last Apply took, as a client waits for its broker:
-// SQLite's write lock is not fair, and writers in a tight loop can starve
-// each other past the busy timeout, with or without the reclaimer.
+// SQLite's write lock is not fair between handles or processes, and
+// writers in a tight loop can starve each other past the busy timeout,
+// with or without the reclaimer (one handle's own writes take turns).
 func TestReclaimConcurrentApply(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "sessions.db")
@@ -194,11 +195,9 @@ func TestReclaimConcurrentApply(t *testing.T) {
 	}
 	defer s.Close()
 	bulk := store.Key{Server: "tcp://broker.test:1883", ClientID: "bulk"}
-	const n = 20_000
+	const n = 30_000 // about 13 steps of pages
 	putRange(t, s, bulk, 1, n+1, 400, 500, func() {})
 
-	deleteRange(t, s, bulk, 1, n+1, 1000, func() {})
-	steps0 := sqlite.ReclaimSteps(s)
 	stop := make(chan struct{})
 	var (
 		wg      sync.WaitGroup
@@ -250,8 +249,10 @@ func TestReclaimConcurrentApply(t *testing.T) {
 			}
 		}()
 	}
-	// The writers go on until the backlog's pages are all back and many
-	// steps were taken while they wrote.
+	// The backlog is drained while the writers run, and they go on until
+	// its pages are all back and many steps were taken meanwhile.
+	steps0 := sqlite.ReclaimSteps(s)
+	deleteRange(t, s, bulk, 1, n+1, 1000, func() {})
 	waitFor(t, "pages given back while writers run", func() bool {
 		db, _ := fileSizes(t, path)
 		return sqlite.ReclaimSteps(s)-steps0 >= 8 && db < 2*mib

@@ -16,6 +16,9 @@
 // the write lock at the start means two writers never deadlock upgrading
 // read locks, and a writer kept waiting by another process retries within
 // Options.BusyTimeout before it fails with an error wrapping store.ErrLocked.
+// A store from Open writes on one connection of its own, keeping its
+// statements prepared there; its own writes take turns on it in the order
+// they come, each waiting no longer than the busy timeout either.
 //
 // # Ownership
 //
@@ -63,7 +66,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"database/sql/driver"
+
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -118,8 +121,9 @@ type Options struct {
 	// "EXTRA" is also accepted.
 	Synchronous string
 	// BusyTimeout bounds how long a write waits for the write lock held
-	// by another connection or process before failing with an error
-	// wrapping store.ErrLocked. Zero means DefaultBusyTimeout.
+	// by another connection or process, or for the handle's other writes,
+	// before failing with an error wrapping store.ErrLocked. Zero means
+	// DefaultBusyTimeout.
 	BusyTimeout time.Duration
 	// MaxPacketLen is the largest Packet accepted; a larger one is refused
 	// with store.ErrTooLarge. Zero means store.MaxPacketLen (16 MiB); at
@@ -150,6 +154,9 @@ type Store struct {
 	// reclaim gives free pages back (reclaim.go); nil when MaxFreePages
 	// is negative. Set before the Store is returned, then never changed.
 	reclaim *reclaimer
+	// w is the connection writes take turns on (writer.go); nil on a
+	// caller's database (New). Set before the Store is returned.
+	w *writer
 
 	// closeMu serialises Close.
 	closeMu sync.Mutex
@@ -257,6 +264,7 @@ func Open(path string, opts *Options) (*Store, error) {
 	}
 	s := newStore(db, o)
 	s.ownsDB = true
+	s.w = newWriter()
 	ctx := context.Background()
 	// One deadline for the whole preparation: SQLite's busy handler does
 	// not run for every lock a first open takes (the switch to WAL mode
@@ -268,6 +276,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		}
 		return s.setup(ctx)
 	}); err != nil {
+		s.w.close()
 		_ = db.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, explain(abs, err))
 	}
@@ -541,9 +550,9 @@ func (s *Store) retryBusy(ctx context.Context, fn func() error) error {
 	}
 }
 
-// writeConn returns a connection of the pool with the store's settings,
+// poolConn returns a connection of the pool with the store's settings,
 // which the caller closes.
-func (s *Store) writeConn(ctx context.Context) (*sql.Conn, error) {
+func (s *Store) poolConn(ctx context.Context) (*sql.Conn, error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return nil, err
@@ -560,13 +569,14 @@ func (s *Store) writeConn(ctx context.Context) (*sql.Conn, error) {
 // write runs fn in a BEGIN IMMEDIATE transaction on one connection and
 // commits it, or rolls it back if fn or the context fails.
 func (s *Store) write(ctx context.Context, fn func(conn *sql.Conn) error) (err error) {
-	conn, err := s.writeConn(ctx)
+	conn, done, err := s.writeConn(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	bad := false
+	defer func() { done(bad) }()
 	if err := s.retryBusy(ctx, func() error {
-		_, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE")
+		_, err := s.exec(ctx, conn, "BEGIN IMMEDIATE")
 		return err
 	}); err != nil {
 		return err
@@ -578,9 +588,9 @@ func (s *Store) write(ctx context.Context, fn func(conn *sql.Conn) error) (err e
 		}
 		// Rolled back whatever the caller's context says: a connection
 		// left inside a transaction would hold the write lock. If even
-		// that fails, the connection is dropped from the pool.
+		// that fails, the connection is dropped.
 		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
-			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			bad = true
 		}
 	}()
 	if err := fn(conn); err != nil {
@@ -593,7 +603,7 @@ func (s *Store) write(ctx context.Context, fn func(conn *sql.Conn) error) (err e
 	// meanwhile: an interrupted COMMIT would leave the caller unsure
 	// whether the batch is there.
 	if err := s.retryBusy(context.WithoutCancel(ctx), func() error {
-		_, err := conn.ExecContext(context.WithoutCancel(ctx), "COMMIT")
+		_, err := s.exec(context.WithoutCancel(ctx), conn, "COMMIT")
 		return err
 	}); err != nil {
 		return err
@@ -773,11 +783,14 @@ func (s *Store) apply(ctx context.Context, k store.Key, fn func(tx any) error, o
 				return err
 			}
 		}
-		// A statement of chunk rows is parsed once per batch and run for
-		// every full chunk: parsing costs more than it looks, under the
-		// race detector most of all.
+		// A statement is parsed once, not once a write: parsing costs
+		// more than it looks, under the race detector most of all. The
+		// writer's connection (Open) keeps the statements of up to
+		// keptRows rows and of chunk rows prepared; without it, one of
+		// chunk rows is prepared for the batch and run for every full
+		// chunk.
 		run := func(sqlFor func(int) string, total int, end func(lo int) int, args func(lo, hi int) []any) error {
-			var full *sql.Stmt
+			var full *sql.Stmt // prepared for this batch
 			defer func() {
 				if full != nil {
 					_ = full.Close()
@@ -785,16 +798,25 @@ func (s *Store) apply(ctx context.Context, k store.Key, fn func(tx any) error, o
 			}()
 			for lo, hi := 0, 0; lo < total; lo = hi {
 				hi = end(lo)
-				var err error
-				if hi-lo == chunk {
+				n := hi - lo
+				var st *sql.Stmt
+				if n <= keptRows || n == chunk {
+					st = s.prepared(ctx, conn, sqlFor(n))
+				}
+				if st == nil && n == chunk {
 					if full == nil {
+						var err error
 						if full, err = conn.PrepareContext(ctx, sqlFor(chunk)); err != nil {
 							return err
 						}
 					}
-					_, err = full.ExecContext(ctx, args(lo, hi)...)
+					st = full
+				}
+				var err error
+				if st != nil {
+					_, err = st.ExecContext(ctx, args(lo, hi)...)
 				} else {
-					_, err = conn.ExecContext(ctx, sqlFor(hi-lo), args(lo, hi)...)
+					_, err = conn.ExecContext(ctx, sqlFor(n), args(lo, hi)...)
 				}
 				if err != nil {
 					return err
@@ -851,6 +873,12 @@ func (s *Store) apply(ctx context.Context, k store.Key, fn func(tx any) error, o
 // many rows cost far less per row than one statement per row (SQLite limits
 // a statement to 32,766 parameters).
 const chunk = 128
+
+// keptRows is the most rows of a statement that the writer keeps
+// prepared besides those of chunk rows: a group commit of a few messages
+// is the common one, and each statement kept holds SQLite's program for
+// it.
+const keptRows = 16
 
 // chunkBytes bounds the packet bytes of one statement (but a statement
 // always holds at least one row).
@@ -1014,6 +1042,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.w != nil {
+		s.w.close() // no write runs: each holds mu for reading
+	}
 	if s.ownsDB {
 		if err := s.db.Close(); err != nil {
 			return fmt.Errorf("sqlite: close: %w", err)

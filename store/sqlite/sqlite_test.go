@@ -352,6 +352,50 @@ func TestBusy(t *testing.T) {
 	}
 }
 
+// TestBusyOwnWrites: the writes of one handle take turns on its writer's
+// connection. One held up by a slow transactional handler keeps another
+// of the same handle waiting no longer than the busy timeout, which then
+// fails with ErrLocked and changes nothing; once the turn is free, writes
+// go on, in the order they came.
+func TestBusyOwnWrites(t *testing.T) {
+	ctx := context.Background()
+	s, err := sqlite.Open(filepath.Join(t.TempDir(), "s.db"), &sqlite.Options{BusyTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	k := store.Key{Server: "s", ClientID: "c"}
+	inside, release := make(chan struct{}), make(chan struct{})
+	slow := make(chan error, 1)
+	go func() {
+		slow <- s.ApplyTx(ctx, k, func(any) error {
+			close(inside)
+			<-release
+			return nil
+		}, store.Put(store.Record{Seq: 1, Packet: []byte("slow")}))
+	}()
+	<-inside
+	start := time.Now()
+	err = s.Apply(ctx, k, store.Put(store.Record{Seq: 2, Packet: []byte("x")}))
+	if !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("Apply behind a slow write of the same handle returned %v, want store.ErrLocked", err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Errorf("Apply gave up after %v with a 300ms busy timeout", d)
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatalf("the slow write: %v", err)
+	}
+	if err := s.Apply(ctx, k, store.Put(store.Record{Seq: 3, Packet: []byte("y")})); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := s.Load(ctx, k)
+	if err != nil || len(recs) != 2 || recs[0].Seq != 1 || recs[1].Seq != 3 {
+		t.Fatalf("Load: %v, %v; want the records 1 and 3", recs, err)
+	}
+}
+
 func TestNotADatabase(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "junk.db")
 	junk := make([]byte, 8192)
