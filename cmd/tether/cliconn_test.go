@@ -168,12 +168,14 @@ func (g *gatedStore) Apply(ctx context.Context, k store.Key, ops ...store.Op) er
 	return err
 }
 
-// A page read before a delete and counted after it does not bring the
-// deleted record back.
-func TestCountingStoreScanOverlapsDelete(t *testing.T) {
+// scanAround reads a page of countKey's backlog (limit records) through a
+// counting store and runs during after the page is read and before it is
+// counted; it returns the counting store once the page is.
+func scanAround(t *testing.T, limit int, during func(ctx context.Context, c *countingStore)) *countingStore {
+	t.Helper()
 	ctx := context.Background()
 	g := &gatedStore{Store: memory.New()}
-	defer g.Close()
+	t.Cleanup(func() { g.Close() })
 	backlog(t, g.Store)
 	c := newCountingStore(g)
 	sc := c.handle().(store.Scanner)
@@ -181,23 +183,35 @@ func TestCountingStoreScanOverlapsDelete(t *testing.T) {
 	g.afterScan = func() { close(read); <-resume }
 	done := make(chan error)
 	go func() {
-		_, _, err := sc.Scan(ctx, countKey, 0, 0)
+		_, _, err := sc.Scan(ctx, countKey, 0, limit)
 		done <- err
 	}()
 	<-read
 	g.afterScan = nil
-	if err := c.Apply(ctx, countKey, store.Delete(5), store.Put(outRec(50))); err != nil {
+	var err error
+	func() {
+		defer func() { close(resume); err = <-done }() // even when during fails the test
+		during(ctx, c)
+	}()
+	if err != nil {
 		t.Fatal(err)
 	}
-	close(resume)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	return c
+}
+
+// A page read before a delete and counted after it does not bring the
+// deleted record back.
+func TestCountingStoreScanOverlapsDelete(t *testing.T) {
+	c := scanAround(t, 0, func(ctx context.Context, c *countingStore) {
+		if err := c.Apply(ctx, countKey, store.Delete(5), store.Put(outRec(50))); err != nil {
+			t.Fatal(err)
+		}
+	})
 	want := []uint64{1, 2, 3, 6, 7, 11, 12, 20, 30, 50}
 	if got := heldSeqs(c); !slices.Equal(got, want) {
 		t.Fatalf("outbound Seqs held %v, want %v: the page read before the Apply undid it", got, want)
 	}
-	if _, err := c.Load(ctx, countKey); err != nil {
+	if _, err := c.Load(context.Background(), countKey); err != nil {
 		t.Fatal(err)
 	}
 	if got := heldSeqs(c); !slices.Equal(got, want) {
@@ -276,28 +290,11 @@ func TestCountingStoreReading(t *testing.T) {
 
 // A page read before a Clear and counted after it brings nothing back.
 func TestCountingStoreScanOverlapsClear(t *testing.T) {
-	ctx := context.Background()
-	g := &gatedStore{Store: memory.New()}
-	defer g.Close()
-	backlog(t, g.Store)
-	c := newCountingStore(g)
-	sc := c.handle().(store.Scanner)
-	read, resume := make(chan struct{}), make(chan struct{})
-	g.afterScan = func() { close(read); <-resume }
-	done := make(chan error)
-	go func() {
-		_, _, err := sc.Scan(ctx, countKey, 0, 2)
-		done <- err
-	}()
-	<-read
-	g.afterScan = nil
-	if err := c.Clear(ctx, countKey); err != nil {
-		t.Fatal(err)
-	}
-	close(resume)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	c := scanAround(t, 2, func(ctx context.Context, c *countingStore) {
+		if err := c.Clear(ctx, countKey); err != nil {
+			t.Fatal(err)
+		}
+	})
 	if n := held(c); n != 0 || c.reading() {
 		t.Fatalf("after a Clear that overlapped a page: %d held, reading() %v; want 0 and false", n, c.reading())
 	}
