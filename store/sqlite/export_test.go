@@ -18,3 +18,13 @@ func ReclaimSteps(s *Store) int64 {
 	}
 	return s.reclaim.steps.Load()
 }
+
+// BreakWriter ends the connection under s's writer, as database/sql ends
+// one it found broken, and reports whether s had one.
+func BreakWriter(s *Store) bool {
+	if s.w == nil || s.w.conn == nil {
+		return false
+	}
+	_ = s.w.conn.Close()
+	return true
+}

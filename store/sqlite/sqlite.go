@@ -574,7 +574,7 @@ func (s *Store) write(ctx context.Context, fn func(conn *sql.Conn) error) (err e
 		return err
 	}
 	bad := false
-	defer func() { done(bad) }()
+	defer func() { done(bad || connGone(err)) }()
 	if err := s.retryBusy(ctx, func() error {
 		_, err := s.exec(ctx, conn, "BEGIN IMMEDIATE")
 		return err

@@ -396,6 +396,38 @@ func TestBusyOwnWrites(t *testing.T) {
 	}
 }
 
+// TestWriterConnectionEnds: when the connection a handle writes on ends
+// under it, the write in progress fails and the next one takes another
+// connection, rather than every later write failing.
+func TestWriterConnectionEnds(t *testing.T) {
+	ctx := context.Background()
+	s, err := sqlite.Open(filepath.Join(t.TempDir(), "s.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	k := store.Key{Server: "s", ClientID: "c"}
+	put := func(seq uint64) error {
+		return s.Apply(ctx, k, store.Put(store.Record{Seq: seq, Packet: []byte("x")}))
+	}
+	if err := put(1); err != nil {
+		t.Fatal(err)
+	}
+	if !sqlite.BreakWriter(s) {
+		t.Fatal("a store from Open has no writer's connection after a write")
+	}
+	if err := put(2); err == nil {
+		t.Fatal("a write on the ended connection succeeded")
+	}
+	if err := put(3); err != nil {
+		t.Fatalf("the write after: %v", err)
+	}
+	recs, err := s.Load(ctx, k)
+	if err != nil || len(recs) != 2 || recs[0].Seq != 1 || recs[1].Seq != 3 {
+		t.Fatalf("Load: %v, %v; want the records 1 and 3", recs, err)
+	}
+}
+
 func TestNotADatabase(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "junk.db")
 	junk := make([]byte, 8192)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"time"
 
@@ -69,6 +70,12 @@ func (s *Store) writeConn(ctx context.Context) (*sql.Conn, func(bad bool), error
 		}
 		<-w.turn
 	}, nil
+}
+
+// connGone reports whether err says a connection can no longer be used,
+// so that the writer takes another for the next write.
+func connGone(err error) bool {
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)
 }
 
 // close closes the writer's statements and gives its connection back to
