@@ -56,19 +56,50 @@ func TestQoS1LeavesBeforeItsRecord(t *testing.T) {
 		t.Fatalf("record of the acknowledged QoS 1 message left %v, Puts per record %v, want none for it", ok, puts)
 	}
 
-	// A PUBACK that comes while the record's batch is being applied
-	// leaves the Put, and a Delete follows.
+	// The Put of a message that left before it waits for the batch after
+	// the one being taken: a PUBACK during that Apply still takes it back.
 	r.publish(3, 1, "a", []byte("3"))
 	id := r.take()[0].(*packets.Publish).PacketID
 	ops := r.e.Commit()
+	if hasPut(ops, 3) {
+		t.Fatal("the first batch taken after a QoS 1 PUBLISH left holds its Put")
+	}
 	r.receive(ack(packets.PUBACK, id))
 	r.apply(ops)
 	r.e.Committed()
 	r.effects()
 	r.commit()
-	if _, ok := r.st[3]; ok || puts[3] != 1 {
-		t.Fatalf("record of a message acknowledged during its Apply: left %v, Puts %d", ok, puts[3])
+	if _, ok := r.st[3]; ok || puts[3] != 0 {
+		t.Fatalf("record of a message acknowledged during the Apply after it left: left %v, Puts %d", ok, puts[3])
 	}
+
+	// A PUBACK that comes while the batch holding the Put is being
+	// applied leaves the Put, and a Delete follows.
+	r.publish(4, 1, "a", []byte("4"))
+	id = r.take()[0].(*packets.Publish).PacketID
+	r.commitOnce()
+	ops = r.e.Commit()
+	if !hasPut(ops, 4) {
+		t.Fatal("the second batch taken after a QoS 1 PUBLISH left lacks its Put")
+	}
+	r.receive(ack(packets.PUBACK, id))
+	r.apply(ops)
+	r.e.Committed()
+	r.effects()
+	r.commit()
+	if _, ok := r.st[4]; ok || puts[4] != 1 {
+		t.Fatalf("record of a message acknowledged during its Apply: left %v, Puts %d", ok, puts[4])
+	}
+}
+
+// hasPut reports whether ops put the record of seq.
+func hasPut(ops []store.Op, seq uint64) bool {
+	for _, op := range ops {
+		if op.Kind == store.OpPut && op.Record.Seq == seq {
+			return true
+		}
+	}
+	return false
 }
 
 // TestQoS1CrashBeforeItsRecord: a process that dies after a QoS 1 PUBLISH
@@ -142,6 +173,7 @@ func TestQoS1SentThenCommitFails(t *testing.T) {
 	if len(first) != 1 {
 		t.Fatalf("wrote %v", kinds(first))
 	}
+	r.commitOnce() // its Put waits for the next batch (Engine.Commit)
 	down := errors.New("store down")
 	r.failCommit(down)
 	if err := r.outcome[1]; !errors.Is(err, down) {
@@ -160,6 +192,7 @@ func TestQoS1SentThenCommitFails(t *testing.T) {
 	// The store fails again: a QoS 1 PUBLISH waits for its record.
 	r.publish(2, 1, "a", []byte("2"))
 	r.take()
+	r.commitOnce()
 	r.failCommit(down)
 	r.publish(3, 1, "a", []byte("3")) // before the connection has ended
 	if w := r.take(); len(w) != 0 {

@@ -311,6 +311,8 @@ type Engine struct {
 	conn     *connState // nil when disconnected
 	gen      uint64     // generation of the last connection
 	wrote    uint64     // numbered writes of every connection (numbered)
+	heldPuts []store.Op // Commit's scratch: the young Puts it moves to the next batch
+	young    []*Out     // and their messages
 	handling int        // delivered messages not yet done with (the crash window)
 	// waitingOut counts PUBLISH and PUBREL actions waiting for a batch:
 	// while there are any, a PUBLISH that needs nothing from the store
@@ -476,17 +478,67 @@ func (e *Engine) Failing() bool { return e.failing }
 // Commit takes the next batch for the driver to apply. The operations
 // (possibly none) stay valid until Committed or CommitFailed; exactly one
 // of those must follow.
+//
+// The first Put of a QoS 1 message that left before it (young) waits for
+// the next batch, once: its PUBACK usually comes within the Apply of this
+// one, and then takes the Put back (unput), so that under load most QoS 1
+// messages cost the store nothing. Nothing waits for that record but
+// Token.Stored: the PUBLISH is out, and until the record is durable or the
+// PUBACK is in, the message is still the application's (see mayLeave).
 func (e *Engine) Commit() []store.Op {
 	b := e.cur
 	e.cur, e.spare = e.spare, batch{}
 	e.curGen++
+	young := e.takeYoung(&b)
 	b.compact()
 	if len(b.ops) > MaxBatchOps {
 		e.cur = b.split(MaxBatchOps) // next, before anything queued later
 	}
+	for i, m := range young {
+		e.cur.ops = append(e.cur.ops, e.heldPuts[i])
+		m.putGen, m.putAt = e.curGen, uint16(min(len(e.cur.ops)-1, noPutAt))
+		e.cur.msgs = append(e.cur.msgs, m)
+	}
+	clear(e.heldPuts)
+	clear(young)
+	e.heldPuts = e.heldPuts[:0]
 	e.inflight = b
 	e.committing = true
 	return b.ops
+}
+
+// takeYoung takes the first Puts of the young messages out of b, which
+// Commit has just taken, into heldPuts, in order, and returns their
+// messages. No action of b waits for them: a QoS 1 PUBLISH needs no
+// record, and no other message's step needs this one's.
+func (e *Engine) takeYoung(b *batch) []*Out {
+	young := e.young[:0]
+	n := 0
+	for _, m := range b.msgs {
+		if m.young {
+			m.young = false
+			if !m.done && m.puts == 1 && m.putGen == e.curGen-1 && m.putAt != noPutAt &&
+				isPutOf(&b.ops[m.putAt], m) {
+				op := &b.ops[m.putAt]
+				e.heldPuts = append(e.heldPuts, *op)
+				*op = store.Op{}
+				b.dead++
+				young = append(young, m)
+				continue
+			}
+		}
+		b.msgs[n] = m
+		n++
+	}
+	clear(b.msgs[n:])
+	b.msgs = b.msgs[:n]
+	e.young = young
+	return young
+}
+
+// isPutOf reports whether op is a Put of m's record.
+func isPutOf(op *store.Op, m *Out) bool {
+	return op.Kind == store.OpPut && op.Record.Dir == store.Outbound && op.Record.Seq == m.seq
 }
 
 // Committed reports that the batch Commit returned is durable: the actions

@@ -129,10 +129,16 @@ func (r *rig) coveredBySent(p *packets.Publish) {
 func (r *rig) commit() {
 	r.t.Helper()
 	for r.e.NeedsCommit() {
-		r.apply(r.e.Commit())
-		r.e.Committed()
-		r.effects()
+		r.commitOnce()
 	}
+}
+
+// commitOnce commits one batch, even an empty one.
+func (r *rig) commitOnce() {
+	r.t.Helper()
+	r.apply(r.e.Commit())
+	r.e.Committed()
+	r.effects()
 }
 
 // apply makes ops durable, as a store applying a batch does.

@@ -33,6 +33,7 @@ type Out struct {
 	// sentPrev is sent as it was before the write wnum.
 	sentPrev bool
 	tracked  bool // in the session's outList
+	young    bool // a QoS 1 message that left before its first Put: see Commit
 }
 
 // noPutAt marks a Put too far into its batch to be taken back.
@@ -316,7 +317,9 @@ func (e *Engine) send(cn *connState) {
 		e.quota--
 		e.peak = max(e.peak, int(e.lim.ReceiveMax)-e.quota)
 		m.onWire = true
-		e.emitOut(action{kind: actPublish, conn: cn, m: m}, covered && e.mayLeave(m))
+		early := covered && e.mayLeave(m)
+		m.young = early && m.qos == 1 && !m.stored && m.puts == 1
+		e.emitOut(action{kind: actPublish, conn: cn, m: m}, early)
 		e.popWaiting()
 	}
 }
@@ -445,7 +448,7 @@ func (e *Engine) unput(m *Out) bool {
 		return false
 	}
 	op := &e.cur.ops[m.putAt]
-	if op.Kind != store.OpPut || op.Record.Dir != store.Outbound || op.Record.Seq != m.seq {
+	if !isPutOf(op, m) {
 		return false
 	}
 	e.keepBuf(op.Record.Packet)

@@ -877,6 +877,11 @@ func (w *world) effects() (err error) {
 		case engine.Stored:
 			t := f.Ticket.(*ticket)
 			t.stored = true
+			if !w.isDurable(t.payload) {
+				// Token.Stored hands the message over to the store: a
+				// crash from here on must not lose it.
+				return w.fail("Stored reported for message %s whose record is not durable", t.payload)
+			}
 		case engine.ReadTail:
 			if w.tailReq != nil {
 				return w.fail("ReadTail from %d while one from %d is out", f.Num, w.tailReq.Num)
@@ -939,6 +944,22 @@ func (w *world) durableMeta(db map[uint64]store.Record) (engine.Meta, bool) {
 	}
 	m, _ := engine.DecodeMeta(r.Packet)
 	return m, true
+}
+
+// isDurable reports whether the loaded session's store holds the PUBLISH
+// record of the message with payload key. (Stored comes with a message's
+// first record, its PUBLISH: a PUBREL replaces it only later.)
+func (w *world) isDurable(key string) bool {
+	k, _ := w.eng.Loaded()
+	for _, rec := range w.durable[k.Server] {
+		if rec.Dir != store.Outbound {
+			continue
+		}
+		if pr, err := engine.ParseRecord(rec); err == nil && pr.Pub != nil && payloadKey(pr.Pub.Payload) == key {
+			return true
+		}
+	}
+	return false
 }
 
 // durableFirst checks, as a packet goes on the wire, that the store change
