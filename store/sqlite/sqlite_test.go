@@ -352,23 +352,47 @@ func TestBusy(t *testing.T) {
 	}
 }
 
+// openTemp opens a store on a new file under t.TempDir, closed with t.
+func openTemp(t *testing.T, o *sqlite.Options) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(filepath.Join(t.TempDir(), "s.db"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// putSeq puts a record of Seq seq into session k.
+func putSeq(s *sqlite.Store, k store.Key, seq uint64) error {
+	return s.Apply(context.Background(), k, store.Put(store.Record{Seq: seq, Packet: []byte("x")}))
+}
+
+// wantSeqs fails t unless session k holds exactly the records of seqs.
+func wantSeqs(t *testing.T, s *sqlite.Store, k store.Key, seqs ...uint64) {
+	t.Helper()
+	recs, err := s.Load(context.Background(), k)
+	got := make([]uint64, len(recs))
+	for i, r := range recs {
+		got[i] = r.Seq
+	}
+	if err != nil || !equalSeqs(got, seqs) {
+		t.Fatalf("Load: records %v, %v; want %v", got, err, seqs)
+	}
+}
+
 // TestBusyOwnWrites: the writes of one handle take turns on its writer's
 // connection. One held up by a slow transactional handler keeps another
 // of the same handle waiting no longer than the busy timeout, which then
 // fails with ErrLocked and changes nothing; once the turn is free, writes
 // go on, in the order they came.
 func TestBusyOwnWrites(t *testing.T) {
-	ctx := context.Background()
-	s, err := sqlite.Open(filepath.Join(t.TempDir(), "s.db"), &sqlite.Options{BusyTimeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openTemp(t, &sqlite.Options{BusyTimeout: 300 * time.Millisecond})
 	k := store.Key{Server: "s", ClientID: "c"}
 	inside, release := make(chan struct{}), make(chan struct{})
 	slow := make(chan error, 1)
 	go func() {
-		slow <- s.ApplyTx(ctx, k, func(any) error {
+		slow <- s.ApplyTx(context.Background(), k, func(any) error {
 			close(inside)
 			<-release
 			return nil
@@ -376,8 +400,7 @@ func TestBusyOwnWrites(t *testing.T) {
 	}()
 	<-inside
 	start := time.Now()
-	err = s.Apply(ctx, k, store.Put(store.Record{Seq: 2, Packet: []byte("x")}))
-	if !errors.Is(err, store.ErrLocked) {
+	if err := putSeq(s, k, 2); !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("Apply behind a slow write of the same handle returned %v, want store.ErrLocked", err)
 	}
 	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
@@ -387,45 +410,31 @@ func TestBusyOwnWrites(t *testing.T) {
 	if err := <-slow; err != nil {
 		t.Fatalf("the slow write: %v", err)
 	}
-	if err := s.Apply(ctx, k, store.Put(store.Record{Seq: 3, Packet: []byte("y")})); err != nil {
+	if err := putSeq(s, k, 3); err != nil {
 		t.Fatal(err)
 	}
-	recs, err := s.Load(ctx, k)
-	if err != nil || len(recs) != 2 || recs[0].Seq != 1 || recs[1].Seq != 3 {
-		t.Fatalf("Load: %v, %v; want the records 1 and 3", recs, err)
-	}
+	wantSeqs(t, s, k, 1, 3)
 }
 
 // TestWriterConnectionEnds: when the connection a handle writes on ends
 // under it, the write in progress fails and the next one takes another
 // connection, rather than every later write failing.
 func TestWriterConnectionEnds(t *testing.T) {
-	ctx := context.Background()
-	s, err := sqlite.Open(filepath.Join(t.TempDir(), "s.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openTemp(t, nil)
 	k := store.Key{Server: "s", ClientID: "c"}
-	put := func(seq uint64) error {
-		return s.Apply(ctx, k, store.Put(store.Record{Seq: seq, Packet: []byte("x")}))
-	}
-	if err := put(1); err != nil {
+	if err := putSeq(s, k, 1); err != nil {
 		t.Fatal(err)
 	}
 	if !sqlite.BreakWriter(s) {
 		t.Fatal("a store from Open has no writer's connection after a write")
 	}
-	if err := put(2); err == nil {
+	if err := putSeq(s, k, 2); err == nil {
 		t.Fatal("a write on the ended connection succeeded")
 	}
-	if err := put(3); err != nil {
+	if err := putSeq(s, k, 3); err != nil {
 		t.Fatalf("the write after: %v", err)
 	}
-	recs, err := s.Load(ctx, k)
-	if err != nil || len(recs) != 2 || recs[0].Seq != 1 || recs[1].Seq != 3 {
-		t.Fatalf("Load: %v, %v; want the records 1 and 3", recs, err)
-	}
+	wantSeqs(t, s, k, 1, 3)
 }
 
 func TestNotADatabase(t *testing.T) {

@@ -46,14 +46,8 @@ func (s *Store) writeConn(ctx context.Context) (*sql.Conn, func(bad bool), error
 			_ = conn.Close()
 		}, nil
 	}
-	t := time.NewTimer(s.busyTimeout)
-	defer t.Stop()
-	select {
-	case w.turn <- struct{}{}:
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
-	case <-t.C:
-		return nil, nil, fmt.Errorf("%w: this handle's other writes took over %v", store.ErrLocked, s.busyTimeout)
+	if err := s.takeTurn(ctx); err != nil {
+		return nil, nil, err
 	}
 	if w.conn == nil {
 		conn, err := s.db.Conn(ctx)
@@ -70,6 +64,26 @@ func (s *Store) writeConn(ctx context.Context) (*sql.Conn, func(bad bool), error
 		}
 		<-w.turn
 	}, nil
+}
+
+// takeTurn waits for the writer's turn: at once when it is free (no timer
+// on the write path), else within the busy timeout.
+func (s *Store) takeTurn(ctx context.Context) error {
+	select {
+	case s.w.turn <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(s.busyTimeout)
+	defer t.Stop()
+	select {
+	case s.w.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("%w: this handle's other writes took over %v", store.ErrLocked, s.busyTimeout)
+	}
 }
 
 // connGone reports whether err says a connection can no longer be used,

@@ -64,11 +64,7 @@ func TestQoS1LeavesBeforeItsRecord(t *testing.T) {
 	if hasPut(ops, 3) {
 		t.Fatal("the first batch taken after a QoS 1 PUBLISH left holds its Put")
 	}
-	r.receive(ack(packets.PUBACK, id))
-	r.apply(ops)
-	r.e.Committed()
-	r.effects()
-	r.commit()
+	r.ackDuring(ops, id)
 	if _, ok := r.st[3]; ok || puts[3] != 0 {
 		t.Fatalf("record of a message acknowledged during the Apply after it left: left %v, Puts %d", ok, puts[3])
 	}
@@ -82,14 +78,21 @@ func TestQoS1LeavesBeforeItsRecord(t *testing.T) {
 	if !hasPut(ops, 4) {
 		t.Fatal("the second batch taken after a QoS 1 PUBLISH left lacks its Put")
 	}
+	r.ackDuring(ops, id)
+	if _, ok := r.st[4]; ok || puts[4] != 1 {
+		t.Fatalf("record of a message acknowledged during its Apply: left %v, Puts %d", ok, puts[4])
+	}
+}
+
+// ackDuring has the PUBACK for id arrive while ops, the batch Commit
+// took, are being applied, then commits everything.
+func (r *rig) ackDuring(ops []store.Op, id uint16) {
+	r.t.Helper()
 	r.receive(ack(packets.PUBACK, id))
 	r.apply(ops)
 	r.e.Committed()
 	r.effects()
 	r.commit()
-	if _, ok := r.st[4]; ok || puts[4] != 1 {
-		t.Fatalf("record of a message acknowledged during its Apply: left %v, Puts %d", ok, puts[4])
-	}
 }
 
 // hasPut reports whether ops put the record of seq.
