@@ -89,6 +89,8 @@
 //   - PutReplaces, ReplaceInBatch, LaterOpWins, DeleteIdempotent: a Put
 //     replaces the whole record; ops of one batch apply in order; deleting
 //     what is absent is not an error.
+//   - LargeBatch: one batch of 3,000 puts, deletes and replacements applies
+//     whole and in order (a store that splits it must keep both).
 //   - Clear: drops one session and nothing else.
 //   - KeyIsolation: keys that naive joining or escaping confuses (("a:b",
 //     "c") and ("a", "b:c"), NUL bytes, invalid UTF-8...) stay apart.
@@ -124,7 +126,7 @@
 // Reopen/<name> runs each Store/ check whose property must survive a
 // restart again, closing the handle and opening a new one before every
 // read (EmptyLoad, OrderBySeq, PutReplaces, ReplaceInBatch, LaterOpWins,
-// DeleteIdempotent, Clear, KeyIsolation, RoundTrip, PacketIDs,
+// LargeBatch, DeleteIdempotent, Clear, KeyIsolation, RoundTrip, PacketIDs,
 // RecordSizes, TooLarge, UnknownOpKind). A check that passes under Store/
 // and fails under Reopen/ points at the on-disk form: a key joined into a
 // name, a truncated length, a lost order.

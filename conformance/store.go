@@ -22,6 +22,7 @@ var storeChecks = []check{
 	{name: "PutReplaces", reopen: true, fn: checkPutReplaces},
 	{name: "ReplaceInBatch", reopen: true, fn: checkReplaceInBatch},
 	{name: "LaterOpWins", reopen: true, fn: checkLaterOpWins},
+	{name: "LargeBatch", reopen: true, fn: checkLargeBatch},
 	{name: "DeleteIdempotent", reopen: true, fn: checkDeleteIdempotent},
 	{name: "Clear", reopen: true, fn: checkClear},
 	{name: "KeyIsolation", reopen: true, fn: checkKeyIsolation},
@@ -138,6 +139,38 @@ func checkLaterOpWins(e *env) {
 		store.Put(rec(4, 4)), store.Delete(4), store.Put(rec(4, 5)), // the last
 	)
 	e.expect(e.again(s), k, []store.Record{rec(1, 2), rec(3, 3), rec(4, 5)})
+}
+
+// checkLargeBatch applies one batch of 3,000 operations, larger than the
+// client's largest group commit, mixing puts, deletes and replacements of
+// the same records: a store that splits a batch into parts (a script's
+// argument limit, a statement's parameter limit) must still apply it whole
+// and in order.
+func checkLargeBatch(e *env) {
+	s := e.open()
+	k := key("c")
+	e.apply(s, k, store.Put(rec(5000, 0)))
+	var ops []store.Op
+	for seq := uint64(1); seq <= 1500; seq++ {
+		ops = append(ops, store.Put(rec(seq, 1)))
+	}
+	for seq := uint64(1); seq <= 1000; seq++ {
+		ops = append(ops, store.Delete(seq))
+	}
+	for seq := uint64(501); seq <= 1000; seq++ {
+		ops = append(ops, store.Put(rec(seq, 2)))
+	}
+	ops = append(ops, store.Delete(5000))
+	e.apply(s, k, ops...)
+	var want []store.Record
+	for seq := uint64(501); seq <= 1500; seq++ {
+		gen := 1
+		if seq <= 1000 {
+			gen = 2
+		}
+		want = append(want, rec(seq, gen))
+	}
+	e.expect(e.again(s), k, want)
 }
 
 func checkDeleteIdempotent(e *env) {

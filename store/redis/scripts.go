@@ -25,21 +25,39 @@ end
 
 // applyScript applies one batch. KEYS: rec, idx, meta, lease. ARGV after
 // the fencing pair: server, client id, then (kind, seq field, value)
-// triples with kind "p" (put) or "d" (delete). The meta hash exists while
+// triples with kind "p" (put) or "d" (delete). Each field ends as the last
+// operation on it left it, so the script applies only that one, and a kind
+// at a time: one HSET, ZADD, HDEL and ZREM (per 1,000 arguments) instead of two
+// calls per operation, which made a batch of 60 cost about twice as much
+// Redis time. The meta hash exists while
 // the session holds records: it names the session for Sessions, and its
 // gen (creation time) and ver (batch count) let a paged Load detect that a
 // batch landed between two of its pages.
 var applyScript = goredis.NewScript(`#!lua
 ` + fenceCheck + `
+local last = {}
+for i = 5, #ARGV, 3 do last[ARGV[i+1]] = i end
+local hset, zadd, del = {}, {}, {}
 for i = 5, #ARGV, 3 do
-  if ARGV[i] == 'p' then
-    redis.call('HSET', KEYS[1], ARGV[i+1], ARGV[i+2])
-    redis.call('ZADD', KEYS[2], 0, ARGV[i+1])
-  else
-    redis.call('HDEL', KEYS[1], ARGV[i+1])
-    redis.call('ZREM', KEYS[2], ARGV[i+1])
+  local f = ARGV[i+1]
+  if last[f] == i then
+    if ARGV[i] == 'p' then
+      hset[#hset+1] = f; hset[#hset+1] = ARGV[i+2]
+      zadd[#zadd+1] = 0; zadd[#zadd+1] = f
+    else
+      del[#del+1] = f
+    end
   end
 end
+local function each(cmd, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i+999, #args)))
+  end
+end
+each('HSET', KEYS[1], hset)
+each('ZADD', KEYS[2], zadd)
+each('HDEL', KEYS[1], del)
+each('ZREM', KEYS[2], del)
 if redis.call('ZCARD', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 else
