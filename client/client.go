@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tethermq/tether/client/internal/engine"
@@ -42,8 +43,16 @@ type Client struct {
 	commitStop chan struct{}
 	deliv      *delivery
 
+	// storedWaiters counts tokens whose Stored someone waits on, not yet
+	// closed: while there are any, every batch is committed at once.
+	storedWaiters atomic.Int32
+
 	mu       sync.Mutex // guards every field below
 	idleCond *sync.Cond // signalled when the committer is idle
+	// commitNow: commit the next batch even if nothing waits for it
+	// (waitIdle, or the lazy delay ran out); lazyKicked: the committer was
+	// told of a batch that may wait, and will commit it within lazyDelay.
+	commitNow, lazyKicked bool
 
 	closed     bool
 	stopping   bool          // Connect gave up, or Disconnect/Close: no OnConnectionLost

@@ -8,13 +8,19 @@
 //
 // # What is stored, and when
 //
-// Outbound QoS 1 and 2 messages are written to the store before they reach
-// the network; PUBACK or PUBCOMP deletes them; PUBREC replaces the PUBLISH
-// by its PUBREL in one atomic batch before the PUBREL is sent. An inbound
-// QoS 2 message is recorded before its PUBREC goes out, and the record is
-// deleted before the PUBCOMP goes out. Store writes of concurrent
-// publishers are grouped: one committer goroutine applies everything queued
-// in one Apply, then releases the packets that waited for it, in order.
+// Outbound QoS 2 messages are written to the store before they reach the
+// network; a QoS 1 message's record is written while its exchange runs,
+// and a PUBACK that comes first takes it back unwritten (see Token.Stored
+// for when it is durable). PUBACK or PUBCOMP deletes them; PUBREC replaces
+// the PUBLISH by its PUBREL in one atomic batch before the PUBREL is sent.
+// An inbound QoS 2 message is recorded before its PUBREC goes out, and the
+// record is deleted before the PUBCOMP goes out. Store writes of
+// concurrent publishers are grouped: one committer goroutine applies
+// everything queued in one Apply, then releases the packets that waited
+// for it, in order. A batch that no packet waits for (records of QoS 1
+// messages already sent, deletions of finished ones) is held back up to
+// 2 ms, or until the application waits on Token.Stored, so that the
+// PUBACKs arriving meanwhile spare those writes.
 //
 // On reconnection with Session Present 1 the stored PUBLISH (DUP=1) and
 // PUBREL packets are resent in their original order before anything new,

@@ -65,8 +65,27 @@ func (c *Client) flush() {
 		}
 	}
 	if c.eng.NeedsCommit() {
-		c.kickCommitter()
+		switch {
+		case c.mustCommit():
+			c.kickCommitter()
+		case !c.lazyKicked:
+			c.lazyKicked = true
+			c.kickCommitter() // to start the lazy delay
+		}
 	}
+}
+
+// lazyDelay is how long a batch that nothing waits for may wait before it
+// is committed (engine.Urgent). A few round trips of a loaded local
+// broker: long enough for most PUBACKs of the QoS 1 messages sent
+// meanwhile to take their Puts back, short enough to bound what a crash
+// leaves unwritten of what the application was not told is stored.
+var lazyDelay = 2 * time.Millisecond // a variable for tests
+
+// mustCommit reports whether the batch being accumulated must be committed
+// now rather than within lazyDelay. mu held.
+func (c *Client) mustCommit() bool {
+	return c.commitNow || c.eng.Urgent() || c.storedWaiters.Load() > 0
 }
 
 // storeAt applies ops to the session of another server than the one
@@ -98,22 +117,44 @@ func (c *Client) kickCommitter() {
 // committer is the single goroutine that writes the session to the store:
 // it takes every operation the engine queued so far, applies them as one
 // batch (group commit), and reports the outcome, which releases the
-// packets that waited for the batch. After a failed Apply the engine keeps
-// the batch; the committer retries it with backoff.
+// packets that waited for the batch. A batch that nothing waits for
+// (engine.Urgent) is taken within lazyDelay instead of at once. After a
+// failed Apply the engine keeps the batch; the committer retries it with
+// backoff.
 func (c *Client) committer() {
 	defer c.wg.Done()
 	var retry <-chan time.Time
 	delay := 50 * time.Millisecond
+	lazy := time.NewTimer(lazyDelay)
+	lazy.Stop()
+	defer lazy.Stop()
+	var lazyC <-chan time.Time // lazy's channel while it runs
 	for {
+		due := false
 		select {
 		case <-c.commitKick:
 		case <-retry:
+		case <-lazyC:
+			lazyC, due = nil, true
 		case <-c.commitStop:
 			return
 		}
 		failed := false
 		c.mu.Lock()
+		c.commitNow = c.commitNow || due
 		for c.eng.NeedsCommit() {
+			if !c.mustCommit() {
+				if lazyC == nil {
+					lazy.Reset(lazyDelay)
+					lazyC = lazy.C
+				}
+				break
+			}
+			if lazyC != nil {
+				lazy.Stop()
+				lazyC = nil
+			}
+			c.commitNow, c.lazyKicked = false, false
 			ops := c.eng.Commit()
 			key := c.key
 			c.mu.Unlock()
@@ -154,6 +195,7 @@ func (c *Client) committer() {
 // waiting.
 func (c *Client) waitIdle() {
 	for !c.eng.Idle() {
+		c.commitNow = true
 		c.kickCommitter()
 		c.idleCond.Wait()
 	}

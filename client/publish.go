@@ -129,6 +129,7 @@ func (c *Client) publish(ctx context.Context, m *Message) *Token {
 		c.flush()
 		return t
 	}
+	t.c = c // see Token.Stored
 	c.eng.Publish(&a.om, p, m.Ref, t)
 	c.flush()
 	return t

@@ -26,6 +26,9 @@ type Token struct {
 	done      chan struct{} // made on demand; closed when completed
 	stored    bool          // the message's record is durable
 	storedC   chan struct{} // made on demand; closed when stored or completed
+	// c is the client of a QoS 1 or 2 publish: it commits at once while
+	// someone waits for a Stored not yet closed (Client.storedWaiters).
+	c *Client
 }
 
 // Done is closed when the publish has completed: acknowledged (QoS 1 and
@@ -81,17 +84,34 @@ func (t *Token) Wait(ctx context.Context) error {
 // from then on it is delivered whatever happens to the process, and a
 // later Client on the same store sends it if this one cannot — or once the
 // publish has completed, whichever comes first (a QoS 0 message is never
-// stored). WaitStored tells which.
+// stored). WaitStored tells which. The record of a QoS 1 message is not
+// needed by its exchange, so the client may hold it back a few
+// milliseconds in the hope that the PUBACK makes it unnecessary; asking
+// for Stored makes the client write it at once.
 func (t *Token) Stored() <-chan struct{} {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.storedC == nil {
 		if t.stored || t.completed {
+			t.mu.Unlock()
 			return closedChan
 		}
 		t.storedC = make(chan struct{})
+		if t.c != nil {
+			t.c.storedWaiters.Add(1)
+			defer t.c.kickCommitter()
+		}
 	}
-	return t.storedC
+	ch := t.storedC
+	t.mu.Unlock()
+	return ch
+}
+
+// closeStored closes storedC, once, when stored or completed. t.mu held.
+func (t *Token) closeStored() {
+	close(t.storedC)
+	if t.c != nil {
+		t.c.storedWaiters.Add(-1)
+	}
 }
 
 // WaitStored waits, within ctx, until the message is durable in the store
@@ -122,7 +142,7 @@ func (t *Token) markStored() {
 	if !t.stored {
 		t.stored = true
 		if t.storedC != nil && !t.completed {
-			close(t.storedC)
+			t.closeStored()
 		}
 	}
 	t.mu.Unlock()
@@ -143,6 +163,6 @@ func (t *Token) complete(err error) {
 		close(t.done)
 	}
 	if t.storedC != nil && !t.stored {
-		close(t.storedC)
+		t.closeStored()
 	}
 }

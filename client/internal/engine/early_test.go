@@ -214,3 +214,60 @@ func TestQoS1SentThenCommitFails(t *testing.T) {
 		}
 	}
 }
+
+// TestUrgent: a batch that only records (the first Put of a QoS 1 message
+// already sent, the deletion of a finished one, an identifier to free)
+// is not urgent, and the driver may hold it back; one that a packet waits
+// for is, and so is one once identifiers run low.
+func TestUrgent(t *testing.T) {
+	r := newRig(t, Config{MaxPacketID: 1000})
+	r.connect(windowOf(10))
+	r.commit()
+
+	r.publish(1, 1, "a", []byte("1"))
+	id := r.take()[0].(*packets.Publish).PacketID
+	if !r.e.NeedsCommit() || r.e.Urgent() {
+		t.Fatalf("after a QoS 1 PUBLISH left: needs commit %v, urgent %v; want a batch that may wait", r.e.NeedsCommit(), r.e.Urgent())
+	}
+	r.receive(ack(packets.PUBACK, id))
+	if r.e.Urgent() {
+		t.Fatal("freeing the identifier of an acknowledged QoS 1 message is urgent")
+	}
+
+	r.publish(2, 2, "a", []byte("2")) // its PUBLISH waits for its record
+	if !r.e.Urgent() {
+		t.Fatal("a batch a QoS 2 PUBLISH waits for is not urgent")
+	}
+	r.commit()
+	id = r.take()[0].(*packets.Publish).PacketID
+	r.receive(ack(packets.PUBREC, id)) // the PUBREL waits for its record
+	if !r.e.Urgent() {
+		t.Fatal("a batch a PUBREL waits for is not urgent")
+	}
+	r.commit()
+	r.take()
+	r.receive(ack(packets.PUBCOMP, id))
+	if !r.e.NeedsCommit() || r.e.Urgent() {
+		t.Fatalf("after PUBCOMP: needs commit %v, urgent %v; want the deletion to wait", r.e.NeedsCommit(), r.e.Urgent())
+	}
+
+	// An inbound QoS 1 message: its PUBACK waits behind the batch.
+	r.receive(&packets.Publish{Topic: "in", QoS: 1, PacketID: 7, Payload: []byte("x")})
+	if err := r.e.Ack(r.delivered[0]); err != nil {
+		t.Fatal(err)
+	}
+	r.effects()
+	if !r.e.Urgent() {
+		t.Fatal("a batch an inbound message's PUBACK waits for is not urgent")
+	}
+	r.commit()
+	r.take()
+
+	// Identifiers running low: the last sixteenth is all that is free.
+	for i := 10; r.e.ids.n < 1000-1000/16; i++ {
+		r.publish(i, 1, "a", []byte("q"))
+	}
+	if !r.e.Urgent() {
+		t.Fatalf("with %d of 1000 identifiers in use, freeing one is not urgent", r.e.ids.n)
+	}
+}

@@ -200,6 +200,8 @@ type batch struct {
 	acts []action
 	msgs []*Out
 	dead int // operations taken back (Kind 0), dropped when the batch is taken
+	// urgent: something waits for the batch (see Engine.Urgent).
+	urgent bool
 }
 
 func (b *batch) empty() bool { return len(b.ops) == b.dead && len(b.acts) == 0 }
@@ -208,7 +210,7 @@ func (b *batch) reset() {
 	clear(b.ops)
 	clear(b.acts)
 	clear(b.msgs)
-	b.ops, b.acts, b.msgs, b.dead = b.ops[:0], b.acts[:0], b.msgs[:0], 0
+	b.ops, b.acts, b.msgs, b.dead, b.urgent = b.ops[:0], b.acts[:0], b.msgs[:0], 0, false
 }
 
 // compact drops the operations taken back, keeping each action behind the
@@ -239,7 +241,7 @@ func (b *batch) compact() {
 // no more than them and the messages whose first Put is among them, and
 // returns the rest as a batch of its own.
 func (b *batch) split(k int) batch {
-	var rest batch
+	rest := batch{urgent: true} // the rest of a batch taken: it goes next
 	rest.ops = append(rest.ops, b.ops[k:]...)
 	clear(b.ops[k:])
 	b.ops = b.ops[:k]
@@ -441,6 +443,7 @@ func (e *Engine) emit(a action) {
 	if e.committing || !e.cur.empty() {
 		a.after = len(e.cur.ops)
 		e.cur.acts = append(e.cur.acts, a)
+		e.cur.urgent = e.cur.urgent || a.kind != actFreeID
 		return
 	}
 	e.run(&a)
@@ -468,6 +471,20 @@ func (e *Engine) emitOut(a action, ready bool) {
 // being applied.
 func (e *Engine) NeedsCommit() bool { return !e.committing && !e.cur.empty() }
 
+// Urgent reports whether something waits for the batch being accumulated:
+// a packet or another step of a flow (any action but freeing a packet
+// identifier, unless identifiers run low), a failed batch to retry, or
+// a batch as large as one Apply takes. Otherwise the batch only records:
+// first Puts of QoS 1 messages already sent, deletions of finished
+// messages, identifiers to free. Such a batch may wait (the driver
+// commits it within a few milliseconds, or at once when the application
+// waits for Token.Stored): every PUBACK that comes meanwhile takes a Put
+// back, so that under load most QoS 1 messages cost the store nothing
+// and the store is not kept busy with writes nothing needs yet.
+func (e *Engine) Urgent() bool {
+	return e.cur.urgent || e.failing || len(e.cur.ops)-e.cur.dead >= MaxBatchOps || e.idsLow()
+}
+
 // Idle reports whether nothing waits for the store, or the store is
 // failing (the driver retries with backoff).
 func (e *Engine) Idle() bool { return (!e.committing && e.cur.empty()) || e.failing }
@@ -479,12 +496,14 @@ func (e *Engine) Failing() bool { return e.failing }
 // (possibly none) stay valid until Committed or CommitFailed; exactly one
 // of those must follow.
 //
-// The first Put of a QoS 1 message that left before it (young) waits for
-// the next batch, once: its PUBACK usually comes within the Apply of this
-// one, and then takes the Put back (unput), so that under load most QoS 1
-// messages cost the store nothing. Nothing waits for that record but
-// Token.Stored: the PUBLISH is out, and until the record is durable or the
-// PUBACK is in, the message is still the application's (see mayLeave).
+// The first Put of a QoS 1 message whose PUBLISH went out before it, or
+// waits only for the meta record's bound on what was sent (young), waits
+// for the next batch, once: its PUBACK usually comes within the Apply of
+// this one, and then takes the Put back (unput), so that under load most
+// QoS 1 messages cost the store nothing. Nothing waits for that record but
+// Token.Stored: the PUBLISH needs only the bound, and until the record is
+// durable or the PUBACK is in, the message is still the application's
+// (see mayLeave).
 func (e *Engine) Commit() []store.Op {
 	b := e.cur
 	e.cur, e.spare = e.spare, batch{}
@@ -636,7 +655,7 @@ func (e *Engine) CommitFailed(err error) {
 			msgs = append(msgs, m)
 		}
 	}
-	e.cur = batch{ops: ops, acts: acts, msgs: msgs}
+	e.cur = batch{ops: ops, acts: acts, msgs: msgs, urgent: true}
 	e.curGen++
 	b.reset()
 	if cn := e.conn; cn != nil {

@@ -33,7 +33,7 @@ type Out struct {
 	// sentPrev is sent as it was before the write wnum.
 	sentPrev bool
 	tracked  bool // in the session's outList
-	young    bool // a QoS 1 message that left before its first Put: see Commit
+	young    bool // a QoS 1 PUBLISH sent that needs not its first Put: see Commit
 }
 
 // noPutAt marks a Put too far into its batch to be taken back.
@@ -141,7 +141,7 @@ func (e *Engine) giveAhead() {
 		if m.done || m.pubrel || m.id != 0 {
 			continue
 		}
-		if e.ids.n >= int(e.ids.max)-int(e.ids.max)/16 {
+		if e.idsLow() {
 			return
 		}
 		id, ok := e.ids.alloc()
@@ -317,9 +317,11 @@ func (e *Engine) send(cn *connState) {
 		e.quota--
 		e.peak = max(e.peak, int(e.lim.ReceiveMax)-e.quota)
 		m.onWire = true
-		early := covered && e.mayLeave(m)
-		m.young = early && m.qos == 1 && !m.stored && m.puts == 1
-		e.emitOut(action{kind: actPublish, conn: cn, m: m}, early)
+		may := e.mayLeave(m)
+		// Young: its first Put may wait a batch, whether the PUBLISH
+		// leaves now or waits for Meta.Sent alone.
+		m.young = may && m.qos == 1 && !m.stored && m.puts == 1
+		e.emitOut(action{kind: actPublish, conn: cn, m: m}, covered && may)
 		e.popWaiting()
 	}
 }
@@ -402,6 +404,11 @@ func (e *Engine) putRecord(m *Out) bool {
 	m.puts++
 	return true
 }
+
+// idsLow reports whether the last sixteenth of the packet identifiers is
+// all that is free: it is kept for the messages the server's window takes
+// next (giveAhead), and freeing identifiers becomes urgent (Urgent).
+func (e *Engine) idsLow() bool { return e.ids.n >= int(e.ids.max)-int(e.ids.max)/16 }
 
 func (e *Engine) complete(m *Out, err error) {
 	if t := m.ticket(); t != nil {

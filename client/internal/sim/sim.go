@@ -121,6 +121,9 @@ type world struct {
 	durable    map[string]map[uint64]store.Record // by Key.Server
 	committing bool
 	slowStore  bool // a seed whose store commits seldom: the process runs ahead of it
+	// lazy: a seed whose committer seldom takes a batch nothing waits for
+	// (engine.Urgent), as the client's holds one back for a while.
+	lazy       bool
 	qos1Mostly bool // a seed publishing mostly at QoS 1, which does not wait for the store
 	// taken: the engine handed over the batch being applied (Commit), so
 	// that what the process does meanwhile accumulates in the next one,
@@ -203,6 +206,10 @@ func newWorld(opts Options) *world {
 		w.bcfg.MaximumPacketSize = 200
 	}
 	w.slowStore = r.IntN(3) == 0
+	if w.lazy = r.IntN(2) == 0; w.lazy && r.IntN(2) == 0 {
+		// Identifiers to spare, so that freeing one is seldom urgent.
+		w.cfg.MaxPacketID = uint16(100 + r.IntN(100))
+	}
 	if r.IntN(2) == 0 {
 		// Meta.Sent close behind: identifiers given ahead lie beyond it.
 		w.cfg.SentAhead = uint64(1 + r.IntN(4))
@@ -613,7 +620,7 @@ func (w *world) takeBatch() []store.Op {
 // commitStep starts or ends a store batch.
 func (w *world) commitStep() error {
 	if !w.committing {
-		if !w.eng.NeedsCommit() {
+		if !w.eng.NeedsCommit() || w.lazy && !w.eng.Urgent() && w.rnd.IntN(6) != 0 {
 			return nil
 		}
 		w.committing = true
