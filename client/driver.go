@@ -179,6 +179,11 @@ func (c *Client) committer() {
 			c.eng.Committed()
 			c.flush()
 		}
+		if lazyC == nil {
+			// No delay runs (the batch flush told of may have emptied
+			// since): the next batch that may wait starts one.
+			c.lazyKicked = false
+		}
 		c.idleCond.Broadcast()
 		c.mu.Unlock()
 		if failed {

@@ -149,3 +149,42 @@ func TestLazyCommitWithinDelay(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestLazyDelayAfterEmptiedBatch: when the batch flush told the committer
+// of has emptied before the committer looks (every Put taken back), no
+// delay runs, and the next batch that may wait must start one rather than
+// wait for something urgent.
+func TestLazyDelayAfterEmptiedBatch(t *testing.T) {
+	st := memory.New()
+	id := uniqueID(t)
+	url := "mqtt://127.0.0.1:1" // never connected
+	c, err := New(Config{Servers: []string{url}, ClientID: id, Store: st, SessionExpiry: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.mu.Lock()
+	c.lazyKicked = true // as flush leaves it, the batch then emptied
+	c.mu.Unlock()
+	c.kickCommitter()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.mu.Lock()
+		kicked := c.lazyKicked
+		c.mu.Unlock()
+		if !kicked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the committer found nothing to commit and left flush believing a delay runs")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.PublishAsync(&Message{Topic: "lazy", QoS: 1, Payload: []byte("a")})
+	for countDir(records(t, st, url, id), store.Outbound) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("a batch that may wait was never written after an emptied one")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
