@@ -18,7 +18,7 @@ type Config struct {
 	N        int      // messages per measurement
 	Window   int      // W: publishes outstanding, and the broker's max_inflight_messages
 	Payload  int      // bytes per message
-	Repeat   int      // measurements per cell; the median is reported
+	Repeat   int      // rounds, each measuring every cell once; medians over rounds are reported
 	Only     []string // client names to run (raw always runs); empty means all
 	Dir      string   // working directory; empty means a temporary one
 	Progress io.Writer
@@ -34,19 +34,65 @@ type Case struct {
 // Cases are the columns: QoS 1 and 2 publish, and end to end.
 var Cases = []Case{{"QoS 1 publish", 1, false}, {"QoS 2 publish", 2, false}, {"QoS 1 end to end", 1, true}, {"QoS 2 end to end", 2, true}}
 
-// Result holds the median msg/s per client and case, NaN-free: a failed
-// cell holds 0 and its error.
+// qos2 is the index in Cases of the QoS 2 publish, which the bound
+// W/(R+2C) predicts.
+const qos2 = 1
+
+// Result holds each round's measurements and their summary. A failed cell
+// holds its error, is not run again, and has no summary (rate 0, no
+// ratio); the other cells go on.
 type Result struct {
 	Config  Config
 	Clients []string
-	Rate    map[string][]float64 // client → msg/s per case (index of Cases)
-	Err     map[string][]error
-	Commit  map[string]time.Duration // store kind → C, median single-Apply latency
-	Mosq    string                   // the broker's version line
+	Runs    map[string][][]float64     // client → case → msg/s per round; 0 where not measured
+	Commit  map[string][]time.Duration // store kind → C per round; 0 where not measured
+	Err     map[string][]error         // client → case → the error that ended the cell
+	Mosq    string                     // the broker's version line
+
+	// Summary, from summarize.
+	Rate   map[string][]float64 // client → case → median msg/s over rounds
+	Ratio  map[string][]Spread  // client → case → ratio to raw's msg/s in the same round
+	R      time.Duration        // median over rounds of W / raw's QoS 2 rate
+	Bounds map[string]Bound     // store kind → the QoS 2 bound
+}
+
+// Spread summarizes values taken one per round: their median and range
+// over the N rounds that have one.
+type Spread struct {
+	Med, Min, Max float64
+	N             int
+}
+
+func spread(v []float64) Spread {
+	if len(v) == 0 {
+		return Spread{}
+	}
+	return Spread{Med: median(v), Min: slices.Min(v), Max: slices.Max(v), N: len(v)}
+}
+
+// format prints the median followed by unit and, if the rounds differ,
+// the range: "0.85× (0.78–0.93)".
+func (s Spread) format(unit string) string {
+	if s.Min == s.Max {
+		return fmt.Sprintf("%.2f%s", s.Med, unit)
+	}
+	return fmt.Sprintf("%.2f%s (%.2f–%.2f)", s.Med, unit, s.Min, s.Max)
+}
+
+// Bound is the QoS 2 bound W/(R+2C) of a durable store, computed per round
+// from that round's R and C; each figure is the median over rounds.
+type Bound struct {
+	C        time.Duration // single-record commit latency
+	Rate     float64       // W/(R+2C), msg/s
+	Ratio    float64       // W/(R+2C) / raw's QoS 2 rate
+	Measured Spread        // the store's QoS 2 publish rate / W/(R+2C)
 }
 
 // Compare runs every client through every case against one private
-// Mosquitto (and one Redis, for the Redis store).
+// Mosquitto (and one Redis, for the Redis store), in cfg.Repeat rounds so
+// that the machine's drift moves raw and the clients alike: each round
+// runs every case once for each client, in an order rotating from round
+// to round, and measures each durable store's C after its QoS 2 publishes.
 func Compare(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Repeat <= 0 {
 		cfg.Repeat = 3
@@ -80,15 +126,29 @@ func Compare(ctx context.Context, cfg Config) (*Result, error) {
 			break
 		}
 	}
-	res := &Result{Config: cfg, Rate: map[string][]float64{}, Err: map[string][]error{}, Commit: map[string]time.Duration{}, Mosq: MosquittoVersion()}
-	run := 0
+	res := &Result{Config: cfg, Runs: map[string][][]float64{}, Commit: map[string][]time.Duration{},
+		Err: map[string][]error{}, Mosq: MosquittoVersion()}
+	var kinds []string // the durable stores selected
 	for _, c := range clients {
 		res.Clients = append(res.Clients, c.Name)
-		res.Rate[c.Name] = make([]float64, len(Cases))
+		res.Runs[c.Name] = make([][]float64, len(Cases))
+		for ci := range Cases {
+			res.Runs[c.Name][ci] = make([]float64, cfg.Repeat)
+		}
 		res.Err[c.Name] = make([]error, len(Cases))
+		if kind, ok := strings.CutPrefix(c.Name, "tether/"); ok && kind != "memory" {
+			kinds = append(kinds, kind)
+			res.Commit[kind] = make([]time.Duration, cfg.Repeat)
+		}
+	}
+	run := 0
+	for round := range cfg.Repeat {
 		for ci, cs := range Cases {
-			var rates []float64
-			for rep := 0; rep < cfg.Repeat; rep++ {
+			for i := range clients {
+				c := clients[(i+round)%len(clients)]
+				if res.Err[c.Name][ci] != nil {
+					continue
+				}
 				run++
 				r := Run{Addr: mosq.Addr, QoS: cs.QoS, N: cfg.N, Window: cfg.Window, Payload: cfg.Payload,
 					Dir: cfg.Dir, RedisURL: redisURL, ID: fmt.Sprintf("r%d", run)}
@@ -101,32 +161,93 @@ func Compare(ctx context.Context, cfg Config) (*Result, error) {
 				cancel()
 				if err != nil {
 					res.Err[c.Name][ci] = err
-					fmt.Fprintf(cfg.Progress, "%-20s %-17s run %d: %v\n", c.Name, cs.Name, rep+1, err)
-					break
+					fmt.Fprintf(cfg.Progress, "%-20s %-17s round %d: %v\n", c.Name, cs.Name, round+1, err)
+					continue
 				}
 				rate := float64(cfg.N) / d.Seconds()
-				rates = append(rates, rate)
-				fmt.Fprintf(cfg.Progress, "%-20s %-17s run %d: %8.0f msg/s\n", c.Name, cs.Name, rep+1, rate)
+				res.Runs[c.Name][ci][round] = rate
+				fmt.Fprintf(cfg.Progress, "%-20s %-17s round %d: %8.0f msg/s\n", c.Name, cs.Name, round+1, rate)
 			}
-			if res.Err[c.Name][ci] == nil {
-				res.Rate[c.Name][ci] = median(rates)
+			if ci != qos2 {
+				continue
+			}
+			for _, kind := range kinds {
+				d, err := CommitLatency(ctx, kind, cfg.Dir, redisURL, 50)
+				if err != nil {
+					fmt.Fprintf(cfg.Progress, "commit latency of %s, round %d: %v\n", kind, round+1, err)
+					continue
+				}
+				res.Commit[kind][round] = d
+				fmt.Fprintf(cfg.Progress, "%-38s round %d: C = %v\n", "commit latency of "+kind, round+1, d.Round(time.Microsecond))
 			}
 		}
 	}
-	for _, c := range clients {
-		kind, ok := strings.CutPrefix(c.Name, "tether/")
-		if !ok || kind == "memory" {
-			continue
-		}
-		d, err := CommitLatency(ctx, kind, cfg.Dir, redisURL, 200)
-		if err != nil {
-			fmt.Fprintf(cfg.Progress, "commit latency of %s: %v\n", kind, err)
-			continue
-		}
-		res.Commit[kind] = d
-	}
+	res.summarize()
 	return res, nil
 }
+
+// summarize computes the summary from the rounds: per cell, the median
+// rate and the ratio to raw's rate in the same round; R; and per durable
+// store and round, W/(R+2C) from that round's R and C, and the store's
+// QoS 2 publish rate over it.
+func (res *Result) summarize() {
+	W := float64(res.Config.Window)
+	rate := func(name string, ci, round int) float64 { // 0 if not measured or the cell failed
+		if res.Err[name][ci] != nil {
+			return 0
+		}
+		return res.Runs[name][ci][round]
+	}
+	res.Rate, res.Ratio = map[string][]float64{}, map[string][]Spread{}
+	for _, name := range res.Clients {
+		res.Rate[name] = make([]float64, len(Cases))
+		res.Ratio[name] = make([]Spread, len(Cases))
+		for ci := range Cases {
+			var rates, ratios []float64
+			for round := range res.Runs[name][ci] {
+				r := rate(name, ci, round)
+				if r <= 0 {
+					continue
+				}
+				rates = append(rates, r)
+				if raw := rate("raw", ci, round); raw > 0 {
+					ratios = append(ratios, r/raw)
+				}
+			}
+			res.Rate[name][ci] = median(rates)
+			res.Ratio[name][ci] = spread(ratios)
+		}
+	}
+	var rs []float64
+	for round := range res.Runs["raw"][qos2] {
+		if raw := rate("raw", qos2, round); raw > 0 {
+			rs = append(rs, W/raw)
+		}
+	}
+	res.R = seconds(median(rs))
+	res.Bounds = map[string]Bound{}
+	for kind, cs := range res.Commit {
+		var commits, bounds, ratios, measured []float64
+		for round, C := range cs {
+			raw := rate("raw", qos2, round)
+			if C <= 0 || raw <= 0 {
+				continue
+			}
+			// R, one QoS 2 exchange without a store, from the raw
+			// publisher: it completes W exchanges per R.
+			bound := W / (W/raw + 2*C.Seconds())
+			commits, bounds, ratios = append(commits, C.Seconds()), append(bounds, bound), append(ratios, bound/raw)
+			if got := rate("tether/"+kind, qos2, round); got > 0 {
+				measured = append(measured, got/bound)
+			}
+		}
+		if len(bounds) > 0 {
+			res.Bounds[kind] = Bound{C: seconds(median(commits)), Rate: median(bounds), Ratio: median(ratios), Measured: spread(measured)}
+		}
+	}
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
 func selectClients(only []string) []Client {
 	var out []Client
@@ -186,11 +307,13 @@ func MosquittoVersion() string {
 	return strings.TrimSpace(line)
 }
 
-// Print writes the table: msg/s and ratio to raw per case, then C and the
-// QoS 2 bound W/(R+2C) for each durable store.
+// Print writes the table: median msg/s and the median and range of the
+// per-round ratio to raw, per case; then C and the QoS 2 bound W/(R+2C)
+// for each durable store.
 func (res *Result) Print(w io.Writer) {
 	cfg := res.Config
-	fmt.Fprintf(w, "%s; W=%d (max_inflight_messages, publishes outstanding), %d × %d B per run, median of %d\n\n",
+	fmt.Fprintf(w, "%s; W=%d (max_inflight_messages, publishes outstanding), %d × %d B per run, %d rounds;\n"+
+		"median msg/s, and median (min–max) over rounds of the ratio to raw in the same round\n\n",
 		res.Mosq, cfg.Window, cfg.N, cfg.Payload, cfg.Repeat)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "client\t")
@@ -198,7 +321,6 @@ func (res *Result) Print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t", cs.Name)
 	}
 	fmt.Fprintln(tw)
-	raw := res.Rate["raw"]
 	for _, name := range res.Clients {
 		fmt.Fprintf(tw, "%s\t", name)
 		for ci := range Cases {
@@ -206,36 +328,37 @@ func (res *Result) Print(w io.Writer) {
 				fmt.Fprint(tw, "failed\t")
 				continue
 			}
-			r := res.Rate[name][ci]
-			if raw[ci] > 0 {
-				fmt.Fprintf(tw, "%.0f msg/s %.2f×\t", r, r/raw[ci])
-			} else {
-				fmt.Fprintf(tw, "%.0f msg/s\t", r)
+			fmt.Fprintf(tw, "%.0f msg/s", res.Rate[name][ci])
+			if q := res.Ratio[name][ci]; q.N > 0 {
+				fmt.Fprintf(tw, " %s", q.format("×"))
 			}
+			fmt.Fprint(tw, "\t")
 		}
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
-	if raw[1] <= 0 || len(res.Commit) == 0 {
-		return
-	}
-	// R, one QoS 2 exchange without a store, from the raw publisher:
-	// it completes W exchanges per R.
-	R := time.Duration(float64(cfg.Window) / raw[1] * float64(time.Second))
-	fmt.Fprintf(w, "\nQoS 2 bound W/(R+2C): W=%d, R=%v (W / raw QoS 2 rate)\n", cfg.Window, R.Round(time.Microsecond))
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "store\tC\tW/(R+2C)\tmeasured QoS 2\tmeasured / bound\t")
-	for _, name := range res.Clients {
-		kind, ok := strings.CutPrefix(name, "tether/")
-		C, has := res.Commit[kind]
-		if !ok || !has {
-			continue
+	if len(res.Bounds) > 0 {
+		fmt.Fprintf(w, "\nQoS 2 bound W/(R+2C): W=%d, R=%v (W / raw QoS 2 rate); per round, medians over rounds\n",
+			cfg.Window, res.R.Round(time.Microsecond))
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "store\tC\tW/(R+2C)\tmeasured QoS 2\tmeasured / bound\t")
+		for _, name := range res.Clients {
+			kind, ok := strings.CutPrefix(name, "tether/")
+			b, has := res.Bounds[kind]
+			if !ok || !has {
+				continue
+			}
+			got, m := "failed", "–"
+			if res.Err[name][qos2] == nil {
+				got = fmt.Sprintf("%.0f msg/s", res.Rate[name][qos2])
+			}
+			if b.Measured.N > 0 {
+				m = b.Measured.format("")
+			}
+			fmt.Fprintf(tw, "%s\t%v\t%.0f msg/s\t%s\t%s\t\n", kind, b.C.Round(time.Microsecond), b.Rate, got, m)
 		}
-		bound := float64(cfg.Window) / (R + 2*C).Seconds()
-		got := res.Rate[name][1]
-		fmt.Fprintf(tw, "%s\t%v\t%.0f msg/s\t%.0f msg/s\t%.2f\t\n", kind, C.Round(time.Microsecond), bound, got, got/bound)
+		tw.Flush()
 	}
-	tw.Flush()
 	for _, name := range res.Clients {
 		for ci, err := range res.Err[name] {
 			if err != nil {
@@ -247,9 +370,10 @@ func (res *Result) Print(w io.Writer) {
 
 // PrintMarkdown writes the ratios to raw as the README's Markdown tables:
 // clients by case, then C and the QoS 2 bound as ratios to raw's QoS 2.
+// Each ratio is the median over rounds of the ratio in one round.
 func (res *Result) PrintMarkdown(w io.Writer) {
 	cfg := res.Config
-	fmt.Fprintf(w, "%s, W = %d, %d × %d B per run, median of %d; ratios to raw in the same run:\n\n",
+	fmt.Fprintf(w, "%s, W = %d, %d × %d B per run, %d rounds; median over rounds of the ratio to raw in the same round:\n\n",
 		res.Mosq, cfg.Window, cfg.N, cfg.Payload, cfg.Repeat)
 	fmt.Fprint(w, "| client |")
 	for _, cs := range Cases {
@@ -260,35 +384,38 @@ func (res *Result) PrintMarkdown(w io.Writer) {
 		fmt.Fprint(w, " --- |")
 	}
 	fmt.Fprintln(w)
-	raw := res.Rate["raw"]
 	for _, name := range res.Clients {
 		fmt.Fprintf(w, "| %s |", strings.Replace(name, "/", ", ", 1))
 		for ci := range Cases {
-			switch {
+			switch q := res.Ratio[name][ci]; {
 			case res.Err[name][ci] != nil:
 				fmt.Fprint(w, " failed |")
-			case raw[ci] > 0:
-				fmt.Fprintf(w, " %.2f |", res.Rate[name][ci]/raw[ci])
+			case q.N > 0:
+				fmt.Fprintf(w, " %.2f |", q.Med)
 			default:
 				fmt.Fprint(w, " – |")
 			}
 		}
 		fmt.Fprintln(w)
 	}
-	if raw[1] <= 0 || len(res.Commit) == 0 {
+	if len(res.Bounds) == 0 {
 		return
 	}
-	R := time.Duration(float64(cfg.Window) / raw[1] * float64(time.Second))
-	fmt.Fprintf(w, "\nR = %v.\n\n| store | C | W / (R + 2C), as a ratio to raw's QoS 2 | measured QoS 2, ratio to raw | measured / bound |\n| --- | --- | --- | --- | --- |\n",
-		R.Round(10*time.Microsecond))
+	fmt.Fprintf(w, "\nR = %v.\n\n| store | C | W / (R + 2C), as a ratio to raw's QoS 2 | measured QoS 2, ratio to raw | measured / bound (range) |\n| --- | --- | --- | --- | --- |\n",
+		res.R.Round(10*time.Microsecond))
 	for _, name := range res.Clients {
 		kind, ok := strings.CutPrefix(name, "tether/")
-		C, has := res.Commit[kind]
+		b, has := res.Bounds[kind]
 		if !ok || !has {
 			continue
 		}
-		bound := float64(cfg.Window) / (R + 2*C).Seconds()
-		got := res.Rate[name][1]
-		fmt.Fprintf(w, "| %s | %.2f ms | %.2f | %.2f | %.2f |\n", kind, float64(C)/float64(time.Millisecond), bound/raw[1], got/raw[1], got/bound)
+		got, m := "failed", "–"
+		if res.Err[name][qos2] == nil {
+			got = fmt.Sprintf("%.2f", res.Ratio[name][qos2].Med)
+		}
+		if b.Measured.N > 0 {
+			m = b.Measured.format("")
+		}
+		fmt.Fprintf(w, "| %s | %.2f ms | %.2f | %s | %s |\n", kind, float64(b.C)/float64(time.Millisecond), b.Ratio, got, m)
 	}
 }

@@ -1,7 +1,10 @@
 // Command compare runs tether's comparative benchmark: tether with each
 // store, two other Go MQTT clients and a minimal pipelined raw publisher,
 // against one private Mosquitto with the same window W for all, and prints
-// msg/s and the ratio to raw (median of -repeat runs).
+// msg/s and the ratio to raw. It measures in -repeat rounds, each running
+// every client once per case in an order rotating from round to round, and
+// prints medians over rounds of the rate and of the ratio to raw in the
+// same round (with the range of the ratio).
 //
 //	go run ./cmd/compare [-n 20000] [-w 20] [-size 64] [-repeat 3] [-only tether/bolt,...] [-markdown]
 package main
@@ -23,7 +26,7 @@ func main() {
 	flag.IntVar(&cfg.N, "n", 20000, "messages per measurement")
 	flag.IntVar(&cfg.Window, "w", 20, "W: publishes outstanding, and the broker's max_inflight_messages")
 	flag.IntVar(&cfg.Payload, "size", 64, "payload bytes")
-	flag.IntVar(&cfg.Repeat, "repeat", 3, "measurements per cell (the median is printed)")
+	flag.IntVar(&cfg.Repeat, "repeat", 3, "rounds: each runs every client once per case, and measures each store's C; medians over rounds are printed")
 	flag.StringVar(&only, "only", "", "comma-separated clients to run besides raw (default all)")
 	quiet := flag.Bool("q", false, "no progress lines")
 	markdown := flag.Bool("markdown", false, "print the ratios as Markdown tables (the README's form)")
