@@ -271,3 +271,58 @@ func TestUrgent(t *testing.T) {
 		t.Fatalf("with %d of 1000 identifiers in use, freeing one is not urgent", r.e.ids.n)
 	}
 }
+
+// TestQueuedQoS1PutWaitsABatch: the first Put of a QoS 1 message queued
+// behind the server's window, holding the identifier it will go under,
+// waits one batch too, since its PUBLISH does not need it: the PUBACK of
+// the message before frees the slot, and its own PUBACK then takes the
+// Put back. Once only: the batch after the one it skipped takes it.
+func TestQueuedQoS1PutWaitsABatch(t *testing.T) {
+	r := newRig(t, Config{})
+	puts := r.countPuts()
+	r.connect(windowOf(1))
+	r.commit()
+	r.publish(1, 1, "a", []byte("1"))
+	id := r.take()[0].(*packets.Publish).PacketID
+	r.publish(2, 1, "a", []byte("2"))
+	if w := r.take(); len(w) != 0 {
+		t.Fatalf("wrote %v with the server's window full", kinds(w))
+	}
+	ops := r.e.Commit()
+	if hasPut(ops, 1) || hasPut(ops, 2) {
+		t.Fatal("the batch taken holds the first Put of a QoS 1 message holding its identifier")
+	}
+	// While that batch is applied, the PUBACK of message 1 frees the slot,
+	// message 2 leaves, and its PUBACK comes too.
+	r.receive(ack(packets.PUBACK, id))
+	w := r.take()
+	if len(w) != 1 || w[0].(*packets.Publish).QoS != 1 {
+		t.Fatalf("after the PUBACK: wrote %v, want the queued PUBLISH", kinds(w))
+	}
+	r.receive(ack(packets.PUBACK, w[0].(*packets.Publish).PacketID))
+	r.apply(ops)
+	r.e.Committed()
+	r.effects()
+	r.commit()
+	if len(r.st) != 1 || puts[1]+puts[2] != 0 {
+		t.Fatalf("records %v, Puts %v: want only the meta record, nothing written for either message", r.st, puts)
+	}
+
+	// Once: a message still queued when the next batch is taken is written.
+	r.publish(3, 1, "a", []byte("3"))
+	id = r.take()[0].(*packets.Publish).PacketID
+	r.publish(4, 1, "a", []byte("4"))
+	if ops := r.e.Commit(); hasPut(ops, 4) {
+		t.Fatal("the first batch taken holds the queued message's Put")
+	}
+	r.e.Committed()
+	r.effects()
+	if ops := r.e.Commit(); !hasPut(ops, 4) {
+		t.Fatal("the second batch taken lacks the queued message's Put")
+	} else {
+		r.ackDuring(ops, id)
+	}
+	if puts[4] != 1 {
+		t.Fatalf("Puts of the message queued across two batches: %d, want 1", puts[4])
+	}
+}

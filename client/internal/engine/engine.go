@@ -496,14 +496,15 @@ func (e *Engine) Failing() bool { return e.failing }
 // (possibly none) stay valid until Committed or CommitFailed; exactly one
 // of those must follow.
 //
-// The first Put of a QoS 1 message whose PUBLISH went out before it, or
-// waits only for the meta record's bound on what was sent (young), waits
-// for the next batch, once: its PUBACK usually comes within the Apply of
-// this one, and then takes the Put back (unput), so that under load most
-// QoS 1 messages cost the store nothing. Nothing waits for that record but
-// Token.Stored: the PUBLISH needs only the bound, and until the record is
-// durable or the PUBACK is in, the message is still the application's
-// (see mayLeave).
+// The first Put of a QoS 1 message that holds its packet identifier
+// (young) waits for the next batch, once: its PUBLISH does not need it —
+// it went out before it, waits only for the meta record's bound on what
+// was sent, or waits in the queue for a slot — and its PUBACK usually
+// comes before the next batch is taken, and then takes the Put back
+// (unput), so that under load most QoS 1 messages cost the store
+// nothing. Nothing waits for that record but Token.Stored: until the
+// record is durable or the PUBACK is in, the message is still the
+// application's (see mayLeave). While the store fails, nothing moves.
 func (e *Engine) Commit() []store.Op {
 	b := e.cur
 	e.cur, e.spare = e.spare, batch{}
@@ -536,7 +537,7 @@ func (e *Engine) takeYoung(b *batch) []*Out {
 	for _, m := range b.msgs {
 		if m.young {
 			m.young = false
-			if !m.done && m.puts == 1 && m.putGen == e.curGen-1 && m.putAt != noPutAt &&
+			if !m.done && !e.failing && m.puts == 1 && m.putGen == e.curGen-1 && m.putAt != noPutAt &&
 				isPutOf(&b.ops[m.putAt], m) {
 				op := &b.ops[m.putAt]
 				e.heldPuts = append(e.heldPuts, *op)

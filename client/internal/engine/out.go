@@ -33,7 +33,7 @@ type Out struct {
 	// sentPrev is sent as it was before the write wnum.
 	sentPrev bool
 	tracked  bool // in the session's outList
-	young    bool // a QoS 1 PUBLISH sent that needs not its first Put: see Commit
+	young    bool // a QoS 1 message whose first Put may wait a batch: see Commit
 }
 
 // noPutAt marks a Put too far into its batch to be taken back.
@@ -317,11 +317,8 @@ func (e *Engine) send(cn *connState) {
 		e.quota--
 		e.peak = max(e.peak, int(e.lim.ReceiveMax)-e.quota)
 		m.onWire = true
-		may := e.mayLeave(m)
-		// Young: its first Put may wait a batch, whether the PUBLISH
-		// leaves now or waits for Meta.Sent alone.
-		m.young = may && m.qos == 1 && !m.stored && m.puts == 1
-		e.emitOut(action{kind: actPublish, conn: cn, m: m}, covered && may)
+		early := covered && e.mayLeave(m)
+		e.emitOut(action{kind: actPublish, conn: cn, m: m}, early)
 		e.popWaiting()
 	}
 }
@@ -400,6 +397,9 @@ func (e *Engine) putRecord(m *Out) bool {
 	m.bare = m.bare || m.id == 0
 	if !m.stored && m.puts == 0 {
 		e.cur.msgs = append(e.cur.msgs, m) // its first Put
+		// A QoS 1 PUBLISH does not need a record that holds its
+		// identifier (mayLeave): the Put may wait a batch (Commit).
+		m.young = m.qos == 1 && m.id != 0
 	}
 	m.puts++
 	return true
