@@ -293,12 +293,14 @@ func benchPublisher(ctx context.Context, cl *client.Client, c benchCase, topic s
 		at time.Time
 	}
 	pending := make(chan sent, window)
+	slots := make(chan struct{}, window) // one per publish outstanding
 	waitErr := make(chan error, 1)
 	go func() {
 		var first error
 		for s := range pending {
 			select {
 			case <-s.t.Done():
+				<-slots
 			case <-ctx.Done():
 				if first == nil {
 					first = ctx.Err()
@@ -318,6 +320,11 @@ func benchPublisher(ctx context.Context, cl *client.Client, c benchCase, topic s
 	}()
 	m := &client.Message{Topic: topic, QoS: c.qos, Payload: make([]byte, c.size)}
 	for i := 0; i < n && ctx.Err() == nil; i++ {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
 		at := time.Now()
 		t := cl.PublishAsync(m)
 		select {
