@@ -71,6 +71,7 @@ type Auditor struct {
 	counts     [2][16]int // by direction and packet type
 	published  [3]int     // client PUBLISHes by QoS
 	redelivery int        // client PUBLISHes with DUP 1
+	peakOut    int        // the most client QoS 1/2 PUBLISHes unacknowledged on one connection
 	untracked  int
 	changed    chan struct{} // closed and replaced when a violation is recorded
 }
@@ -228,6 +229,14 @@ func (a *Auditor) Published(qos byte) int {
 		return 0
 	}
 	return a.published[qos]
+}
+
+// PeakInflight returns the most QoS 1 and 2 PUBLISHes the client had
+// unacknowledged at once on one connection.
+func (a *Auditor) PeakInflight() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.peakOut
 }
 
 // Redelivered returns how many PUBLISH packets the client sent with DUP 1.
@@ -489,6 +498,7 @@ func (a *Auditor) clientPublish(c *connAudit, p *packets.Publish, sum uint64) {
 		delete(s.done, p.PacketID)
 		s.out[p.PacketID] = &outMsg{sum: sum, conn: c.id}
 		c.outInflight++
+		a.peakOut = max(a.peakOut, c.outInflight)
 		if c.outInflight > c.serverRecvMax {
 			a.flag(c, ClientToServer, "MQTT-3.3.4-7", desc, "%d unacknowledged QoS 1/2 PUBLISHes, above the server's Receive Maximum %d", c.outInflight, c.serverRecvMax)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tethermq/tether/client"
+	"github.com/tethermq/tether/faultproxy"
 	"github.com/tethermq/tether/internal/testenv"
 	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store/memory"
@@ -113,6 +114,29 @@ func TestBenchAgainstMosquitto(t *testing.T) {
 	out = must(t, ctx, "bench", "-h", b.Addr(), "-t", "tbench0", "-q", "0", "-n", "100", "--quiet")
 	if rows := benchRows(t, out); len(rows) != 1 || rows[0][4] != "100" {
 		t.Errorf("QoS 0 run: %q", out)
+	}
+}
+
+// TestBenchWindow: each publisher keeps --window publishes outstanding,
+// no more, even when the server would take more: an auditing proxy in
+// front of a Mosquitto taking 100 counts the unacknowledged PUBLISHes.
+func TestBenchWindow(t *testing.T) {
+	b := testenv.Mosquitto(t, testenv.WithMaxInflight(100))
+	proxy, err := faultproxy.Start(b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	audit := proxy.Audit()
+	ctx := testCtx(t, time.Minute)
+	for _, qos := range []string{"1", "2"} {
+		must(t, ctx, "bench", "-L", proxy.URL(), "-t", "twindow", "-q", qos, "-n", "300", "-w", "5", "--quiet")
+	}
+	if p := audit.PeakInflight(); p != 5 {
+		t.Errorf("at most %d PUBLISHes unacknowledged at once, want 5 (--window)", p)
+	}
+	if err := audit.Err(); err != nil {
+		t.Error(err)
 	}
 }
 
