@@ -44,51 +44,57 @@ func holdLazy(t *testing.T) {
 	t.Cleanup(func() { lazyDelay = old })
 }
 
+// offlineClient returns a client that never connects, on a memory store,
+// and a function counting the outbound records durable in that store.
+func offlineClient(t *testing.T) (*Client, func() int) {
+	t.Helper()
+	st := memory.New()
+	id := uniqueID(t)
+	const url = "mqtt://127.0.0.1:1" // never connected
+	c, err := New(Config{Servers: []string{url}, ClientID: id, Store: st, SessionExpiry: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, func() int { return countDir(records(t, st, url, id), store.Outbound) }
+}
+
+// wantRecords fails the test unless count reports n records.
+func wantRecords(t *testing.T, count func() int, n int, when string) {
+	t.Helper()
+	if got := count(); got != n {
+		t.Fatalf("%d records %s, want %d", got, when, n)
+	}
+}
+
 // TestLazyCommit: the committer holds back a batch that nothing waits for
 // (engine.Urgent): the record of a QoS 1 message published while
 // disconnected is written only when the application waits for
 // Token.Stored, or when the client closes.
 func TestLazyCommit(t *testing.T) {
 	holdLazy(t)
-	st := memory.New()
-	id := uniqueID(t)
-	url := "mqtt://127.0.0.1:1" // never connected
-	c, err := New(Config{Servers: []string{url}, ClientID: id, Store: st, SessionExpiry: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, count := offlineClient(t)
 	a := c.PublishAsync(&Message{Topic: "lazy", QoS: 1, Payload: []byte("a")})
 	time.Sleep(100 * time.Millisecond)
-	if n := countDir(records(t, st, url, id), store.Outbound); n != 0 {
-		t.Fatalf("%d records written that nothing waited for, want them held back", n)
-	}
+	wantRecords(t, count, 0, "written that nothing waited for")
 	if err := a.WaitStored(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatalf("WaitStored: %v", err)
 	}
-	if n := countDir(records(t, st, url, id), store.Outbound); n != 1 {
-		t.Fatalf("%d records after WaitStored returned, want 1", n)
-	}
+	wantRecords(t, count, 1, "after WaitStored returned")
 
 	// Once that Stored has closed, nothing waits: the next one is held
 	// again. (Looking at b.Stored() would ask for the write.)
 	b := c.PublishAsync(&Message{Topic: "lazy", QoS: 1, Payload: []byte("b")})
 	time.Sleep(100 * time.Millisecond)
-	if n := countDir(records(t, st, url, id), store.Outbound); n != 1 {
-		t.Fatalf("%d records with nothing waiting for the second, want 1", n)
-	}
+	wantRecords(t, count, 1, "with nothing waiting for the second")
 	if err := b.WaitStored(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatalf("WaitStored of the second message: %v", err)
 	}
-	if n := countDir(records(t, st, url, id), store.Outbound); n != 2 {
-		t.Fatalf("%d records after the second WaitStored returned, want 2", n)
-	}
+	wantRecords(t, count, 2, "after the second WaitStored returned")
 
 	c.PublishAsync(&Message{Topic: "lazy", QoS: 1, Payload: []byte("d")})
 	c.Close()
-	if n := countDir(records(t, st, url, id), store.Outbound); n != 3 {
-		t.Fatalf("%d records after Close, want 3: Close writes what was held back", n)
-	}
+	wantRecords(t, count, 3, "after Close (which writes what was held back)")
 }
 
 // TestLazyQoS1CostsNothing: QoS 1 messages whose PUBACKs come while
@@ -133,19 +139,18 @@ func TestLazyQoS1CostsNothing(t *testing.T) {
 // TestLazyCommitWithinDelay: a batch held back is written once lazyDelay
 // has passed, with nobody asking.
 func TestLazyCommitWithinDelay(t *testing.T) {
-	st := memory.New()
-	id := uniqueID(t)
-	url := "mqtt://127.0.0.1:1" // never connected
-	c, err := New(Config{Servers: []string{url}, ClientID: id, Store: st, SessionExpiry: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, count := offlineClient(t)
 	c.PublishAsync(&Message{Topic: "lazy", QoS: 1, Payload: []byte("a")})
+	waitRecords(t, count, 1)
+}
+
+// waitRecords waits up to 5 s for count to report n records.
+func waitRecords(t *testing.T, count func() int, n int) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for countDir(records(t, st, url, id), store.Outbound) != 1 {
+	for count() != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("the record held back was not written within 5 s (lazyDelay %v)", lazyDelay)
+			t.Fatalf("%d records after 5 s, want %d: a batch held back was not written (lazyDelay %v)", count(), n, lazyDelay)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -156,14 +161,7 @@ func TestLazyCommitWithinDelay(t *testing.T) {
 // delay runs, and the next batch that may wait must start one rather than
 // wait for something urgent.
 func TestLazyDelayAfterEmptiedBatch(t *testing.T) {
-	st := memory.New()
-	id := uniqueID(t)
-	url := "mqtt://127.0.0.1:1" // never connected
-	c, err := New(Config{Servers: []string{url}, ClientID: id, Store: st, SessionExpiry: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, count := offlineClient(t)
 	c.mu.Lock()
 	c.lazyKicked = true // as flush leaves it, the batch then emptied
 	c.mu.Unlock()
@@ -182,10 +180,5 @@ func TestLazyDelayAfterEmptiedBatch(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	c.PublishAsync(&Message{Topic: "lazy", QoS: 1, Payload: []byte("a")})
-	for countDir(records(t, st, url, id), store.Outbound) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("a batch that may wait was never written after an emptied one")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitRecords(t, count, 1)
 }
