@@ -326,3 +326,30 @@ func TestQueuedQoS1PutWaitsABatch(t *testing.T) {
 		t.Fatalf("Puts of the message queued across two batches: %d, want 1", puts[4])
 	}
 }
+
+// TestWaitsOnlyForOrder: a QoS 1 PUBLISH that needs nothing from the store
+// but must go after one waiting for the batch being applied goes as soon
+// as that batch is durable, not after the batch gathered meanwhile, which
+// would then be urgent, and the next one after it, and so on: a chain that
+// made every QoS 1 PUBLISH wait for a commit once a single one had.
+func TestWaitsOnlyForOrder(t *testing.T) {
+	r := newRig(t, Config{})
+	r.connect(windowOf(10))
+	r.commit()
+	r.publish(1, 2, "a", []byte("1")) // waits for its record
+	ops := r.e.Commit()
+	r.publish(2, 1, "a", []byte("2")) // needs nothing, goes after 1
+	if w := r.take(); len(w) != 0 {
+		t.Fatalf("wrote %v before the QoS 2 PUBLISH's record was durable", kinds(w))
+	}
+	if r.e.Urgent() {
+		t.Fatal("the batch gathered while the QoS 2 record is applied is urgent: the QoS 1 PUBLISH waits for it")
+	}
+	r.apply(ops)
+	r.e.Committed()
+	r.effects()
+	w := r.take()
+	if len(w) != 2 || w[0].(*packets.Publish).QoS != 2 || w[1].(*packets.Publish).QoS != 1 {
+		t.Fatalf("once the QoS 2 record is durable: wrote %v, want both PUBLISHes in order", kinds(w))
+	}
+}

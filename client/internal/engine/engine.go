@@ -320,6 +320,10 @@ type Engine struct {
 	// while there are any, a PUBLISH that needs nothing from the store
 	// waits too.
 	waitingOut int
+	// outInflight: the last of those waits for the batch being applied,
+	// so that one needing nothing from the store runs right after it
+	// (emitOut) rather than after the batch being gathered.
+	outInflight bool
 
 	queued0     []*packets.Publish // QoS 0 published while disconnected
 	tickets0    []any
@@ -460,9 +464,20 @@ func (e *Engine) emitOut(a action, ready bool) {
 		e.run(&a)
 		return
 	}
+	if ready && e.outInflight {
+		// Behind a PUBLISH or PUBREL that waits for the batch being
+		// applied, and needing nothing more: it runs right after that
+		// one. Queued behind the batch being gathered, it would hold
+		// every later one there too, each batch becoming urgent in turn.
+		a.deferred, a.after = true, len(e.inflight.ops)
+		e.waitingOut++
+		e.inflight.acts = append(e.inflight.acts, a)
+		return
+	}
 	if e.committing || !e.cur.empty() {
 		a.deferred = true
 		e.waitingOut++
+		e.outInflight = false // it waits in the batch being gathered
 	}
 	e.emit(a)
 }
@@ -511,8 +526,12 @@ func (e *Engine) Commit() []store.Op {
 	e.curGen++
 	young := e.takeYoung(&b)
 	b.compact()
+	// The outbound actions waiting were all in the batch taken, unless
+	// it is split.
+	e.outInflight = e.waitingOut > 0
 	if len(b.ops) > MaxBatchOps {
 		e.cur = b.split(MaxBatchOps) // next, before anything queued later
+		e.outInflight = false
 	}
 	for i, m := range young {
 		e.cur.ops = append(e.cur.ops, e.heldPuts[i])
@@ -590,6 +609,7 @@ func (e *Engine) Committed() {
 		}
 	}
 	e.committing = false
+	e.outInflight = false // new actions go the usual way while these run
 	e.failing = false
 	acts := b.acts
 	for i := range acts {
@@ -615,6 +635,7 @@ func (e *Engine) Committed() {
 func (e *Engine) CommitFailed(err error) {
 	b := &e.inflight
 	e.committing = false
+	e.outInflight = false
 	e.failing = true
 	failed := map[uint64]bool{}
 	var undo []store.Op
