@@ -342,21 +342,13 @@ func (res *Result) Print(w io.Writer) {
 			cfg.Window, res.R.Round(time.Microsecond))
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "store\tC\tW/(R+2C)\tmeasured QoS 2\tmeasured / bound\t")
-		for _, name := range res.Clients {
-			kind, ok := strings.CutPrefix(name, "tether/")
-			b, has := res.Bounds[kind]
-			if !ok || !has {
-				continue
-			}
-			got, m := "failed", "–"
+		res.eachBound(func(name, kind string, b Bound, m string) {
+			got := "failed"
 			if res.Err[name][qos2] == nil {
 				got = fmt.Sprintf("%.0f msg/s", res.Rate[name][qos2])
 			}
-			if b.Measured.N > 0 {
-				m = b.Measured.format("")
-			}
 			fmt.Fprintf(tw, "%s\t%v\t%.0f msg/s\t%s\t%s\t\n", kind, b.C.Round(time.Microsecond), b.Rate, got, m)
-		}
+		})
 		tw.Flush()
 	}
 	for _, name := range res.Clients {
@@ -365,6 +357,24 @@ func (res *Result) Print(w io.Writer) {
 				fmt.Fprintf(w, "%s, %s: %v\n", name, Cases[ci].Name, err)
 			}
 		}
+	}
+}
+
+// eachBound calls f, in the clients' order, for each durable store with a
+// QoS 2 bound: its client name, store kind, bound, and measured / bound
+// as printed ("–" when not measured).
+func (res *Result) eachBound(f func(name, kind string, b Bound, measured string)) {
+	for _, name := range res.Clients {
+		kind, ok := strings.CutPrefix(name, "tether/")
+		b, has := res.Bounds[kind]
+		if !ok || !has {
+			continue
+		}
+		m := "–"
+		if b.Measured.N > 0 {
+			m = b.Measured.format("")
+		}
+		f(name, kind, b, m)
 	}
 }
 
@@ -403,19 +413,11 @@ func (res *Result) PrintMarkdown(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\nR = %v.\n\n| store | C | W / (R + 2C), as a ratio to raw's QoS 2 | measured QoS 2, ratio to raw | measured / bound (range) |\n| --- | --- | --- | --- | --- |\n",
 		res.R.Round(10*time.Microsecond))
-	for _, name := range res.Clients {
-		kind, ok := strings.CutPrefix(name, "tether/")
-		b, has := res.Bounds[kind]
-		if !ok || !has {
-			continue
-		}
-		got, m := "failed", "–"
+	res.eachBound(func(name, kind string, b Bound, m string) {
+		got := "failed"
 		if res.Err[name][qos2] == nil {
 			got = fmt.Sprintf("%.2f", res.Ratio[name][qos2].Med)
 		}
-		if b.Measured.N > 0 {
-			m = b.Measured.format("")
-		}
 		fmt.Fprintf(w, "| %s | %.2f ms | %.2f | %s | %s |\n", kind, float64(b.C)/float64(time.Millisecond), b.Ratio, got, m)
-	}
+	})
 }

@@ -141,19 +141,7 @@ func TestLazyQoS1CostsNothing(t *testing.T) {
 func TestLazyCommitWithinDelay(t *testing.T) {
 	c, count := offlineClient(t)
 	c.PublishAsync(&Message{Topic: "lazy", QoS: 1, Payload: []byte("a")})
-	waitRecords(t, count, 1)
-}
-
-// waitRecords waits up to 5 s for count to report n records.
-func waitRecords(t *testing.T, count func() int, n int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for count() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d records after 5 s, want %d: a batch held back was not written (lazyDelay %v)", count(), n, lazyDelay)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	eventually(t, 5*time.Second, "the record held back to be written", func() bool { return count() == 1 })
 }
 
 // TestLazyDelayAfterEmptiedBatch: when the batch flush told the committer
@@ -166,19 +154,11 @@ func TestLazyDelayAfterEmptiedBatch(t *testing.T) {
 	c.lazyKicked = true // as flush leaves it, the batch then emptied
 	c.mu.Unlock()
 	c.kickCommitter()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	eventually(t, 5*time.Second, "the committer, finding nothing to commit, to clear lazyKicked", func() bool {
 		c.mu.Lock()
-		kicked := c.lazyKicked
-		c.mu.Unlock()
-		if !kicked {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the committer found nothing to commit and left flush believing a delay runs")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer c.mu.Unlock()
+		return !c.lazyKicked
+	})
 	c.PublishAsync(&Message{Topic: "lazy", QoS: 1, Payload: []byte("a")})
-	waitRecords(t, count, 1)
+	eventually(t, 5*time.Second, "the record held back to be written", func() bool { return count() == 1 })
 }
