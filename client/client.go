@@ -128,6 +128,7 @@ func New(cfg Config) (*Client, error) {
 	c.requests = make(map[uint16]*request)
 	c.firstConn = true
 	c.key = c.keyFor(c.servers[0])
+	_, depth := c.pipeliner()
 	c.eng = engine.New(engine.Config{
 		ReceiveMaximum:       c.recvMax,
 		CrashWindow:          c.window,
@@ -141,6 +142,7 @@ func New(cfg Config) (*Client, error) {
 		MaxQueuedBytes:       c.cfg.MaxQueuedBytes,
 		MaxPacketID:          maxPacketID,
 		LoadWindow:           c.cfg.LoadWindow,
+		Pipeline:             depth,
 		Log:                  engineLog{c.log, c.flood},
 	})
 	c.deliv = newDelivery(c)

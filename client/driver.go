@@ -114,17 +114,34 @@ func (c *Client) kickCommitter() {
 	}
 }
 
+// pipelineDepth is how many batches the committer keeps on their way to a
+// store.Pipeliner at once: one being applied and one behind it is what a
+// QoS 2 flow needs, since its PUBLISH or PUBREL that becomes ready while a
+// batch is applied no longer waits for that one to end.
+var pipelineDepth = 2 // a variable for tests and benchmarks
+
 // committer is the single goroutine that writes the session to the store:
 // it takes every operation the engine queued so far, applies them as one
 // batch (group commit), and reports the outcome, which releases the
 // packets that waited for the batch. A batch that nothing waits for
-// (engine.Urgent) is taken within lazyDelay instead of at once. After a
-// failed Apply the engine keeps the batch; the committer retries it with
-// backoff.
+// (engine.Urgent) is taken within lazyDelay instead of at once. With a
+// store.Pipeliner, an urgent batch is begun while up to pipelineDepth-1
+// others are still on their way; otherwise one Apply runs at a time.
+// After a failed batch the engine keeps its operations; the committer
+// retries them with backoff, once every batch begun before the failure
+// has ended.
 func (c *Client) committer() {
 	defer c.wg.Done()
-	var retry <-chan time.Time
-	delay := 50 * time.Millisecond
+	async, depth := c.pipeliner()
+	results := make(chan error, depth) // ApplyAsync's outcomes, in order
+	report := func(err error) { results <- err }
+	var (
+		retry   <-chan time.Time
+		backoff bool // a batch failed: take none before retry
+		delay   = 50 * time.Millisecond
+		out     int // batches begun whose outcome has not come
+		dropped int // of those, the ones a failure before them gave back
+	)
 	lazy := time.NewTimer(lazyDelay)
 	lazy.Stop()
 	defer lazy.Stop()
@@ -134,15 +151,27 @@ func (c *Client) committer() {
 		select {
 		case <-c.commitKick:
 		case <-retry:
+			retry, backoff = nil, false
 		case <-lazyC:
 			lazyC, due = nil, true
+		case err := <-results:
+			out--
+			c.mu.Lock()
+			if dropped > 0 {
+				dropped-- // the engine took its operations back already
+			} else if !c.committed(err) {
+				dropped, backoff = out, true
+			}
+			c.mu.Unlock()
 		case <-c.commitStop:
+			for ; out > 0; out-- {
+				<-results
+			}
 			return
 		}
-		failed := false
 		c.mu.Lock()
 		c.commitNow = c.commitNow || due
-		for c.eng.NeedsCommit() {
+		for !backoff && dropped == 0 && out < depth && c.eng.NeedsCommit() {
 			if !c.mustCommit() {
 				if lazyC == nil {
 					lazy.Reset(lazyDelay)
@@ -156,28 +185,19 @@ func (c *Client) committer() {
 			}
 			c.commitNow, c.lazyKicked = false, false
 			ops := c.eng.Commit()
+			if async != nil {
+				out++
+				async.ApplyAsync(c.storeCtx, c.key, ops, report)
+				continue
+			}
 			key := c.key
 			c.mu.Unlock()
-
 			var err error
 			if len(ops) > 0 {
 				err = c.st.Apply(c.storeCtx, key, ops...)
 			}
-
 			c.mu.Lock()
-			if err != nil {
-				err = fmt.Errorf("client: store: %w", err)
-				c.log.Error("store write failed", "key", key.String(), "err", err)
-				c.eng.CommitFailed(err)
-				if errors.Is(err, store.ErrSessionTaken) {
-					c.setFatal(ErrSessionTaken)
-				}
-				c.flush()
-				failed = true
-				break
-			}
-			c.eng.Committed()
-			c.flush()
+			backoff = !c.committed(err)
 		}
 		if lazyC == nil {
 			// No delay runs (the batch flush told of may have emptied
@@ -186,13 +206,42 @@ func (c *Client) committer() {
 		}
 		c.idleCond.Broadcast()
 		c.mu.Unlock()
-		if failed {
+		switch {
+		case backoff && retry == nil:
 			retry = time.After(delay)
 			delay = min(delay*2, 2*time.Second)
-		} else {
-			retry, delay = nil, 50*time.Millisecond
+		case !backoff && out == 0:
+			delay = 50 * time.Millisecond
 		}
 	}
+}
+
+// pipeliner returns the store as a store.Pipeliner and how many batches
+// may be on their way at once, or nil and 1. Transactional handlers write
+// the session outside the committer, which must not overlap its batches.
+func (c *Client) pipeliner() (store.Pipeliner, int) {
+	if p, ok := c.st.(store.Pipeliner); ok && pipelineDepth > 1 && c.cfg.OnMessageTx == nil {
+		return p, pipelineDepth
+	}
+	return nil, 1
+}
+
+// committed reports the outcome of the oldest batch on its way to the
+// engine and performs what follows, and whether it was a success. mu held.
+func (c *Client) committed(err error) bool {
+	if err != nil {
+		err = fmt.Errorf("client: store: %w", err)
+		c.log.Error("store write failed", "key", c.key.String(), "err", err)
+		c.eng.CommitFailed(err)
+		if errors.Is(err, store.ErrSessionTaken) {
+			c.setFatal(ErrSessionTaken)
+		}
+		c.flush()
+		return false
+	}
+	c.eng.Committed()
+	c.flush()
+	return true
 }
 
 // waitIdle waits until the committer has nothing queued or in progress, or

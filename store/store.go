@@ -48,6 +48,8 @@
 //     of a batch, so that its writes and the session's commit together.
 //   - Scanner: read a session in pages, in Seq order, so that a client can
 //     stream a long backlog instead of loading it whole.
+//   - Pipeliner: take a session's next batch while the one before it is
+//     still on its way, so that a client's commits overlap.
 package store
 
 import (
@@ -283,6 +285,33 @@ type Scanner interface {
 	// next 0. Callers own the returned slices: they share no memory with
 	// the store or with other pages.
 	Scan(ctx context.Context, k Key, from uint64, limit int) (recs []Record, next uint64, err error)
+}
+
+// Pipeliner is implemented by stores that can take a session's next batch
+// while the one before it is still on its way (Redis: a script per batch,
+// sent before the reply to the one before). A client whose store is one
+// overlaps its commits: a QoS 2 PUBLISH or PUBREL that becomes ready while
+// a batch is being applied goes into a batch of its own at once, instead of
+// waiting for that one to end.
+type Pipeliner interface {
+	// ApplyAsync applies ops to session k as Apply does, without waiting
+	// for the outcome: done is called once with it, nil once the batch is
+	// durable, from a goroutine of the store's.
+	//
+	// The batches one handle begins on one Key take effect in the order
+	// they were begun, each only if every one begun before it did: the
+	// stored session is always what some prefix of them made it, a crash
+	// or a lost connection included. done is called in that order too,
+	// one call at a time, and never before the done of an earlier batch
+	// has returned. An error means, as for Apply, that the batch may or may
+	// not have taken effect; every batch begun after it then fails too,
+	// unless the failed one did take effect. A batch begun once an error
+	// has been reported starts a new chain.
+	//
+	// Apply and Clear on the same Key by the same handle must not overlap
+	// batches still on their way; once their done has been called, they
+	// may.
+	ApplyAsync(ctx context.Context, k Key, ops []Op, done func(error))
 }
 
 // LeaseOptions tune Owner.Acquire.

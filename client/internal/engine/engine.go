@@ -107,7 +107,11 @@ type Config struct {
 	// rest wait in the store. 0 means 1,024 and 8 MiB.
 	LoadWindow      int
 	LoadWindowBytes int
-	Log             Logger
+	// Pipeline is how many batches may be on their way to the store at
+	// once (a store.Pipeliner); 0 or 1 means one. A batch begun while
+	// another is still being applied must be urgent (see Urgent).
+	Pipeline int
+	Log      Logger
 }
 
 // EffectKind says what the driver must do for an Effect.
@@ -320,10 +324,11 @@ type Engine struct {
 	// while there are any, a PUBLISH that needs nothing from the store
 	// waits too.
 	waitingOut int
-	// outInflight: the last of those waits for the batch being applied,
-	// so that one needing nothing from the store runs right after it
-	// (emitOut) rather than after the batch being gathered.
-	outInflight bool
+	// outInflight: the last of those waits for a batch being applied,
+	// so that one needing nothing from the store runs right after the
+	// newest such batch (emitOut) rather than after the batch being
+	// gathered. curOut: one of those waits in the batch being gathered.
+	outInflight, curOut bool
 
 	queued0     []*packets.Publish // QoS 0 published while disconnected
 	tickets0    []any
@@ -335,12 +340,13 @@ type Engine struct {
 	corruptIDs   []uint16
 	abandonedIDs []uint16 // identifiers of dropped QoS 2 messages the server may hold
 
-	cur        batch  // the group commit being accumulated
-	curGen     uint32 // changes whenever cur is replaced
-	inflight   batch  // the group commit being applied (Commit .. Committed)
-	spare      batch  // an applied batch's buffers, for the next one
-	committing bool
-	failing    bool // the last commit failed; the driver is retrying
+	cur    batch  // the group commit being accumulated
+	curGen uint32 // changes whenever cur is replaced
+	// flights are the group commits being applied (Commit .. Committed),
+	// oldest first: one, or up to Config.Pipeline with a store.Pipeliner.
+	flights []batch
+	spare   batch // an applied batch's buffers, for the next one
+	failing bool  // the last commit failed; the driver is retrying
 
 	recBufs [][]byte
 	recPub  packets.Publish
@@ -371,6 +377,7 @@ func New(cfg Config) *Engine {
 	if cfg.LoadWindowBytes <= 0 {
 		cfg.LoadWindowBytes = 8 << 20
 	}
+	cfg.Pipeline = max(cfg.Pipeline, 1)
 	e := &Engine{cfg: cfg, log: cfg.Log, nextSeq: 1, lim: DefaultLimits()}
 	e.ids.max = cfg.MaxPacketID
 	e.scan.idsKnown = true // nothing is stored until a session is loaded
@@ -444,7 +451,7 @@ func (e *Engine) addOp(op store.Op) { e.cur.ops = append(e.cur.ops, op) }
 // emit runs a at once when nothing waits for the store, and otherwise after
 // every store change queued before it is durable.
 func (e *Engine) emit(a action) {
-	if e.committing || !e.cur.empty() {
+	if e.committing() || !e.cur.empty() {
 		a.after = len(e.cur.ops)
 		e.cur.acts = append(e.cur.acts, a)
 		e.cur.urgent = e.cur.urgent || a.kind != actFreeID
@@ -465,26 +472,38 @@ func (e *Engine) emitOut(a action, ready bool) {
 		return
 	}
 	if ready && e.outInflight {
-		// Behind a PUBLISH or PUBREL that waits for the batch being
-		// applied, and needing nothing more: it runs right after that
-		// one. Queued behind the batch being gathered, it would hold
-		// every later one there too, each batch becoming urgent in turn.
-		a.deferred, a.after = true, len(e.inflight.ops)
+		// Behind a PUBLISH or PUBREL that waits for a batch being
+		// applied, and needing nothing more: it runs right after the
+		// newest such batch. Queued behind the batch being gathered, it
+		// would hold every later one there too, each batch becoming
+		// urgent in turn.
+		b := &e.flights[len(e.flights)-1]
+		a.deferred, a.after = true, len(b.ops)
 		e.waitingOut++
-		e.inflight.acts = append(e.inflight.acts, a)
+		b.acts = append(b.acts, a)
 		return
 	}
-	if e.committing || !e.cur.empty() {
+	if e.committing() || !e.cur.empty() {
 		a.deferred = true
 		e.waitingOut++
-		e.outInflight = false // it waits in the batch being gathered
+		e.outInflight, e.curOut = false, true // it waits in the batch being gathered
 	}
 	e.emit(a)
 }
 
-// NeedsCommit reports whether a batch waits to be committed and none is
-// being applied.
-func (e *Engine) NeedsCommit() bool { return !e.committing && !e.cur.empty() }
+// committing reports whether a batch is being applied.
+func (e *Engine) committing() bool { return len(e.flights) > 0 }
+
+// NeedsCommit reports whether a batch waits to be committed, and may be:
+// none is being applied, or (Config.Pipeline) fewer than the pipeline
+// holds, this one is urgent, and the store is not failing.
+func (e *Engine) NeedsCommit() bool {
+	if e.cur.empty() {
+		return false
+	}
+	n := len(e.flights)
+	return n == 0 || n < e.cfg.Pipeline && !e.failing && e.Urgent()
+}
 
 // Urgent reports whether something waits for the batch being accumulated:
 // a packet or another step of a flow (any action but freeing a packet
@@ -502,14 +521,18 @@ func (e *Engine) Urgent() bool {
 
 // Idle reports whether nothing waits for the store, or the store is
 // failing (the driver retries with backoff).
-func (e *Engine) Idle() bool { return (!e.committing && e.cur.empty()) || e.failing }
+func (e *Engine) Idle() bool { return (!e.committing() && e.cur.empty()) || e.failing }
 
 // Failing reports whether the last commit failed.
 func (e *Engine) Failing() bool { return e.failing }
 
 // Commit takes the next batch for the driver to apply. The operations
-// (possibly none) stay valid until Committed or CommitFailed; exactly one
-// of those must follow.
+// (possibly none) stay valid until Committed or CommitFailed reports on
+// the batch. With Config.Pipeline, Commit may be called again while
+// batches are being applied (whenever NeedsCommit says so): each of
+// Committed and CommitFailed then reports on the oldest batch taken, and
+// the store must apply the batches in the order taken, each only if every
+// one before it was applied (store.Pipeliner).
 //
 // The first Put of a QoS 1 message that holds its packet identifier
 // (young) waits for the next batch, once: its PUBLISH does not need it —
@@ -526,12 +549,12 @@ func (e *Engine) Commit() []store.Op {
 	e.curGen++
 	young := e.takeYoung(&b)
 	b.compact()
-	// The outbound actions waiting were all in the batch taken, unless
-	// it is split.
-	e.outInflight = e.waitingOut > 0
+	// The outbound actions waiting were all in the batches being
+	// applied, unless this one is split.
+	e.outInflight, e.curOut = e.waitingOut > 0, false
 	if len(b.ops) > MaxBatchOps {
 		e.cur = b.split(MaxBatchOps) // next, before anything queued later
-		e.outInflight = false
+		e.outInflight, e.curOut = false, e.waitingOut > 0
 	}
 	for i, m := range young {
 		e.cur.ops = append(e.cur.ops, e.heldPuts[i])
@@ -541,8 +564,7 @@ func (e *Engine) Commit() []store.Op {
 	clear(e.heldPuts)
 	clear(young)
 	e.heldPuts = e.heldPuts[:0]
-	e.inflight = b
-	e.committing = true
+	e.flights = append(e.flights, b)
 	return b.ops
 }
 
@@ -580,10 +602,10 @@ func isPutOf(op *store.Op, m *Out) bool {
 	return op.Kind == store.OpPut && op.Record.Dir == store.Outbound && op.Record.Seq == m.seq
 }
 
-// Committed reports that the batch Commit returned is durable: the actions
-// that waited for it run.
+// Committed reports that the oldest batch Commit returned is durable: the
+// actions that waited for it run.
 func (e *Engine) Committed() {
-	b := &e.inflight
+	b := &e.flights[0]
 	for i := range b.ops {
 		op := &b.ops[i]
 		if op.Kind != store.OpPut {
@@ -608,20 +630,27 @@ func (e *Engine) Committed() {
 			e.effect(Effect{Kind: Stored, Ticket: t})
 		}
 	}
-	e.committing = false
-	e.outInflight = false // new actions go the usual way while these run
 	e.failing = false
-	acts := b.acts
-	for i := range acts {
-		e.run(&acts[i])
+	done := *b
+	n := copy(e.flights, e.flights[1:])
+	e.flights[n] = batch{}
+	e.flights = e.flights[:n]
+	e.outInflight = false // new actions go the usual way while these run
+	for i := range done.acts {
+		e.run(&done.acts[i])
 	}
-	b.reset()
-	e.spare, e.inflight = *b, batch{}
+	// Those left waiting, if any, wait in the batches still being
+	// applied, unless one waits in the batch being gathered.
+	e.outInflight = e.committing() && e.waitingOut > 0 && !e.curOut
+	done.reset()
+	e.spare = done
 }
 
-// CommitFailed reports that the batch Commit returned failed with err.
-// Messages whose first record was in the batch fail with err, and were
-// never sent — but for a QoS 1 message whose PUBLISH left alongside its
+// CommitFailed reports that the oldest batch Commit returned failed with
+// err. The batches taken after it failed with it, applied or not: the
+// driver drops them, and takes no batch before their store calls have
+// ended. Messages whose first record was in one of them fail with err,
+// and were never sent — but for a QoS 1 message whose PUBLISH left alongside its
 // record (mayLeave): that one may still reach the server, which at least
 // once allows. The batch may still have been applied (a store whose reply
 // was lost, such as Redis), so the retry starts by deleting those records,
@@ -633,32 +662,41 @@ func (e *Engine) Committed() {
 // connection is ended, since packets that waited for the batch were not
 // sent; the next connection resends.
 func (e *Engine) CommitFailed(err error) {
-	b := &e.inflight
-	e.committing = false
-	e.outInflight = false
+	flights := e.flights
+	e.flights = nil
+	e.outInflight, e.curOut = false, false
 	e.failing = true
 	failed := map[uint64]bool{}
 	var undo []store.Op
 	var freeIDs []action
-	for _, m := range b.msgs {
-		if m.done {
-			continue
+	nops, nacts := len(e.cur.ops), len(e.cur.acts)
+	for i := range flights {
+		b := &flights[i]
+		nops, nacts = nops+len(b.ops), nacts+len(b.acts)
+		for _, m := range b.msgs {
+			if m.done {
+				continue
+			}
+			failed[m.seq] = true
+			m.done = true
+			e.untrack(m)
+			undo = append(undo, store.Delete(m.seq))
+			if m.id != 0 {
+				delete(e.byID, m.id)
+				freeIDs = append(freeIDs, action{kind: actFreeID, id: m.id})
+			}
+			e.complete(m, err)
 		}
-		failed[m.seq] = true
-		m.done = true
-		e.untrack(m)
-		undo = append(undo, store.Delete(m.seq))
-		if m.id != 0 {
-			delete(e.byID, m.id)
-			freeIDs = append(freeIDs, action{kind: actFreeID, id: m.id})
-		}
-		e.complete(m, err)
 	}
-	ops := make([]store.Op, 0, len(undo)+len(b.ops)+len(e.cur.ops))
+	// A batch after the first may still be on its way to the store: its
+	// buffers are left to it, not reused.
+	ops := make([]store.Op, 0, len(undo)+nops)
 	ops = append(ops, undo...)
-	for _, op := range b.ops {
-		if !failed[op.Record.Seq] {
-			ops = append(ops, op)
+	for i := range flights {
+		for _, op := range flights[i].ops {
+			if !failed[op.Record.Seq] {
+				ops = append(ops, op)
+			}
 		}
 	}
 	for _, op := range e.cur.ops {
@@ -666,8 +704,11 @@ func (e *Engine) CommitFailed(err error) {
 			ops = append(ops, op)
 		}
 	}
-	acts := make([]action, 0, len(b.acts)+len(freeIDs)+len(e.cur.acts))
-	acts = append(append(append(acts, b.acts...), freeIDs...), e.cur.acts...)
+	acts := make([]action, 0, nacts+len(freeIDs))
+	for i := range flights {
+		acts = append(acts, flights[i].acts...)
+	}
+	acts = append(append(acts, freeIDs...), e.cur.acts...)
 	for i := range acts {
 		acts[i].after = len(ops) // after the whole retry: the order is rebuilt
 	}
@@ -679,7 +720,7 @@ func (e *Engine) CommitFailed(err error) {
 	}
 	e.cur = batch{ops: ops, acts: acts, msgs: msgs, urgent: true}
 	e.curGen++
-	b.reset()
+	e.curOut = e.waitingOut > 0
 	if cn := e.conn; cn != nil {
 		e.effect(Effect{Kind: Fail, Conn: cn.gen, Err: err})
 	}

@@ -39,6 +39,9 @@ func (f *Failure) Error() string { return fmt.Sprintf("seed %d, step %d: %s", f.
 // Stats is what a run did.
 type Stats struct {
 	Steps, Published, Injected, Cuts, Crashes, Restarts, CommitFailures, Connects int
+	// Overlapped counts batches begun while others were on their way;
+	// FailedApplied, failed batches the store applied all the same.
+	Overlapped, FailedApplied int
 }
 
 // link is the engine's view of one simulated connection.
@@ -125,11 +128,19 @@ type world struct {
 	// (engine.Urgent), as the client's holds one back for a while.
 	lazy       bool
 	qos1Mostly bool // a seed publishing mostly at QoS 1, which does not wait for the store
-	// taken: the engine handed over the batch being applied (Commit), so
-	// that what the process does meanwhile accumulates in the next one,
-	// as with the client's committer and a slow store; inflight is it.
-	taken      bool
-	inflight   []store.Op
+	// flights: the batches the engine handed over (Commit) and the store
+	// has not yet applied, oldest first, so that what the process does
+	// meanwhile accumulates in the next one, as with the client's
+	// committer and a slow store. committing with no flights: the
+	// committer was woken but has not taken its batch yet. pipe: how many
+	// batches may be on their way at once (store.Pipeliner).
+	flights [][]store.Op
+	pipe    int
+	// moving: a failover's move is being committed. Its batch failing yet
+	// applied, then a crash before the retry, leaves a message in both
+	// sessions (a known window: see failover), so the model of a batch
+	// applied despite its error is off for it.
+	moving     bool
 	storeFails bool // the store fails writes for a while
 	// paged: the process loads its session in pages (store.Scanner) and
 	// keeps at most LoadWindow queued messages in memory; tailReq is the
@@ -206,6 +217,11 @@ func newWorld(opts Options) *world {
 		w.bcfg.MaximumPacketSize = 200
 	}
 	w.slowStore = r.IntN(3) == 0
+	w.pipe = 1
+	if r.IntN(3) == 0 {
+		w.pipe = 2 + r.IntN(3)
+		w.cfg.Pipeline = w.pipe
+	}
 	if w.lazy = r.IntN(2) == 0; w.lazy && r.IntN(2) == 0 {
 		// Identifiers to spare, so that freeing one is seldom urgent.
 		w.cfg.MaxPacketID = uint16(100 + r.IntN(100))
@@ -301,7 +317,7 @@ func (w *world) boot() {
 	recs := w.records(w.srv)
 	w.tickets = nil
 	w.unacked = nil
-	w.committing, w.taken, w.inflight = false, false, nil
+	w.committing, w.flights = false, nil
 	w.tailReq, w.read = nil, nil
 	if !w.paged {
 		w.eng.Load(keyOf(w.srv), recs, nil)
@@ -606,18 +622,19 @@ func (w *world) inject() error {
 	return nil
 }
 
-// takeBatch returns the batch to apply now, taking it from the engine
-// unless it was taken already.
+// takeBatch returns the oldest batch to apply now, taking it from the
+// engine unless it was taken already.
 func (w *world) takeBatch() []store.Op {
-	ops := w.inflight
-	if !w.taken {
-		ops = w.eng.Commit()
+	if len(w.flights) == 0 {
+		return w.eng.Commit()
 	}
-	w.taken, w.inflight = false, nil
+	ops := w.flights[0]
+	w.flights = w.flights[1:]
 	return ops
 }
 
-// commitStep starts or ends a store batch.
+// commitStep starts or ends a store batch, or (pipe) begins another one
+// while earlier ones are on their way.
 func (w *world) commitStep() error {
 	if !w.committing {
 		if !w.eng.NeedsCommit() || w.lazy && !w.eng.Urgent() && w.rnd.IntN(6) != 0 {
@@ -625,20 +642,39 @@ func (w *world) commitStep() error {
 		}
 		w.committing = true
 		if w.rnd.IntN(2) == 0 {
-			w.inflight, w.taken = w.eng.Commit(), true
+			w.flights = append(w.flights, w.eng.Commit())
 		}
+		return nil
+	}
+	if n := len(w.flights); n > 0 && n < w.pipe && w.eng.NeedsCommit() && w.rnd.IntN(3) != 0 {
+		w.flights = append(w.flights, w.eng.Commit())
+		w.stats.Overlapped++
+		w.logf("commit of %d ops begun, %d before it", len(w.flights[n]), n)
 		return nil
 	}
 	ops := w.takeBatch()
 	if w.storeFails && w.rnd.IntN(2) == 0 {
-		w.committing = false
+		// The batch may have been applied all the same (a reply lost),
+		// and then so may some of those begun after it, in order.
+		applied := !w.moving && w.rnd.IntN(4) == 0
+		if applied {
+			w.stats.FailedApplied++
+			w.apply(ops)
+			for _, later := range w.flights {
+				if w.rnd.IntN(2) == 0 {
+					break
+				}
+				w.apply(later)
+			}
+		}
+		w.committing, w.flights = false, nil
 		w.stats.CommitFailures++
-		w.logf("commit of %d ops fails", len(ops))
+		w.logf("commit of %d ops fails (applied %v)", len(ops), applied)
 		w.eng.CommitFailed(errors.New("sim: store down"))
 		return w.effects()
 	}
 	w.apply(ops)
-	w.committing = false
+	w.committing = len(w.flights) > 0
 	w.logf("commit %d ops", len(ops))
 	w.eng.Committed()
 	err := w.effects()
@@ -1111,7 +1147,12 @@ func (w *world) closeLink() {
 func (w *world) crash() error {
 	w.stats.Crashes++
 	if w.committing && w.rnd.IntN(2) == 0 {
+		// The store kept the batch being applied, and maybe some of
+		// those begun after it, in order.
 		w.apply(w.takeBatch())
+		for len(w.flights) > 0 && w.rnd.IntN(2) == 0 {
+			w.apply(w.takeBatch())
+		}
 		w.logf("crash, with the batch in progress applied")
 	} else {
 		w.logf("crash")
@@ -1241,12 +1282,15 @@ func (w *world) failover() error {
 		return err
 	}
 	// As the client's waitIdle: until the move is durable, or failed.
+	w.moving = true
 	for w.eng.NeedsCommit() && !w.eng.Failing() {
 		w.committing = true
 		if err := w.commitStep(); err != nil {
+			w.moving = false
 			return err
 		}
 	}
+	w.moving = false
 	if w.eng.Failing() {
 		// The moved messages failed in the new session; the old records
 		// stay, and are sent when the client comes back.

@@ -24,11 +24,13 @@ var (
 // -sim.seed.
 func TestSimulation(t *testing.T) {
 	start := time.Now()
-	var seeds, steps int
+	var seeds, steps, overlapped, failedApplied int
 	run := func(seed uint64) bool {
 		st, err := Run(Options{Seed: seed, Steps: *simSteps})
 		seeds++
 		steps += st.Steps
+		overlapped += st.Overlapped
+		failedApplied += st.FailedApplied
 		if err == nil {
 			return true
 		}
@@ -56,8 +58,8 @@ func TestSimulation(t *testing.T) {
 		}
 	}
 	el := time.Since(start)
-	t.Logf("%d seeds, %d steps in %v: %.0f steps/s, %.1f seeds/s", seeds, steps, el.Round(time.Millisecond),
-		float64(steps)/el.Seconds(), float64(seeds)/el.Seconds())
+	t.Logf("%d seeds, %d steps in %v: %.0f steps/s, %.1f seeds/s; %d batches begun behind others, %d failed yet applied",
+		seeds, steps, el.Round(time.Millisecond), float64(steps)/el.Seconds(), float64(seeds)/el.Seconds(), overlapped, failedApplied)
 }
 
 // report shrinks a failing seed to the fewest chaos steps that still fail,

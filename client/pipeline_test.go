@@ -1,0 +1,171 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tethermq/tether/store"
+	"github.com/tethermq/tether/store/memory"
+)
+
+// pipeStore is a store.Pipeliner over a memory store: each batch spends
+// delay on its way, overlapping the batches begun before it, then takes
+// effect after them, and only if they did. failNext makes the next batch
+// begun fail without taking effect, once another is begun behind it, and
+// with it those behind it.
+type pipeStore struct {
+	*memory.Store
+	delay    time.Duration
+	failNext atomic.Bool
+
+	mu      sync.Mutex
+	last    chan struct{} // closed once the last batch begun has reported
+	lastErr *error        // its outcome, readable once last is closed
+	wg      sync.WaitGroup
+
+	flying, peak atomic.Int32 // batches on their way, and the most at once
+	async        atomic.Int32 // batches begun with ApplyAsync
+	behind       atomic.Int32 // batches failed for one before them
+}
+
+func (s *pipeStore) ApplyAsync(ctx context.Context, k store.Key, ops []store.Op, done func(error)) {
+	s.mu.Lock()
+	prev, prevErr := s.last, s.lastErr
+	if prev != nil {
+		select {
+		case <-prev:
+			if *prevErr != nil {
+				prev = nil // a batch begun after a reported error starts a new chain
+			}
+		default:
+		}
+	}
+	me, myErr := make(chan struct{}), new(error)
+	s.last, s.lastErr = me, myErr
+	fail := s.failNext.Swap(false)
+	s.mu.Unlock()
+	nth := s.async.Add(1)
+	if n := s.flying.Add(1); n > s.peak.Load() {
+		s.peak.Store(n) // only the committer begins batches: no race on peak
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		time.Sleep(s.delay)
+		for end := time.Now().Add(2 * time.Second); fail && s.async.Load() == nth && time.Now().Before(end); {
+			time.Sleep(time.Millisecond) // a failure with a batch behind it
+		}
+		if prev != nil {
+			<-prev
+		}
+		var err error
+		switch {
+		case fail:
+			err = errDiskFull
+		case prev != nil && *prevErr != nil:
+			s.behind.Add(1)
+			err = fmt.Errorf("pipestore: a batch before this one failed: %w", *prevErr)
+		default:
+			err = s.Store.Apply(ctx, k, ops...)
+		}
+		*myErr = err
+		s.flying.Add(-1)
+		done(err)
+		close(me)
+	}()
+}
+
+func (s *pipeStore) Close() error {
+	s.wg.Wait()
+	return s.Store.Close()
+}
+
+// TestPipelinedCommits: with a store.Pipeliner, the committer begins an
+// urgent batch while the one before it is on its way (never more than
+// pipelineDepth at once), and QoS 2 messages still arrive exactly once,
+// in order, their records gone once they are done (MQTT-4.3.3-1: the
+// PUBLISH and the PUBREL each durable before they are sent).
+func TestPipelinedCommits(t *testing.T) {
+	b := broker(t)
+	col := subscriber(t, b.URL(), "pipe")
+	st := &pipeStore{Store: memory.New(), delay: 2 * time.Millisecond}
+	id := uniqueID(t)
+	c := start(t, Config{Servers: []string{b.URL()}, ClientID: id, Store: st, SessionExpiry: time.Hour})
+	const n = 300
+	toks := make([]*Token, n)
+	for i := range toks {
+		toks[i] = c.PublishAsync(&Message{Topic: "pipe", QoS: 2, Payload: []byte(strconv.Itoa(i))})
+	}
+	for i, tok := range toks {
+		if err := tok.Wait(ctxT(t, 20*time.Second)); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	msgs := col.waitFor(t, n, 10*time.Second)
+	col.quiet(t, n, 200*time.Millisecond)
+	checkOrder(t, msgs, n)
+	if p := st.peak.Load(); p != int32(pipelineDepth) {
+		t.Errorf("at most %d batches on their way at once, want %d", p, pipelineDepth)
+	}
+	if st.async.Load() == 0 {
+		t.Error("no batch went through ApplyAsync")
+	}
+	eventually(t, 5*time.Second, "the finished messages' records deleted", func() bool {
+		return countDir(records(t, st, b.URL(), id), store.Outbound) == 0
+	})
+}
+
+// TestPipelinedCommitFails: a batch that fails while the one behind it is
+// on its way takes that one with it; the messages whose records were in
+// either fail with the store's error and never arrive, the others arrive
+// exactly once, and the client goes on once the store does.
+func TestPipelinedCommitFails(t *testing.T) {
+	b := broker(t)
+	col := subscriber(t, b.URL(), "pipefail")
+	st := &pipeStore{Store: memory.New(), delay: 2 * time.Millisecond}
+	c := start(t, Config{Servers: []string{b.URL()}, ClientID: uniqueID(t), Store: st, SessionExpiry: time.Hour})
+	const n, window = 400, 20
+	toks := make([]*Token, n)
+	var want []string
+	failed := 0
+	wait := func(i int) {
+		err := toks[i].Wait(ctxT(t, 30*time.Second))
+		switch {
+		case err == nil:
+			want = append(want, strconv.Itoa(i))
+		case errors.Is(err, errDiskFull):
+			failed++
+		default:
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	for i := range toks {
+		if i >= window {
+			wait(i - window)
+		}
+		if i == n/2 {
+			st.failNext.Store(true)
+		}
+		toks[i] = c.PublishAsync(&Message{Topic: "pipefail", QoS: 2, Payload: []byte(strconv.Itoa(i))})
+	}
+	for i := n - window; i < n; i++ {
+		wait(i)
+	}
+	if failed == 0 || st.behind.Load() == 0 {
+		t.Fatalf("%d publishes failed with the store's error, %d batches for one before them; want both", failed, st.behind.Load())
+	}
+	if err := c.Publish(ctxT(t, 10*time.Second), &Message{Topic: "pipefail", QoS: 2, Payload: []byte("after")}); err != nil {
+		t.Fatalf("publish after the failure: %v", err)
+	}
+	want = append(want, "after")
+	col.waitFor(t, len(want), 10*time.Second)
+	col.quiet(t, len(want), 300*time.Millisecond)
+	exactlyOnce(t, col, want)
+	t.Logf("%d of %d publishes failed with the store; %d batches failed behind the one that did", failed, n, st.behind.Load())
+}
