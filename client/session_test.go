@@ -639,16 +639,18 @@ func TestAuth(t *testing.T) {
 	}
 }
 
-// failingStore fails Apply while fail is set.
+// failingStore fails Apply while fail is set, counting the failures.
 type failingStore struct {
 	*memory.Store
-	fail atomic.Bool
+	fail   atomic.Bool
+	failed atomic.Int32
 }
 
 var errDiskFull = errors.New("disk full")
 
 func (s *failingStore) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
 	if s.fail.Load() {
+		s.failed.Add(1)
 		return errDiskFull
 	}
 	return s.Store.Apply(ctx, k, ops...)
@@ -679,6 +681,32 @@ func TestStoreFailure(t *testing.T) {
 	col.quiet(t, 1, 200*time.Millisecond)
 	if string(ms[0].Payload) != "kept" {
 		t.Errorf("got %q", ms[0].Payload)
+	}
+}
+
+// TestStoreFailureBackoff: while the store fails, the committer retries
+// with backoff (50 ms, doubling), not at once: a failing disk or Redis is
+// not hammered, nor the log flooded, by a retry per wake-up.
+func TestStoreFailureBackoff(t *testing.T) {
+	st := &failingStore{Store: memory.New()}
+	c, err := New(Config{Servers: []string{"mqtt://127.0.0.1:1"}, ClientID: uniqueID(t), Store: st, SessionExpiry: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	st.fail.Store(true)
+	for i := range 20 { // each publish wakes the committer
+		c.PublishAsync(&Message{Topic: "bo", QoS: 2, Payload: []byte{byte(i)}})
+		time.Sleep(20 * time.Millisecond)
+	}
+	// 400 ms: the first attempt, then retries at 50, 150 and 350 ms.
+	if n := st.failed.Load(); n < 2 || n > 6 {
+		t.Fatalf("%d failed Applies in 400 ms, want about 4", n)
+	}
+	st.fail.Store(false)
+	tok := c.PublishAsync(&Message{Topic: "bo", QoS: 2, Payload: []byte("kept")})
+	if err := tok.WaitStored(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatalf("stored after recovery: %v", err)
 	}
 }
 
