@@ -17,7 +17,9 @@
 // record is deleted before the PUBCOMP goes out. Store writes of
 // concurrent publishers are grouped: one committer goroutine applies
 // everything queued in one Apply, then releases the packets that waited
-// for it, in order. A batch that no packet waits for (records of QoS 1
+// for it, in order. With a store that implements store.Pipeliner (Redis),
+// a batch that packets wait for is sent while the one before it is still
+// on its way, up to two at once. A batch that no packet waits for (records of QoS 1
 // messages already sent, deletions of finished ones) is held back up to
 // 2 ms, or until the application waits on Token.Stored, so that the
 // PUBACKs arriving meanwhile spare those writes.

@@ -168,6 +168,24 @@
 //     Seqs Load reports, and goes on past them (harnesses with a Damager).
 //   - Closed, ContextCancelled: store.ErrClosed, and the context's error.
 //
+// Pipeliner/... checks store.Pipeliner, batches begun with ApplyAsync
+// before the ones before them have ended:
+//
+//   - Order: 200 batches that overwrite and delete each other's Seqs,
+//     begun back to back: every done reports nil, once, in the order
+//     begun, one at a time, and the session holds what applying them in
+//     order gives (after a reopen too, for a Durable harness).
+//   - FailurePrefix: a batch with an op of unknown kind among 40, all
+//     begun before any done returns: the ones before it succeed, it and
+//     every later one fail, and the session holds what the ones before it
+//     made it; a batch begun afterwards starts a new chain and succeeds.
+//   - Context: the same with a batch begun with a cancelled or expired
+//     context, which reports the context's error.
+//   - Keys: a failing chain on one Key fails nothing on another.
+//   - Interleaved: chains with Apply, Clear, a refused Apply and (with
+//     SharedHandles) another handle's write between them.
+//   - Closed: ApplyAsync on a closed store reports store.ErrClosed.
+//
 // # Time limits: progress, not totals
 //
 // Every check runs under a limit that is a silence, not a total: the check

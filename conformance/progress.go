@@ -24,7 +24,7 @@ func (p *progress) note() { p.Note() }
 //
 // Go cannot add methods to a value at run time, so there is a type for
 // every combination of optional interfaces: noted with a carrier per
-// interface embedded. Those 15 types and the switch that picks one are
+// interface embedded. Those 31 types and the switch that picks one are
 // generated into progress_caps.go (internal/capgen) rather than written
 // by hand. A new optional interface needs a line in capgen, a carrier
 // below and its detection in withProgress.
@@ -44,6 +44,7 @@ type carriers struct {
 	owner      notedOwner
 	transactor notedTransactor
 	scanner    notedScanner
+	pipeliner  notedPipeliner
 }
 
 // withProgress wraps s so that its calls note progress on p.
@@ -64,6 +65,10 @@ func withProgress(s store.SessionStore, p *progress) store.SessionStore {
 	if sc, ok := s.(store.Scanner); ok {
 		c.set |= capS
 		c.scanner = notedScanner{sc, p}
+	}
+	if pl, ok := s.(store.Pipeliner); ok {
+		c.set |= capP
+		c.pipeliner = notedPipeliner{pl, p}
 	}
 	return (&noted{SessionStore: s, p: p}).with(c)
 }
@@ -113,6 +118,10 @@ type (
 		sc store.Scanner
 		p  *progress
 	}
+	notedPipeliner struct {
+		pl store.Pipeliner
+		p  *progress
+	}
 )
 
 func (c notedLister) Sessions(ctx context.Context) ([]store.Key, error) {
@@ -133,4 +142,12 @@ func (c notedTransactor) ApplyTx(ctx context.Context, k store.Key, fn func(tx an
 func (c notedScanner) Scan(ctx context.Context, k store.Key, from uint64, limit int) ([]store.Record, uint64, error) {
 	defer c.p.note()
 	return c.sc.Scan(ctx, k, from, limit)
+}
+
+// ApplyAsync notes progress when done is called, before it runs.
+func (c notedPipeliner) ApplyAsync(ctx context.Context, k store.Key, ops []store.Op, done func(error)) {
+	c.pl.ApplyAsync(ctx, k, ops, func(err error) {
+		c.p.note()
+		done(err)
+	})
 }

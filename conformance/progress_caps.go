@@ -10,6 +10,7 @@ const (
 	capO                    // store.Owner
 	capT                    // store.Transactor
 	capS                    // store.Scanner
+	capP                    // store.Pipeliner
 )
 
 // One type per combination: noted with the carriers of its interfaces.
@@ -29,6 +30,10 @@ type (
 	notedS struct {
 		*noted
 		notedScanner
+	}
+	notedP struct {
+		*noted
+		notedPipeliner
 	}
 	notedLO struct {
 		*noted
@@ -60,6 +65,26 @@ type (
 		notedTransactor
 		notedScanner
 	}
+	notedLP struct {
+		*noted
+		notedLister
+		notedPipeliner
+	}
+	notedOP struct {
+		*noted
+		notedOwner
+		notedPipeliner
+	}
+	notedTP struct {
+		*noted
+		notedTransactor
+		notedPipeliner
+	}
+	notedSP struct {
+		*noted
+		notedScanner
+		notedPipeliner
+	}
 	notedLOT struct {
 		*noted
 		notedLister
@@ -84,12 +109,84 @@ type (
 		notedTransactor
 		notedScanner
 	}
+	notedLOP struct {
+		*noted
+		notedLister
+		notedOwner
+		notedPipeliner
+	}
+	notedLTP struct {
+		*noted
+		notedLister
+		notedTransactor
+		notedPipeliner
+	}
+	notedOTP struct {
+		*noted
+		notedOwner
+		notedTransactor
+		notedPipeliner
+	}
+	notedLSP struct {
+		*noted
+		notedLister
+		notedScanner
+		notedPipeliner
+	}
+	notedOSP struct {
+		*noted
+		notedOwner
+		notedScanner
+		notedPipeliner
+	}
+	notedTSP struct {
+		*noted
+		notedTransactor
+		notedScanner
+		notedPipeliner
+	}
 	notedLOTS struct {
 		*noted
 		notedLister
 		notedOwner
 		notedTransactor
 		notedScanner
+	}
+	notedLOTP struct {
+		*noted
+		notedLister
+		notedOwner
+		notedTransactor
+		notedPipeliner
+	}
+	notedLOSP struct {
+		*noted
+		notedLister
+		notedOwner
+		notedScanner
+		notedPipeliner
+	}
+	notedLTSP struct {
+		*noted
+		notedLister
+		notedTransactor
+		notedScanner
+		notedPipeliner
+	}
+	notedOTSP struct {
+		*noted
+		notedOwner
+		notedTransactor
+		notedScanner
+		notedPipeliner
+	}
+	notedLOTSP struct {
+		*noted
+		notedLister
+		notedOwner
+		notedTransactor
+		notedScanner
+		notedPipeliner
 	}
 )
 
@@ -105,6 +202,8 @@ func (n *noted) with(c carriers) store.SessionStore {
 		return &notedT{n, c.transactor}
 	case capS:
 		return &notedS{n, c.scanner}
+	case capP:
+		return &notedP{n, c.pipeliner}
 	case capL | capO:
 		return &notedLO{n, c.lister, c.owner}
 	case capL | capT:
@@ -117,6 +216,14 @@ func (n *noted) with(c carriers) store.SessionStore {
 		return &notedOS{n, c.owner, c.scanner}
 	case capT | capS:
 		return &notedTS{n, c.transactor, c.scanner}
+	case capL | capP:
+		return &notedLP{n, c.lister, c.pipeliner}
+	case capO | capP:
+		return &notedOP{n, c.owner, c.pipeliner}
+	case capT | capP:
+		return &notedTP{n, c.transactor, c.pipeliner}
+	case capS | capP:
+		return &notedSP{n, c.scanner, c.pipeliner}
 	case capL | capO | capT:
 		return &notedLOT{n, c.lister, c.owner, c.transactor}
 	case capL | capO | capS:
@@ -125,8 +232,30 @@ func (n *noted) with(c carriers) store.SessionStore {
 		return &notedLTS{n, c.lister, c.transactor, c.scanner}
 	case capO | capT | capS:
 		return &notedOTS{n, c.owner, c.transactor, c.scanner}
+	case capL | capO | capP:
+		return &notedLOP{n, c.lister, c.owner, c.pipeliner}
+	case capL | capT | capP:
+		return &notedLTP{n, c.lister, c.transactor, c.pipeliner}
+	case capO | capT | capP:
+		return &notedOTP{n, c.owner, c.transactor, c.pipeliner}
+	case capL | capS | capP:
+		return &notedLSP{n, c.lister, c.scanner, c.pipeliner}
+	case capO | capS | capP:
+		return &notedOSP{n, c.owner, c.scanner, c.pipeliner}
+	case capT | capS | capP:
+		return &notedTSP{n, c.transactor, c.scanner, c.pipeliner}
 	case capL | capO | capT | capS:
 		return &notedLOTS{n, c.lister, c.owner, c.transactor, c.scanner}
+	case capL | capO | capT | capP:
+		return &notedLOTP{n, c.lister, c.owner, c.transactor, c.pipeliner}
+	case capL | capO | capS | capP:
+		return &notedLOSP{n, c.lister, c.owner, c.scanner, c.pipeliner}
+	case capL | capT | capS | capP:
+		return &notedLTSP{n, c.lister, c.transactor, c.scanner, c.pipeliner}
+	case capO | capT | capS | capP:
+		return &notedOTSP{n, c.owner, c.transactor, c.scanner, c.pipeliner}
+	case capL | capO | capT | capS | capP:
+		return &notedLOTSP{n, c.lister, c.owner, c.transactor, c.scanner, c.pipeliner}
 	}
 	return n
 }

@@ -42,7 +42,7 @@ type Options struct {
 // Run runs the store contract checks against the backend that newHarness
 // prepares. Each check is a subtest with a stable name (Store/OrderBySeq,
 // Reopen/KeyIsolation, Damage/FlipBytes, Lister/Sessions,
-// Owner/TakeoverAfterTTL, Scanner/Pages, ...) and a fresh harness; the
+// Owner/TakeoverAfterTTL, Scanner/Pages, Pipeliner/Order, ...) and a fresh harness; the
 // package doc lists them all. At most one Options may be given.
 //
 // In a child process started by one of its checks, Run plays the child's
@@ -95,6 +95,11 @@ func Run(t *testing.T, newHarness HarnessMaker, opts ...Options) {
 	})
 	t.Run("Scanner", func(t *testing.T) {
 		for _, c := range scannerChecks {
+			s.run(t, c, false)
+		}
+	})
+	t.Run("Pipeliner", func(t *testing.T) {
+		for _, c := range pipelinerChecks {
 			s.run(t, c, false)
 		}
 	})

@@ -69,6 +69,7 @@ type sessionKeys struct {
 	meta  string // hash: server, client, gen, ver; exists while the session holds records
 	lease string // string: "<holder>:<token>" with a PX expiry, while someone holds the lease
 	fence string // counter: the last fencing token handed out; kept across Clear
+	batch string // string: the id of the last batch written (the batch fence); kept across Clear
 }
 
 func (s *Store) keys(k store.Key) sessionKeys {
@@ -79,6 +80,7 @@ func (s *Store) keys(k store.Key) sessionKeys {
 		meta:  base + "meta",
 		lease: base + "lease",
 		fence: base + "fence",
+		batch: base + "batch",
 	}
 }
 

@@ -12,6 +12,7 @@
 //	<prefix>:{<tag>}:meta   hash: the Key in plain text, and a change counter
 //	<prefix>:{<tag>}:lease  the ownership lease, with a PX expiry
 //	<prefix>:{<tag>}:fence  the last fencing token handed out
+//	<prefix>:{<tag>}:batch  the id of the last batch written (the batch fence)
 //
 // A record is stored as a version byte, its direction, its packet
 // identifier, the packet and a CRC-32C over all of it and the seq; Load
@@ -40,7 +41,21 @@
 // checked by every Apply and Clear inside their script.
 //
 // The fence counter outlives Clear (so tokens keep growing across the life
-// of a ClientID): it is the one key a session leaves behind, a few bytes.
+// of a ClientID), and so does the batch id: they are the keys a session
+// leaves behind, a few dozen bytes.
+//
+// # Pipelining
+//
+// Store implements store.Pipeliner: ApplyAsync sends a session's next batch
+// without waiting for the reply to the one before, so two may be on their
+// way at once, on two connections of the pool, and reach Redis in either
+// order. The batch fence keeps them in order: each batch carries the id of
+// the batch it follows (ids are the handle's holder and a counter), and its
+// script writes it only while that is the id stored in the session's batch
+// key, then stores its own. A batch that overtook the one before it writes
+// nothing and is sent once more when that one is written; one that follows
+// a failed batch fails. Apply and Clear store a fresh id, so a batch whose
+// command outlived its context and lands after them writes nothing.
 //
 // # Failures
 //
@@ -63,7 +78,9 @@
 // go-redis retries a command after a network error, so a batch whose reply
 // was lost may run twice. A batch is idempotent (puts and deletes by seq,
 // the same fencing check), so this is harmless as long as one writer at a
-// time drives a session's batches, as the tether client's committer does.
+// time drives a session's batches, as the tether client's committer does;
+// a batch of ApplyAsync that runs twice writes once, since its own id is
+// then the last one stored.
 package redis
 
 import (
@@ -76,6 +93,7 @@ import (
 	neturl "net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -88,6 +106,7 @@ var (
 	_ store.Lister       = (*Store)(nil)
 	_ store.Owner        = (*Store)(nil)
 	_ store.Scanner      = (*Store)(nil)
+	_ store.Pipeliner    = (*Store)(nil)
 )
 
 // Defaults for Options fields left zero.
@@ -177,8 +196,14 @@ type Store struct {
 	closed  bool                 // guarded by mu
 	leases  map[store.Key]*lease // guarded by mu: leases held (or lost) and not released
 	pending map[store.Key]bool   // guarded by mu: keys an Acquire of this handle is taking
+	// chains holds, per Key, the last batch this handle began with
+	// ApplyAsync (see pipeline.go); guarded by mu.
+	chains map[store.Key]*call
 	// acquiring counts Acquire attempts in flight; Close waits for them.
 	acquiring sync.WaitGroup
+	// async counts the goroutines of ApplyAsync calls; Close waits for them.
+	async   sync.WaitGroup
+	batches atomic.Uint64 // the last batch id's counter (batchID)
 }
 
 // New returns a store that keeps its sessions in rdb: a *goredis.Client
@@ -229,6 +254,7 @@ func New(rdb goredis.UniversalClient, opts *Options) (*Store, error) {
 		pageBytes:   loadPageBytes,
 		leases:      make(map[store.Key]*lease),
 		pending:     make(map[store.Key]bool),
+		chains:      make(map[store.Key]*call),
 	}
 	rdb.AddHook(dialHook{s})
 	return s, nil
@@ -510,9 +536,18 @@ func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
 	if err := lostErr("apply", k, l); err != nil {
 		return err
 	}
-	keys := s.keys(k)
-	args := make([]any, 0, 4+3*len(ops))
-	args = append(args, expect, mine, k.Server, k.ClientID)
+	id := s.batchID()
+	err = s.write(ctx, "apply", k, l, applyScript, s.keys(k).written(), applyArgs(expect, mine, anyBatch, id, k, ops))
+	s.wrote(k, id, err)
+	return err
+}
+
+// applyArgs returns the ARGV of applyScript: the fencing pair, the batch
+// ids (see batchCheck), the Key, and a triple per op. The records are
+// encoded, so the caller's slices are not kept.
+func applyArgs(expect, mine, prev, id string, k store.Key, ops []store.Op) []any {
+	args := make([]any, 0, 6+3*len(ops))
+	args = append(args, expect, mine, prev, id, k.Server, k.ClientID)
 	for _, op := range ops {
 		if op.Kind == store.OpPut {
 			args = append(args, "p", seqField(op.Record.Seq), encodeRecord(op.Record))
@@ -520,7 +555,7 @@ func (s *Store) Apply(ctx context.Context, k store.Key, ops ...store.Op) error {
 			args = append(args, "d", seqField(op.Record.Seq), "")
 		}
 	}
-	return s.write(ctx, "apply", k, l, applyScript, []string{keys.rec, keys.idx, keys.meta, keys.lease}, args)
+	return args
 }
 
 // Clear removes every record of session k, under the same fencing as Apply.
@@ -536,9 +571,10 @@ func (s *Store) Clear(ctx context.Context, k store.Key) error {
 	if err := lostErr("clear", k, l); err != nil {
 		return err
 	}
-	keys := s.keys(k)
-	return s.write(ctx, "clear", k, l, clearScript, []string{keys.rec, keys.idx, keys.meta, keys.lease},
-		[]any{expect, mine})
+	id := s.batchID()
+	err = s.write(ctx, "clear", k, l, clearScript, s.keys(k).written(), []any{expect, mine, anyBatch, id})
+	s.wrote(k, id, err)
+	return err
 }
 
 // lostErr refuses a write under a lease this handle has lost, without
@@ -553,6 +589,8 @@ func lostErr(op string, k store.Key, l *lease) error {
 }
 
 // write runs a fenced writing script and, when asked, waits for replicas.
+// A batch the batch fence refused fails with an error wrapping
+// errOutOfOrder.
 func (s *Store) write(ctx context.Context, op string, k store.Key, l *lease, script *goredis.Script, keys []string, args []any) error {
 	res, err := s.runWrite(ctx, script, keys, args)
 	if err != nil {
@@ -561,7 +599,12 @@ func (s *Store) write(ctx context.Context, op string, k store.Key, l *lease, scr
 	if len(res) != 2 {
 		return s.fail(ctx, op, k, fmt.Errorf("unexpected reply %v", res))
 	}
-	if ok, _ := res[0].(int64); ok != 1 {
+	switch code, _ := res[0].(int64); code {
+	case 1:
+	case 2:
+		last, _ := res[1].(string)
+		return fmt.Errorf("redis: %s %s: %w (the session's last batch is %q)", op, k, errOutOfOrder, last)
+	default:
 		if l != nil && !l.released.Load() {
 			l.markLost() // the renewer would find out too, later
 		}
@@ -745,6 +788,8 @@ func (s *Store) Close() error {
 	// An attempt in flight sees closed and releases what it took, while
 	// the client still works.
 	s.acquiring.Wait()
+	// Batches on their way end with their contexts, under the leases.
+	s.async.Wait()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

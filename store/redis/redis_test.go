@@ -95,7 +95,7 @@ func TestSessionTag(t *testing.T) {
 	for _, k := range []store.Key{{Server: "}{", ClientID: "{{}}"}, {Server: "", ClientID: ""}} {
 		tag := sessionTag(k)
 		ks := s.keys(k)
-		for _, name := range []string{ks.rec, ks.idx, ks.meta, ks.lease, ks.fence} {
+		for _, name := range []string{ks.rec, ks.idx, ks.meta, ks.lease, ks.fence, ks.batch} {
 			open := strings.IndexByte(name, '{')
 			end := strings.IndexByte(name[open:], '}')
 			if open < 0 || end < 0 || name[open+1:open+end] != tag {
@@ -769,7 +769,7 @@ func testClusterKeySlots(t *testing.T, addrs []string) {
 	} {
 		ks := s.keys(k)
 		first := slot(ks.rec)
-		for _, name := range []string{ks.idx, ks.meta, ks.lease, ks.fence} {
+		for _, name := range []string{ks.idx, ks.meta, ks.lease, ks.fence, ks.batch} {
 			if slot(name) != first {
 				t.Errorf("%s and %s hash to different slots", name, ks.rec)
 			}

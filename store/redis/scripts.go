@@ -23,8 +23,26 @@ elseif lease and string.sub(lease, 1, #ARGV[2]) ~= ARGV[2] then
 end
 `
 
-// applyScript applies one batch. KEYS: rec, idx, meta, lease. ARGV after
-// the fencing pair: server, client id, then (kind, seq field, value)
+// The batch fence, shared by applyScript and clearScript, keeps the batches
+// of ApplyAsync in order when two are on their way at once. KEYS[5] holds
+// the id of the last batch written to the session; ARGV[3] is the id this
+// batch must follow, or "*" to follow any (Apply and Clear), and ARGV[4]
+// this batch's own id, which the script stores once it has written. A
+// batch whose predecessor is not the last one written writes nothing and
+// returns {2, id of the last one}; one whose own id is the last written
+// already ran (a command go-redis sent again after a lost reply) and
+// returns {1, ""} again.
+const batchCheck = `
+if ARGV[3] ~= '*' then
+  local cur = redis.call('GET', KEYS[5]) or ''
+  if cur == ARGV[4] then return {1, ''} end
+  if cur ~= ARGV[3] then return {2, cur} end
+end
+`
+
+// applyScript applies one batch. KEYS: rec, idx, meta, lease, batch. ARGV
+// after the fencing pair and the batch ids: server, client id, then (kind,
+// seq field, value)
 // triples with kind "p" (put) or "d" (delete). Each field ends as the last
 // operation on it left it, so the script applies only that one, and a kind
 // at a time: one HSET, ZADD, HDEL and ZREM (per 1,000 arguments) instead of two
@@ -34,11 +52,11 @@ end
 // gen (creation time) and ver (batch count) let a paged Load detect that a
 // batch landed between two of its pages.
 var applyScript = goredis.NewScript(`#!lua
-` + fenceCheck + `
+` + fenceCheck + batchCheck + `
 local last = {}
-for i = 5, #ARGV, 3 do last[ARGV[i+1]] = i end
+for i = 7, #ARGV, 3 do last[ARGV[i+1]] = i end
 local hset, zadd, del = {}, {}, {}
-for i = 5, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local f = ARGV[i+1]
   if last[f] == i then
     if ARGV[i] == 'p' then
@@ -63,19 +81,23 @@ if redis.call('ZCARD', KEYS[2]) == 0 then
 else
   if redis.call('EXISTS', KEYS[3]) == 0 then
     local t = redis.call('TIME')
-    redis.call('HSET', KEYS[3], 'server', ARGV[3], 'client', ARGV[4],
+    redis.call('HSET', KEYS[3], 'server', ARGV[5], 'client', ARGV[6],
       'gen', t[1] .. '.' .. t[2], 'ver', 0)
   end
   redis.call('HINCRBY', KEYS[3], 'ver', 1)
 end
+redis.call('SET', KEYS[5], ARGV[4])
 return {1, ''}
 `)
 
 // clearScript drops a session's records, keeping its fence counter so that
-// tokens keep growing. KEYS: rec, idx, meta, lease.
+// tokens keep growing, and its batch id, so that a batch of ApplyAsync that
+// lands late finds it changed. KEYS: rec, idx, meta, lease, batch. ARGV:
+// the fencing pair and the batch ids.
 var clearScript = goredis.NewScript(`#!lua
-` + fenceCheck + `
+` + fenceCheck + batchCheck + `
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('SET', KEYS[5], ARGV[4])
 return {1, ''}
 `)
 

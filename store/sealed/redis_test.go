@@ -299,3 +299,38 @@ func TestResealRedis(t *testing.T) {
 	}
 	expectRecords(t, load(t, openWith(ring(2, 2)), keyA), []store.Record{rec(1, "one")})
 }
+
+// TestApplyAsyncSealFailure: a batch of ApplyAsync that does not seal (a
+// packet the inner store would take, but not with the sealing's overhead)
+// reports the sealing error, and the batches begun after it fail with it,
+// ordered by the inner store's chain.
+func TestApplyAsyncSealFailure(t *testing.T) {
+	addr, _ := redisServer(t)
+	inner, err := redis.Open("redis://"+addr, &redis.Options{Prefix: "sealed-async"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mustNew(t, inner, opts(nil))
+	defer s.Close()
+	p := s.(store.Pipeliner)
+	k := store.Key{Server: "tcp://broker.test:1883", ClientID: "async"}
+	big := store.Record{Seq: 2, Dir: store.Outbound, Packet: make([]byte, s.(interface{ MaxPacketLen() int }).MaxPacketLen()+1)}
+	errs := make(chan error, 3)
+	ctx := context.Background()
+	for _, ops := range [][]store.Op{{store.Put(rec(1, "one"))}, {store.Put(big)}, {store.Put(rec(3, "three"))}} {
+		p.ApplyAsync(ctx, k, ops, func(err error) { errs <- err })
+	}
+	if err := <-errs; err != nil {
+		t.Fatalf("the first batch: %v", err)
+	}
+	if err := <-errs; !errors.Is(err, store.ErrTooLarge) {
+		t.Fatalf("the batch that does not seal reported %v, want store.ErrTooLarge", err)
+	}
+	if err := <-errs; err == nil {
+		t.Fatal("the batch begun after the one that did not seal reported nil, want an error")
+	}
+	got := load(t, s, k)
+	if len(got) != 1 || got[0].Seq != 1 || string(got[0].Packet) != "one" {
+		t.Fatalf("Load after the failed chain: %v, want seq 1 alone", got)
+	}
+}

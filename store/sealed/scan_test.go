@@ -10,7 +10,7 @@ import (
 )
 
 // TestCapabilities: the wrapper implements each optional interface of
-// package store (Scanner included) exactly when its inner store does, for
+// package store (Scanner and Pipeliner included) exactly when its inner store does, for
 // every combination, with the methods of *sealed.Store.
 func TestCapabilities(t *testing.T) {
 	base := func() store.SessionStore { return plain{memory.New()} }
@@ -20,6 +20,7 @@ func TestCapabilities(t *testing.T) {
 		cLO{base(), nil, nil}, cLT{base(), nil, nil}, cOT{base(), nil, nil}, cLOT{base(), nil, nil, nil},
 		cS{base(), sc}, cLS{base(), nil, sc}, cOS{base(), nil, sc}, cTS{base(), nil, sc},
 		cLOS{base(), nil, nil, sc}, cLTS{base(), nil, nil, sc}, cOTS{base(), nil, nil, sc}, cLOTS{base(), nil, nil, nil, sc},
+		cP{base(), nil}, cOSP{base(), nil, sc, nil}, cLOTSP{base(), nil, nil, nil, sc, nil},
 		memory.New(),
 	} {
 		s := mustNew(t, inner, opts(nil))
@@ -31,6 +32,7 @@ func TestCapabilities(t *testing.T) {
 			{"Owner", func(v any) bool { _, ok := v.(store.Owner); return ok }},
 			{"Transactor", func(v any) bool { _, ok := v.(store.Transactor); return ok }},
 			{"Scanner", func(v any) bool { _, ok := v.(store.Scanner); return ok }},
+			{"Pipeliner", func(v any) bool { _, ok := v.(store.Pipeliner); return ok }},
 		} {
 			if got, want := c.has(s), c.has(inner); got != want {
 				t.Errorf("inner %T: the sealed store implements %s: %v, want %v", inner, c.name, got, want)
@@ -136,5 +138,23 @@ type (
 		store.Owner
 		store.Transactor
 		store.Scanner
+	}
+	cP struct {
+		store.SessionStore
+		store.Pipeliner
+	}
+	cOSP struct {
+		store.SessionStore
+		store.Owner
+		store.Scanner
+		store.Pipeliner
+	}
+	cLOTSP struct {
+		store.SessionStore
+		store.Lister
+		store.Owner
+		store.Transactor
+		store.Scanner
+		store.Pipeliner
 	}
 )

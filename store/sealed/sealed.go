@@ -29,7 +29,8 @@ type Options struct {
 
 // Store is the sealed view of an inner store. New returns it behind
 // store.SessionStore, together with whichever of store.Lister, store.Owner,
-// store.Transactor and store.Scanner the inner store implements; its own
+// store.Transactor, store.Scanner and store.Pipeliner the inner store
+// implements; its own
 // methods (Inner, InnerKey, MaxPacketLen, Reseal) are reached with a type
 // assertion to an interface that names them.
 type Store struct {
@@ -43,7 +44,8 @@ var _ store.SessionStore = (*Store)(nil)
 
 // New returns a store that seals every record it writes to inner and opens
 // every record it reads from it. The result implements each of the optional
-// interfaces of package store (Lister, Owner, Transactor, Scanner) exactly
+// interfaces of package store (Lister, Owner, Transactor, Scanner,
+// Pipeliner) exactly
 // when inner does, passed through to inner; it also has the methods of *Store
 // (MaxPacketLen, Inner, InnerKey). Closing it closes inner.
 func New(inner store.SessionStore, opts Options) (store.SessionStore, error) {
@@ -209,6 +211,27 @@ func (s *Store) applyTx(ctx context.Context, k store.Key, fn func(tx any) error,
 		return err
 	}
 	return s.inner.(store.Transactor).ApplyTx(ctx, s.name(k), fn, sealed...)
+}
+
+// refused is a batch that every store refuses before it writes anything:
+// an op of no known kind (store.Validate).
+var refused = []store.Op{{Kind: 0}}
+
+// applyAsync is Apply through the inner store's ApplyAsync. A batch that
+// does not seal still goes to the inner store, as a batch it refuses, so
+// that the inner store's chain orders its done call and fails the batches
+// after it; done then gets the sealing error.
+func (s *Store) applyAsync(ctx context.Context, k store.Key, ops []store.Op, done func(error)) {
+	sealed, serr := s.seal(k, ops)
+	if serr != nil {
+		sealed = refused
+	}
+	s.inner.(store.Pipeliner).ApplyAsync(ctx, s.name(k), sealed, func(err error) {
+		if serr != nil && !errors.Is(err, store.ErrClosed) {
+			err = serr
+		}
+		done(err)
+	})
 }
 
 // Clear removes every record of session k from the inner store.

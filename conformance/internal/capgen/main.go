@@ -32,6 +32,7 @@ var capabilities = []capability{
 	{"O", "Owner", "notedOwner", "owner"},
 	{"T", "Transactor", "notedTransactor", "transactor"},
 	{"S", "Scanner", "notedScanner", "scanner"},
+	{"P", "Pipeliner", "notedPipeliner", "pipeliner"},
 }
 
 func main() {
