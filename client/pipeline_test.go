@@ -88,7 +88,7 @@ func (s *pipeStore) Close() error {
 
 // TestPipelinedCommits: with a store.Pipeliner, the committer begins an
 // urgent batch while the one before it is on its way (never more than
-// pipelineDepth at once), and QoS 2 messages still arrive exactly once,
+// Config.CommitPipeline at once), and QoS 2 messages still arrive exactly once,
 // in order, their records gone once they are done (MQTT-4.3.3-1: the
 // PUBLISH and the PUBREL each durable before they are sent).
 func TestPipelinedCommits(t *testing.T) {
@@ -110,8 +110,8 @@ func TestPipelinedCommits(t *testing.T) {
 	msgs := col.waitFor(t, n, 10*time.Second)
 	col.quiet(t, n, 200*time.Millisecond)
 	checkOrder(t, msgs, n)
-	if p := st.peak.Load(); p != int32(pipelineDepth) {
-		t.Errorf("at most %d batches on their way at once, want %d", p, pipelineDepth)
+	if p := st.peak.Load(); p != defaultPipeline {
+		t.Errorf("at most %d batches on their way at once, want %d", p, defaultPipeline)
 	}
 	if st.async.Load() == 0 {
 		t.Error("no batch went through ApplyAsync")
@@ -168,4 +168,20 @@ func TestPipelinedCommitFails(t *testing.T) {
 	col.quiet(t, len(want), 300*time.Millisecond)
 	exactlyOnce(t, col, want)
 	t.Logf("%d of %d publishes failed with the store; %d batches failed behind the one that did", failed, n, st.behind.Load())
+}
+
+// TestCommitPipelineOne: Config.CommitPipeline 1 commits one batch at a
+// time through Apply, even with a store.Pipeliner.
+func TestCommitPipelineOne(t *testing.T) {
+	b := broker(t)
+	st := &pipeStore{Store: memory.New()}
+	c := start(t, Config{Servers: []string{b.URL()}, ClientID: uniqueID(t), Store: st, SessionExpiry: time.Hour, CommitPipeline: 1})
+	for i := range 20 {
+		if err := c.Publish(ctxT(t, 5*time.Second), &Message{Topic: "one", QoS: 2, Payload: []byte{byte(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := st.async.Load(); n != 0 {
+		t.Fatalf("%d batches through ApplyAsync with CommitPipeline 1", n)
+	}
 }
