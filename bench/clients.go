@@ -37,6 +37,8 @@ type Run struct {
 	Dir      string // a fresh directory for file stores
 	RedisURL string // the Redis store's server, redis://127.0.0.1:PORT
 	ID       string // unique among runs: client ids and topics derive from it
+	// CommitPipeline is tether's Config.CommitPipeline (0: its default).
+	CommitPipeline int
 }
 
 func (r Run) topic() string { return "bench/" + r.ID }
@@ -153,7 +155,7 @@ func tetherClient(ctx context.Context, r Run, kind, role string, onMsg func(*cli
 	c, err := client.New(client.Config{
 		Servers: []string{"mqtt://" + r.Addr}, ClientID: r.ID + "-" + role, Store: st,
 		CleanStart: true, SessionExpiry: time.Hour, OnMessage: onMsg,
-		ReceiveMaximum: uint16(min(r.Window, 65535)),
+		ReceiveMaximum: uint16(min(r.Window, 65535)), CommitPipeline: r.CommitPipeline,
 	})
 	if err != nil {
 		st.Close()

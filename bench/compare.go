@@ -22,6 +22,12 @@ type Config struct {
 	Only     []string // client names to run (raw always runs); empty means all
 	Dir      string   // working directory; empty means a temporary one
 	Progress io.Writer
+	// RedisLatency, when not zero, puts a proxy between the clients and
+	// Redis that holds every chunk of bytes that long in each direction:
+	// a Redis across a network, for a Redis on this machine.
+	RedisLatency time.Duration
+	// CommitPipeline is tether's Config.CommitPipeline (0: its default).
+	CommitPipeline int
 }
 
 // Case is one column of the comparison.
@@ -123,6 +129,14 @@ func Compare(ctx context.Context, cfg Config) (*Result, error) {
 			}
 			defer rd.Close()
 			redisURL = "redis://" + rd.Addr
+			if cfg.RedisLatency > 0 {
+				p, err := startLatencyProxy(rd.Addr, cfg.RedisLatency)
+				if err != nil {
+					return nil, err
+				}
+				defer p.Close()
+				redisURL = "redis://" + p.Addr()
+			}
 			break
 		}
 	}
@@ -151,7 +165,7 @@ func Compare(ctx context.Context, cfg Config) (*Result, error) {
 				}
 				run++
 				r := Run{Addr: mosq.Addr, QoS: cs.QoS, N: cfg.N, Window: cfg.Window, Payload: cfg.Payload,
-					Dir: cfg.Dir, RedisURL: redisURL, ID: fmt.Sprintf("r%d", run)}
+					Dir: cfg.Dir, RedisURL: redisURL, ID: fmt.Sprintf("r%d", run), CommitPipeline: cfg.CommitPipeline}
 				f := c.Publish
 				if cs.EndToEnd {
 					f = c.EndToEnd
@@ -315,6 +329,15 @@ func (res *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "%s; W=%d (max_inflight_messages, publishes outstanding), %d × %d B per run, %d rounds;\n"+
 		"median msg/s, and median (min–max) over rounds of the ratio to raw in the same round\n\n",
 		res.Mosq, cfg.Window, cfg.N, cfg.Payload, cfg.Repeat)
+	if cfg.RedisLatency > 0 {
+		fmt.Fprintf(w, "Redis behind a proxy holding bytes %v each way\n", cfg.RedisLatency)
+	}
+	if cfg.CommitPipeline > 0 {
+		fmt.Fprintf(w, "tether's CommitPipeline %d\n", cfg.CommitPipeline)
+	}
+	if cfg.RedisLatency > 0 || cfg.CommitPipeline > 0 {
+		fmt.Fprintln(w)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "client\t")
 	for _, cs := range Cases {
@@ -385,6 +408,9 @@ func (res *Result) PrintMarkdown(w io.Writer) {
 	cfg := res.Config
 	fmt.Fprintf(w, "%s, W = %d, %d × %d B per run, %d rounds; median over rounds of the ratio to raw in the same round:\n\n",
 		res.Mosq, cfg.Window, cfg.N, cfg.Payload, cfg.Repeat)
+	if cfg.RedisLatency > 0 {
+		fmt.Fprintf(w, "(Redis behind a proxy holding bytes %v each way.)\n\n", cfg.RedisLatency)
+	}
 	fmt.Fprint(w, "| client |")
 	for _, cs := range Cases {
 		fmt.Fprintf(w, " %s |", cs.Name)

@@ -43,6 +43,7 @@ type benchOpts struct {
 	sizes      string
 	count      int
 	window     int
+	pipeline   int
 	topic      string
 	dir        string
 	quiet      bool
@@ -81,6 +82,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	s.str("s", "size", "LIST", "payload sizes in bytes, comma-separated (default 64)", &o.sizes)
 	s.int("n", "count", "N", "messages per publisher per case (default 10000)", &o.count, 1, 1<<30)
 	s.int("w", "window", "W", "publishes each publisher keeps outstanding (default 20); beyond the broker's Receive Maximum they wait in the client's queue, and their latency counts the wait", &o.window, 1, 1<<20)
+	s.int("", "commit-pipeline", "N", "store batches each client keeps on their way at once with a Redis store (default 2; 1: one at a time, better for a Redis on the same small host)", &o.pipeline, 1, 64)
 	s.str("t", "topic", "TOPIC", "topic prefix (default tether/bench); each publisher adds /N", &o.topic)
 	s.str("", "dir", "DIR", "directory for bolt and sqlite files without a path (default: a temporary one)", &o.dir)
 	s.dur("", "progress", "SECS", "interval of the progress lines on standard error (default 1s)", &o.interval)
@@ -216,6 +218,7 @@ func (o *benchOpts) runCase(ctx context.Context, base client.Config, c benchCase
 		cfg.Store = st
 		cfg.CleanStart = true
 		cfg.SessionExpiry = time.Hour
+		cfg.CommitPipeline = o.pipeline
 		cl, err := client.New(cfg)
 		if err != nil {
 			res.err = err

@@ -6,7 +6,7 @@
 // prints medians over rounds of the rate and of the ratio to raw in the
 // same round (with the range of the ratio).
 //
-//	go run ./cmd/compare [-n 20000] [-w 20] [-size 64] [-repeat 3] [-only tether/bolt,...] [-markdown]
+//	go run ./cmd/compare [-n 20000] [-w 20] [-size 64] [-repeat 3] [-only tether/bolt,...] [-redis-latency 250us] [-markdown]
 package main
 
 import (
@@ -28,6 +28,8 @@ func main() {
 	flag.IntVar(&cfg.Payload, "size", 64, "payload bytes")
 	flag.IntVar(&cfg.Repeat, "repeat", 3, "rounds: each runs every client once per case, and measures each store's C; medians over rounds are printed")
 	flag.StringVar(&only, "only", "", "comma-separated clients to run besides raw (default all)")
+	flag.DurationVar(&cfg.RedisLatency, "redis-latency", 0, "hold the bytes between the clients and Redis this long each way (a Redis across a network)")
+	flag.IntVar(&cfg.CommitPipeline, "commit-pipeline", 0, "tether's Config.CommitPipeline: store batches on their way at once with Redis (0: its default, 2)")
 	quiet := flag.Bool("q", false, "no progress lines")
 	markdown := flag.Bool("markdown", false, "print the ratios as Markdown tables (the README's form)")
 	flag.Parse()
