@@ -128,10 +128,10 @@ const defaultPipeline = 2
 // packets that waited for the batch. A batch that nothing waits for
 // (engine.Urgent) is taken within lazyDelay instead of at once. With a
 // store.Pipeliner, an urgent batch is begun while fewer than
-// Config.CommitPipeline others are still on their way; otherwise one Apply runs at a time.
-// After a failed batch the engine keeps its operations; the committer
-// retries them with backoff, once every batch begun before the failure
-// has ended.
+// Config.CommitPipeline others are still on their way; otherwise one
+// Apply runs at a time. After a failed batch the engine keeps its
+// operations; the committer retries them with backoff, once every batch
+// begun before the failure has ended.
 func (c *Client) committer() {
 	defer c.wg.Done()
 	async, depth := c.pipeliner()

@@ -308,9 +308,10 @@ type Pipeliner interface {
 	// unless the failed one did take effect. A batch begun once an error
 	// has been reported starts a new chain.
 	//
-	// Apply and Clear on the same Key by the same handle must not overlap
-	// batches still on their way; once their done has been called, they
-	// may.
+	// The store reads ops, and the slices of their records, only until
+	// done is called. Apply and Clear on the same Key by the same handle
+	// must not overlap batches still on their way; once their done has
+	// been called, they may.
 	ApplyAsync(ctx context.Context, k Key, ops []Op, done func(error))
 }
 

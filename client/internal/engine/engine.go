@@ -11,7 +11,8 @@
 // The engine starts no goroutine, takes no lock, reads no clock, sets no
 // timer and does no I/O (a test over its source checks it). Its caller, the
 // driver, serialises every call, runs the store batches the engine hands
-// it one at a time, and performs the effects in order. The client package
+// it one at a time (or, with Config.Pipeline, several on their way at once,
+// applied in order), and performs the effects in order. The client package
 // is the driver over real connections and stores; the simulation in
 // client/internal/sim drives it over models of both.
 //
@@ -650,8 +651,8 @@ func (e *Engine) Committed() {
 // err. The batches taken after it failed with it, applied or not: the
 // driver drops them, and takes no batch before their store calls have
 // ended. Messages whose first record was in one of them fail with err,
-// and were never sent — but for a QoS 1 message whose PUBLISH left alongside its
-// record (mayLeave): that one may still reach the server, which at least
+// and were never sent — but for a QoS 1 message whose PUBLISH left
+// alongside its record (mayLeave): that one may still reach the server, which at least
 // once allows. The batch may still have been applied (a store whose reply
 // was lost, such as Redis), so the retry starts by deleting those records,
 // and their packet identifiers are freed only once that deletion is
