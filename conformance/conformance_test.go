@@ -138,6 +138,28 @@ func childFails(t *testing.T, exe, child, env, bug, check, want string, failLine
 	}
 }
 
+// brokenCase is a deliberate bug, the check that must catch it, and what
+// the check's failure must say.
+type brokenCase struct{ bug, check, want string }
+
+// brokenChecks runs each case's check in a child process (the test child,
+// with env naming the bug) and fails unless the check fails as it must.
+func brokenChecks(t *testing.T, child, env string, cases []brokenCase) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs child processes")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		t.Run(c.bug+"/"+c.check, func(t *testing.T) {
+			childFails(t, exe, child, env, c.bug, c.check, c.want, true)
+		})
+	}
+}
+
 // TestBroken checks that the suite catches each deliberate bug: the check
 // named for it must fail.
 func TestBroken(t *testing.T) {

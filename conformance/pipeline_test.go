@@ -119,22 +119,11 @@ func TestBrokenPipelinerChild(t *testing.T) {
 // TestBrokenPipeliner checks that the Pipeliner checks catch each
 // deliberate bug: the check named for it must fail.
 func TestBrokenPipeliner(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs child processes")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct{ bug, check, want string }{
+	brokenChecks(t, "TestBrokenPipelinerChild", brokenPipeEnv, []brokenCase{
 		{"reorder", "Pipeliner/Order", "Load("},
 		{"nochain", "Pipeliner/FailurePrefix", "before its done, returned nil, want an error"},
 		{"nochain", "Pipeliner/Context", "before its done, returned nil, want an error"},
 		{"nochain", "Pipeliner/Keys", "returned <nil> (want an error: true)"},
 		{"overlap", "Pipeliner/FailurePrefix", "done calls"},
-	} {
-		t.Run(c.bug+"/"+c.check, func(t *testing.T) {
-			childFails(t, exe, "TestBrokenPipelinerChild", brokenPipeEnv, c.bug, c.check, c.want, true)
-		})
-	}
+	})
 }

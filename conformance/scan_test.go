@@ -66,22 +66,11 @@ func TestBrokenScannerChild(t *testing.T) {
 // TestBrokenScanner checks that the Scanner checks catch each deliberate
 // bug: the check named for it must fail.
 func TestBrokenScanner(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs child processes")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct{ bug, check, want string }{
+	brokenChecks(t, "TestBrokenScannerChild", brokenScanEnv, []brokenCase{
 		{"exclusive", "Scanner/Edges", "returned Seqs [1], want [0]"},
 		{"exclusive", "Scanner/Pages", "past Seq 1, the first record not yet returned"},
 		{"nolimit", "Scanner/Pages", "more than the limit 1"},
 		{"lastnext", "Scanner/Pages", "the end must be told on the last page"},
 		{"alias", "Scanner/NotRetained", "reading the second page changed the first"},
-	} {
-		t.Run(c.bug+"/"+c.check, func(t *testing.T) {
-			childFails(t, exe, "TestBrokenScannerChild", brokenScanEnv, c.bug, c.check, c.want, true)
-		})
-	}
+	})
 }

@@ -32,31 +32,40 @@ func wantWire(t *testing.T, r *rig, when string, want ...string) {
 	}
 }
 
-// TestPipelineOverlaps: with Config.Pipeline, an urgent batch is taken
-// while the one before it is being applied, no more than Pipeline at once,
-// and what waits for each runs in the order the batches were taken.
-func TestPipelineOverlaps(t *testing.T) {
-	r := newRig(t, Config{Pipeline: 2})
+// twoOnTheirWay returns a rig with Pipeline 2 whose QoS 2 messages 1 and
+// 2 wait for two batches on their way, and those batches' operations.
+func twoOnTheirWay(t *testing.T) (r *rig, ops1, ops2 []store.Op) {
+	r = newRig(t, Config{Pipeline: 2})
 	r.connect(windowOf(10))
 	r.commit()
 	r.publish(1, 2, "a", []byte("1"))
-	ops1 := r.e.Commit()
+	ops1 = r.e.Commit()
 	r.publish(2, 2, "a", []byte("2"))
 	if !r.e.NeedsCommit() {
 		t.Fatal("an urgent batch waits for the one being applied")
 	}
-	ops2 := r.e.Commit()
+	return r, ops1, r.e.Commit()
+}
+
+// durable applies ops, the oldest batch on its way, and reports it durable.
+func (r *rig) durable(ops []store.Op) {
+	r.apply(ops)
+	r.e.Committed()
+	r.effects()
+}
+
+// TestPipelineOverlaps: with Config.Pipeline, an urgent batch is taken
+// while the one before it is being applied, no more than Pipeline at once,
+// and what waits for each runs in the order the batches were taken.
+func TestPipelineOverlaps(t *testing.T) {
+	r, ops1, ops2 := twoOnTheirWay(t)
 	r.publish(3, 2, "a", []byte("3"))
 	if r.e.NeedsCommit() {
 		t.Fatal("a third batch taken with Pipeline 2")
 	}
-	r.apply(ops1)
-	r.e.Committed()
-	r.effects()
+	r.durable(ops1)
 	wantWire(t, r, "first batch durable", "1")
-	r.apply(ops2)
-	r.e.Committed()
-	r.effects()
+	r.durable(ops2)
 	wantWire(t, r, "second batch durable", "2")
 	r.commit()
 	wantWire(t, r, "third batch durable", "3")
@@ -77,25 +86,15 @@ func TestPipelineOverlaps(t *testing.T) {
 // right after the second (MQTT-4.6.0-1: in order), without making the
 // batch being gathered urgent.
 func TestPipelineReadyFollowsNewest(t *testing.T) {
-	r := newRig(t, Config{Pipeline: 2})
-	r.connect(windowOf(10))
-	r.commit()
-	r.publish(1, 2, "a", []byte("1"))
-	ops1 := r.e.Commit()
-	r.publish(2, 2, "a", []byte("2"))
-	ops2 := r.e.Commit()
+	r, ops1, ops2 := twoOnTheirWay(t)
 	r.publish(3, 1, "a", []byte("3"))
 	if r.e.Urgent() {
 		t.Fatal("the QoS 1 PUBLISH made the batch being gathered urgent")
 	}
 	wantWire(t, r, "nothing durable yet")
-	r.apply(ops1)
-	r.e.Committed()
-	r.effects()
+	r.durable(ops1)
 	wantWire(t, r, "first batch durable", "1")
-	r.apply(ops2)
-	r.e.Committed()
-	r.effects()
+	r.durable(ops2)
 	wantWire(t, r, "second batch durable", "2", "3")
 }
 
@@ -105,13 +104,7 @@ func TestPipelineReadyFollowsNewest(t *testing.T) {
 // the retry deletes their records (a reply may have been lost).
 func TestPipelineFailureTakesLaterBatches(t *testing.T) {
 	for _, applied := range []bool{false, true} {
-		r := newRig(t, Config{Pipeline: 2})
-		r.connect(windowOf(10))
-		r.commit()
-		r.publish(1, 2, "a", []byte("1"))
-		ops1 := r.e.Commit()
-		r.publish(2, 2, "a", []byte("2"))
-		ops2 := r.e.Commit()
+		r, ops1, ops2 := twoOnTheirWay(t)
 		if applied {
 			r.apply(ops1) // replies lost: both took effect
 			r.apply(ops2)
