@@ -219,10 +219,10 @@ type Config struct {
 	// with a store that implements store.Pipeliner (Redis): a batch that a
 	// QoS 2 PUBLISH or PUBREL waits for is sent while the one before it is
 	// still being applied, instead of after it. It pays where the store is
-	// across a network (QoS 2 publishing through a Redis 0.5 ms away ran a
-	// quarter faster); with Redis on the same small host, busy with its
-	// own work, the extra scripts cost more than the wait they save: set 1
-	// there, for one batch at a time. Zero means 2. Ignored with a store
+	// across a network (QoS 2 publishing through a Redis a few
+	// milliseconds away ran a third faster); with Redis on the same small
+	// host, busy with its own work, the extra scripts cost more than the
+	// wait they save: set 1 there, for one batch at a time. Zero means 2. Ignored with a store
 	// that is not a Pipeliner, and with OnMessageTx.
 	CommitPipeline int
 

@@ -118,8 +118,9 @@ func (c *Client) kickCommitter() {
 // applied and one behind it is what a QoS 2 flow needs, since a PUBLISH or
 // PUBREL that becomes ready while a batch is applied no longer waits for
 // that one to end. A third runs into the second more often than it saves
-// (with a Redis 0.5 ms away, three at once ran at a third of two's rate:
-// batches overtaking each other on the pool's connections are sent again).
+// (with a Redis across a network, three at once ran at a third of two's
+// rate: batches overtaking each other on the pool's connections are sent
+// again).
 const defaultPipeline = 2
 
 // committer is the single goroutine that writes the session to the store:
