@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tethermq/tether/packets"
 	"github.com/tethermq/tether/store"
 	"github.com/tethermq/tether/store/memory"
 )
@@ -17,8 +18,9 @@ import (
 // pipeStore is a store.Pipeliner over a memory store: each batch spends
 // delay on its way, overlapping the batches begun before it, then takes
 // effect after them, and only if they did. failNext makes the next batch
-// begun fail without taking effect, once another is begun behind it, and
-// with it those behind it.
+// that puts a PUBLISH record (a message's first, so that its publish
+// fails) and ends while another is on its way behind it fail without
+// taking effect, and with it those behind it.
 type pipeStore struct {
 	*memory.Store
 	delay    time.Duration
@@ -48,7 +50,6 @@ func (s *pipeStore) ApplyAsync(ctx context.Context, k store.Key, ops []store.Op,
 	}
 	me, myErr := make(chan struct{}), new(error)
 	s.last, s.lastErr = me, myErr
-	fail := s.failNext.Swap(false)
 	s.mu.Unlock()
 	nth := s.async.Add(1)
 	if n := s.flying.Add(1); n > s.peak.Load() {
@@ -58,19 +59,16 @@ func (s *pipeStore) ApplyAsync(ctx context.Context, k store.Key, ops []store.Op,
 	go func() {
 		defer s.wg.Done()
 		time.Sleep(s.delay)
-		for end := time.Now().Add(2 * time.Second); fail && s.async.Load() == nth && time.Now().Before(end); {
-			time.Sleep(time.Millisecond) // a failure with a batch behind it
-		}
 		if prev != nil {
 			<-prev
 		}
 		var err error
 		switch {
-		case fail:
-			err = errDiskFull
 		case prev != nil && *prevErr != nil:
 			s.behind.Add(1)
 			err = fmt.Errorf("pipestore: a batch before this one failed: %w", *prevErr)
+		case s.async.Load() > nth && putsPublish(ops) && s.failNext.CompareAndSwap(true, false):
+			err = errDiskFull // a batch is on its way behind this one
 		default:
 			err = s.Store.Apply(ctx, k, ops...)
 		}
@@ -79,6 +77,17 @@ func (s *pipeStore) ApplyAsync(ctx context.Context, k store.Key, ops []store.Op,
 		done(err)
 		close(me)
 	}()
+}
+
+// putsPublish reports whether ops put an outbound record holding a PUBLISH.
+func putsPublish(ops []store.Op) bool {
+	for _, op := range ops {
+		r := op.Record
+		if op.Kind == store.OpPut && r.Dir == store.Outbound && len(r.Packet) > 0 && packets.Type(r.Packet[0]>>4) == packets.PUBLISH {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *pipeStore) Close() error {

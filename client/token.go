@@ -90,20 +90,18 @@ func (t *Token) Wait(ctx context.Context) error {
 // for Stored makes the client write it at once.
 func (t *Token) Stored() <-chan struct{} {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.storedC == nil {
 		if t.stored || t.completed {
-			t.mu.Unlock()
 			return closedChan
 		}
 		t.storedC = make(chan struct{})
 		if t.c != nil {
 			t.c.storedWaiters.Add(1)
-			defer t.c.kickCommitter()
+			t.c.kickCommitter() // a send that never blocks: no lock taken
 		}
 	}
-	ch := t.storedC
-	t.mu.Unlock()
-	return ch
+	return t.storedC
 }
 
 // closeStored closes storedC, once, when stored or completed. t.mu held.

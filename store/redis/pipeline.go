@@ -92,17 +92,12 @@ func (s *Store) wrote(k store.Key, id string, err error) {
 // A batch that fails without being sent (invalid, its context done, the
 // one before it failed) fails every batch of its chain after it: the batch
 // fence refuses them, since its id never reaches Redis.
+//
+// The batch is checked and encoded on the store's goroutine, not the
+// caller's: the client begins batches holding its own lock.
 func (s *Store) ApplyAsync(ctx context.Context, k store.Key, ops []store.Op, done func(error)) {
-	err := store.Validate(store.MaxPacketLen, ops)
-	if err != nil {
-		err = fmt.Errorf("redis: apply %s: %w", k, err)
-	}
-	expect, mine, l, ferr := s.fenceArgs(k)
+	expect, mine, l, _ := s.fenceArgs(k) // its only error, closed, is seen below
 	c := &call{id: s.batchID(), settled: make(chan struct{}), called: make(chan struct{})}
-	var args []any
-	if err == nil && ferr == nil {
-		args = applyArgs(expect, mine, "", c.id, k, ops) // ARGV[3], whom it follows, is set when sent
-	}
 
 	s.mu.Lock()
 	last := s.chains[k]
@@ -122,8 +117,12 @@ func (s *Store) ApplyAsync(ctx context.Context, k store.Key, ops []store.Op, don
 
 	go func() {
 		defer s.async.Done()
-		if err == nil {
-			err = s.sendBatch(ctx, k, c, l, args)
+		err := store.Validate(store.MaxPacketLen, ops)
+		if err != nil {
+			err = fmt.Errorf("redis: apply %s: %w", k, err)
+		} else {
+			// ARGV[3], whom it follows, is set when sent.
+			err = s.sendBatch(ctx, k, c, l, applyArgs(expect, mine, "", c.id, k, ops))
 		}
 		c.finish(err, done)
 	}()

@@ -325,11 +325,9 @@ type Engine struct {
 	// while there are any, a PUBLISH that needs nothing from the store
 	// waits too.
 	waitingOut int
-	// outInflight: the last of those waits for a batch being applied,
-	// so that one needing nothing from the store runs right after the
-	// newest such batch (emitOut) rather than after the batch being
-	// gathered. curOut: one of those waits in the batch being gathered.
-	outInflight, curOut bool
+	// curOut: one of those waits in the batch being gathered (see
+	// outInflight).
+	curOut bool
 
 	queued0     []*packets.Publish // QoS 0 published while disconnected
 	tickets0    []any
@@ -472,7 +470,7 @@ func (e *Engine) emitOut(a action, ready bool) {
 		e.run(&a)
 		return
 	}
-	if ready && e.outInflight {
+	if ready && e.outInflight() {
 		// Behind a PUBLISH or PUBREL that waits for a batch being
 		// applied, and needing nothing more: it runs right after the
 		// newest such batch. Queued behind the batch being gathered, it
@@ -487,10 +485,16 @@ func (e *Engine) emitOut(a action, ready bool) {
 	if e.committing() || !e.cur.empty() {
 		a.deferred = true
 		e.waitingOut++
-		e.outInflight, e.curOut = false, true // it waits in the batch being gathered
+		e.curOut = true // it waits in the batch being gathered
 	}
 	e.emit(a)
 }
+
+// outInflight reports whether the PUBLISH and PUBREL actions waiting for
+// a batch all wait for batches being applied (or one whose actions are
+// being run), none for the batch being gathered: one needing nothing from
+// the store then runs right after the newest batch being applied.
+func (e *Engine) outInflight() bool { return e.waitingOut > 0 && !e.curOut && e.committing() }
 
 // committing reports whether a batch is being applied.
 func (e *Engine) committing() bool { return len(e.flights) > 0 }
@@ -550,12 +554,12 @@ func (e *Engine) Commit() []store.Op {
 	e.curGen++
 	young := e.takeYoung(&b)
 	b.compact()
-	// The outbound actions waiting were all in the batches being
-	// applied, unless this one is split.
-	e.outInflight, e.curOut = e.waitingOut > 0, false
+	// The outbound actions waiting are all in the batches being applied,
+	// unless this one is split.
+	e.curOut = false
 	if len(b.ops) > MaxBatchOps {
 		e.cur = b.split(MaxBatchOps) // next, before anything queued later
-		e.outInflight, e.curOut = false, e.waitingOut > 0
+		e.curOut = e.waitingOut > 0
 	}
 	for i, m := range young {
 		e.cur.ops = append(e.cur.ops, e.heldPuts[i])
@@ -636,13 +640,9 @@ func (e *Engine) Committed() {
 	n := copy(e.flights, e.flights[1:])
 	e.flights[n] = batch{}
 	e.flights = e.flights[:n]
-	e.outInflight = false // new actions go the usual way while these run
 	for i := range done.acts {
 		e.run(&done.acts[i])
 	}
-	// Those left waiting, if any, wait in the batches still being
-	// applied, unless one waits in the batch being gathered.
-	e.outInflight = e.committing() && e.waitingOut > 0 && !e.curOut
 	done.reset()
 	e.spare = done
 }
@@ -652,12 +652,13 @@ func (e *Engine) Committed() {
 // driver drops them, and takes no batch before their store calls have
 // ended. Messages whose first record was in one of them fail with err,
 // and were never sent — but for a QoS 1 message whose PUBLISH left
-// alongside its record (mayLeave): that one may still reach the server, which at least
-// once allows. The batch may still have been applied (a store whose reply
-// was lost, such as Redis), so the retry starts by deleting those records,
-// and their packet identifiers are freed only once that deletion is
-// durable: a later connection or process never sends a message whose
-// publish failed, and no identifier is held by two records. The batch's
+// alongside its record (mayLeave): that one may still reach the server,
+// which at least once allows. The batch may still have been applied (a
+// store whose reply was lost, such as Redis), so the retry starts by
+// deleting those records, and their packet identifiers are freed only
+// once that deletion is durable: a later connection or process never
+// sends a message whose publish failed, and no identifier is held by two
+// records. The batch's
 // other operations and its actions go back to the front of the queue: the
 // session in memory stays the truth and the store catches up. The
 // connection is ended, since packets that waited for the batch were not
@@ -665,7 +666,6 @@ func (e *Engine) Committed() {
 func (e *Engine) CommitFailed(err error) {
 	flights := e.flights
 	e.flights = nil
-	e.outInflight, e.curOut = false, false
 	e.failing = true
 	failed := map[uint64]bool{}
 	var undo []store.Op

@@ -508,11 +508,8 @@ func (w *world) drain() error {
 			if err := w.disconnect(); err != nil {
 				return err
 			}
-			for w.eng.NeedsCommit() {
-				w.committing = true
-				if err := w.commitStep(); err != nil {
-					return err
-				}
+			if err := w.waitIdle(); err != nil {
+				return err
 			}
 			if err := w.failover(); err != nil {
 				return err
@@ -618,6 +615,18 @@ func (w *world) inject() error {
 	pkts := b.Inject("t/in", []byte(payload), qos)
 	if b == w.broker {
 		w.sendToClient(pkts)
+	}
+	return nil
+}
+
+// waitIdle commits until every batch is durable or the store fails, as
+// the client's waitIdle does.
+func (w *world) waitIdle() error {
+	for !w.eng.Idle() {
+		w.committing = true
+		if err := w.commitStep(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -1246,14 +1255,12 @@ func (w *world) failover() error {
 	if err := w.loadAll(); err != nil {
 		return err
 	}
-	for w.eng.NeedsCommit() { // what the scan queued belongs to this session
-		if w.storeFails {
-			return nil
-		}
-		w.committing = true
-		if err := w.commitStep(); err != nil {
-			return err
-		}
+	// What the scan queued belongs to this session.
+	if !w.eng.Idle() && w.storeFails {
+		return nil
+	}
+	if err := w.waitIdle(); err != nil {
+		return err
 	}
 	from, to := w.srv, 1-w.srv
 	for _, m := range w.eng.Outbound() {
@@ -1281,16 +1288,13 @@ func (w *world) failover() error {
 	if err := w.effects(); err != nil {
 		return err
 	}
-	// As the client's waitIdle: until the move is durable, or failed.
+	// As the client: until the move is durable, or failed.
 	w.moving = true
-	for w.eng.NeedsCommit() && !w.eng.Failing() {
-		w.committing = true
-		if err := w.commitStep(); err != nil {
-			w.moving = false
-			return err
-		}
-	}
+	err := w.waitIdle()
 	w.moving = false
+	if err != nil {
+		return err
+	}
 	if w.eng.Failing() {
 		// The moved messages failed in the new session; the old records
 		// stay, and are sent when the client comes back.
